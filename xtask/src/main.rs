@@ -1,0 +1,61 @@
+//! `cargo xtask <command>`: developer and CI tasks for tcpstate (alias in .cargo/config.toml).
+//!
+//! Every command that builds runs `setup` first, which installs only what is missing.
+
+mod build;
+mod install;
+mod run;
+mod setup;
+mod test;
+mod util;
+// mod bench;  <- `cargo xtask bench` goes here (bench.rs), see `Command` below.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    about = "Set up, build, run, test and install tcpstate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install what building and testing needs (nightly rust-src, bpf-linker, Debian
+    /// packages) and mount tracefs and bpffs; only what is missing.
+    Setup(setup::Options),
+    /// Build only the eBPF object (nightly, bpfel-unknown-none) and report its path and size.
+    BuildEbpf,
+    /// Setup, then build the release binary target/release/tcpstate.
+    Build,
+    /// Setup, build, then run target/release/tcpstate with the arguments after `--`.
+    Run(run::Options),
+    /// Setup, build, run all tests against the release binary, then fmt and clippy.
+    Test(test::Options),
+    /// Build, then copy the binary to <PREFIX>/bin/tcpstate.
+    Install(install::Options),
+    // Bench(bench::Options): `cargo xtask bench`, to be added with bench.rs. It should call
+    // `setup::run(&setup::Options { bench: true })` for the peer tracers, then build.
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Setup(opts) => setup::run(opts),
+        Command::BuildEbpf => build::build_ebpf(),
+        Command::Build => build::build().map(drop),
+        Command::Run(opts) => run::run(opts),
+        Command::Test(opts) => test::run(opts),
+        Command::Install(opts) => install::run(opts),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `cargo xtask test [--no-lint] [-- <cargo test args>]`: setup, build the release binary, run
+//! every test of the default members against it, then lint. cargo test's own output (and its
+//! summary lines) goes straight to our stdout.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::{
+    build, setup,
+    util::{self, secs},
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Skip `cargo fmt --check` and `cargo clippy`.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Extra arguments for `cargo test --release` (e.g. a test name filter).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let start = Instant::now();
+    setup::run(&setup::Options::default())?;
+    let bin = build::build_user(&["--bins"])?;
+
+    // Run every phase even if one fails, so one CI run reports all problems.
+    let mut failed = Vec::new();
+    let mut phase = |name: &'static str, cmd: &mut std::process::Command| {
+        let t = Instant::now();
+        match util::run(cmd) {
+            Ok(()) => println!("xtask test: {name} ok ({})", secs(t.elapsed())),
+            Err(e) => {
+                eprintln!("xtask test: {name} FAILED: {e:#}");
+                failed.push(name);
+            }
+        }
+    };
+    phase(
+        "cargo test",
+        util::cargo()
+            .args(["test", "--release"])
+            .args(&opts.args)
+            .env("TCPSTATE_BIN", &bin),
+    );
+    if !opts.no_lint {
+        phase(
+            "cargo fmt",
+            util::cargo().args(["fmt", "--all", "--", "--check"]),
+        );
+        phase(
+            "cargo clippy",
+            util::cargo().args([
+                "clippy",
+                "--release",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        );
+    }
+    if !failed.is_empty() {
+        bail!(
+            "xtask test: FAILED: {} ({})",
+            failed.join(", "),
+            secs(start.elapsed())
+        );
+    }
+    println!("xtask test: all ok ({})", secs(start.elapsed()));
+    Ok(())
+}
