@@ -269,6 +269,20 @@ impl Peer {
         p
     }
 
+    /// Starts a client whose connect is expected to fail; returns its
+    /// `error connect: ...` line once it has exited.
+    pub fn client_failing(ns: &Netns, addr: &str) -> String {
+        let mut p = Peer::spawn(ns, "client", addr);
+        let line = p.next_line("connect");
+        assert!(
+            line.starts_with("error connect"),
+            "tcppeer client {addr}: expected connect to fail, got {line:?}"
+        );
+        let status = p.wait_exit();
+        assert_eq!(status.code(), Some(1), "tcppeer client {addr}: {status}");
+        line
+    }
+
     fn spawn(ns: &Netns, role: &str, addr: &str) -> Peer {
         let label = format!("{role} {addr}");
         let mut child = ns
