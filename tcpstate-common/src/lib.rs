@@ -1,0 +1,243 @@
+//! The one definition of everything the eBPF program and the loader exchange:
+//! the event record pushed through the ring buffer, the load-time configuration,
+//! and the keys/values of the maps userspace reads.
+//!
+//! Every struct is `#[repr(C)]` with explicit padding so both sides (bpfel and
+//! x86_64) agree byte for byte; the size assertions at the bottom keep it so.
+#![no_std]
+
+/// Map and global names, shared so a rename cannot split the two sides.
+pub mod names {
+    pub const PROGRAM: &str = "inet_sock_set_state";
+    pub const EVENTS: &str = "EVENTS";
+    pub const SOCKS: &str = "SOCKS";
+    pub const LISTENERS: &str = "LISTENERS";
+    pub const PORTS: &str = "PORTS";
+    pub const STATS: &str = "STATS";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Linux TCP states (`include/net/tcp_states.h`), as the tracepoint reports them.
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+pub const COMM_LEN: usize = 16;
+
+/// `Event::dwell_ns` when the time in the old state is unknown (first event of a
+/// socket, or its earlier events were not seen). Rendered as `-`, never `0`.
+pub const DWELL_UNKNOWN: u64 = u64::MAX;
+/// `Event::owner_pid` when the owner is unknown.
+pub const OWNER_UNKNOWN: u32 = u32::MAX;
+
+/// Where an event came from. Only `TRACEPOINT` is a transition the kernel made;
+/// the others are reported with their source so nothing synthesized passes as one.
+pub mod source {
+    pub const TRACEPOINT: u8 = 0;
+}
+
+/// Event flags.
+pub mod flag {
+    /// The event was held back in the kernel because the socket had not matched
+    /// the filter yet, and released when a later event of it matched.
+    pub const REPLAYED: u8 = 1;
+}
+
+/// One state change of one socket, as pushed through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_boot_ns()` at the transition (CLOCK_BOOTTIME).
+    pub ts_ns: u64,
+    /// Kernel address of the socket: the identity of a connection's events.
+    pub skaddr: u64,
+    /// Nanoseconds spent in `oldstate`, or [`DWELL_UNKNOWN`].
+    pub dwell_ns: u64,
+    /// Thread-group id of the socket's owner, or [`OWNER_UNKNOWN`].
+    pub owner_pid: u32,
+    /// Thread-group id of the task on CPU when the kernel made the change.
+    pub cpu_pid: u32,
+    /// Inode number of the socket's network namespace (0 if unavailable).
+    pub netns: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub oldstate: u8,
+    pub newstate: u8,
+    pub source: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// IPv4 addresses use the first 4 bytes; network byte order.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub owner_comm: [u8; COMM_LEN],
+    pub cpu_comm: [u8; COMM_LEN],
+}
+
+impl Event {
+    pub const ZERO: Event = Event {
+        ts_ns: 0,
+        skaddr: 0,
+        dwell_ns: DWELL_UNKNOWN,
+        owner_pid: OWNER_UNKNOWN,
+        cpu_pid: 0,
+        netns: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        oldstate: 0,
+        newstate: 0,
+        source: source::TRACEPOINT,
+        flags: 0,
+        _pad: [0; 2],
+        saddr: [0; 16],
+        daddr: [0; 16],
+        owner_comm: [0; COMM_LEN],
+        cpu_comm: [0; COMM_LEN],
+    };
+}
+
+/// Byte offsets of the `sock:inet_sock_set_state` record fields, read from the
+/// tracepoint's `format` file at load time: aya has no CO-RE for Rust programs,
+/// and the layout moved in Linux 5.6 (`protocol` grew from u8 to u16).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointLayout {
+    pub skaddr: u16,
+    pub oldstate: u16,
+    pub newstate: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    /// 1 (before 5.6) or 2.
+    pub protocol_size: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+}
+
+/// Offsets used to read a socket's network namespace inode from its address
+/// (`sk->__sk_common.skc_net.net->ns.inum`), resolved from kernel BTF at load
+/// time. `skc_net == 0` means unavailable: netns reads as 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetnsOffsets {
+    pub skc_net: u32,
+    pub ns_inum: u32,
+}
+
+/// Load-time configuration, written into the program's `CONFIG` global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub layout: TracepointLayout,
+    pub netns_offsets: NetnsOffsets,
+    /// Only sockets of this network namespace (inode), 0 = all.
+    pub netns: u32,
+    /// Ring-buffer fill level (bytes) above which the producer wakes the reader;
+    /// below it events are submitted with `BPF_RB_NO_WAKEUP` and the reader polls
+    /// on a short timer. 0 = wake on every event.
+    pub wakeup_bytes: u32,
+    /// Only this address family (`AF_INET`/`AF_INET6`), 0 = both.
+    pub family: u16,
+    /// Non-zero when the `PORTS` map holds a port filter.
+    pub port_filter: u8,
+    /// Non-zero: emit aya-log diagnostics from the kernel (`--verbose`).
+    pub verbose: u8,
+}
+
+/// `PORTS` map values: which end of a connection a port filter applies to.
+pub mod port_match {
+    pub const LOCAL: u8 = 1;
+    pub const REMOTE: u8 = 2;
+}
+
+/// `STATS` per-CPU counter slots.
+pub mod stat {
+    /// Events dropped because the ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// Socket-state updates that failed (map full / error): dwell time and owner
+    /// of that socket become unknown.
+    pub const SOCK_MAP_FAIL: u32 = 1;
+    /// Listener-owner updates that failed.
+    pub const LISTEN_MAP_FAIL: u32 = 2;
+    /// Events submitted to the ring buffer.
+    pub const SUBMITTED: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Owner of a socket: the process in whose context it was connected, listened,
+/// or closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+impl Owner {
+    pub const UNKNOWN: Owner = Owner {
+        pid: OWNER_UNKNOWN,
+        _pad: 0,
+        comm: [0; COMM_LEN],
+    };
+}
+
+/// `LISTENERS` key: accepted sockets inherit the owner of the listener on
+/// their local port, in their namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenKey {
+    pub netns: u32,
+    pub port: u16,
+    pub family: u16,
+}
+
+/// `SOCKS` value (key: socket address): per-socket tracking, removed at CLOSE.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockState {
+    /// When the socket entered its current state (boot ns).
+    pub since_ns: u64,
+    pub owner: Owner,
+    /// 1 once an event of this socket matched the filter: it stays followed.
+    pub followed: u8,
+    /// 1 when `pending` holds the socket's first event, held back because it
+    /// could not match yet (e.g. CLOSE->SYN_SENT still has local port 0).
+    pub has_pending: u8,
+    pub _pad: [u8; 6],
+    pub pending: Event,
+}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 112);
+const _: () = assert!(core::mem::size_of::<Config>() == 44);
+const _: () = assert!(core::mem::size_of::<SockState>() == 152);
+const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C), Copy, made only of integers and byte arrays with
+    // explicit padding fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::ListenKey {}
+    unsafe impl aya::Pod for super::SockState {}
+}

@@ -1,0 +1,252 @@
+//! Command-line interface. Parsing and validation live here; clap exits with
+//! status 2 on usage errors, as does our own validation ([`Cli::validate`]).
+
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+const EXAMPLES: &str = "\
+Examples:
+  tcpstate --port 10050            every transition on port 10050 (either end)
+  tcpstate --lport 80 --lport 443  sockets whose local port is 80 or 443
+  tcpstate -6 --rport 5432         IPv6 connections to remote port 5432
+  tcpstate --netns /run/netns/blue only sockets in that network namespace
+  tcpstate -j --port 8080 > log.jsonl
+                                   log to JSON Lines (one object per event)
+  tcpstate -w --port 10050         wide: socket address, netns, on-CPU task
+  tcpstate --duration 30s          trace for 30 seconds, then print a summary
+
+Columns: TIME is the kernel's event time (wall clock, microseconds). PID/COMM
+are the socket's owner (the process that connected, listened, accepted or
+closed it), not the task that happened to be on CPU: most transitions run in
+softirq context. MS is the time spent in the old state; `-` when unknown.
+
+Needs CAP_BPF and CAP_PERFMON (root has both; or `setcap cap_bpf,cap_perfmon+ep`
+on the binary), plus CAP_SYS_ADMIN only if tracefs must be mounted.
+Exit status: 0 ok, 1 runtime error, 2 usage error.";
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tcpstate",
+    version,
+    about = "Trace TCP state changes as the kernel makes them.",
+    long_about = "Trace TCP state changes as the kernel makes them: exact OLD -> NEW \
+                  transitions with the owning process, addresses and the time spent in \
+                  the old state, including the sub-millisecond states that netstat and \
+                  ss polling never see.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// Trace connections with this port at either end (repeatable).
+    #[arg(short = 'p', long = "port", value_name = "PORT", value_parser = port)]
+    pub ports: Vec<u16>,
+
+    /// Trace sockets with this local port (repeatable).
+    #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = port)]
+    pub lports: Vec<u16>,
+
+    /// Trace sockets with this remote port (repeatable).
+    #[arg(short = 'D', long = "rport", value_name = "PORT", value_parser = port)]
+    pub rports: Vec<u16>,
+
+    /// IPv4 sockets only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 sockets only (IPv4 on an AF_INET6 socket shows as ::ffff:a.b.c.d).
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Only sockets in this network namespace: a name under /run/netns, a path
+    /// (e.g. /proc/PID/ns/net) or a namespace inode number.
+    #[arg(long, value_name = "NAME|PATH|INODE")]
+    pub netns: Option<String>,
+
+    /// Print JSON Lines, one object per event (schema in docs/json.md).
+    #[arg(short = 'j', long, conflicts_with = "wide")]
+    pub json: bool,
+
+    /// Wide output: add socket address, netns, family and the on-CPU task.
+    #[arg(short = 'w', long)]
+    pub wide: bool,
+
+    /// Stop after this long (e.g. 30s, 5m), then print the summary.
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = duration)]
+    pub duration: Option<Duration>,
+
+    /// Ring-buffer size in bytes (power of two; K/M suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = ring_size)]
+    pub ring_size: u32,
+
+    /// Most sockets tracked at once for dwell time and owner (LRU beyond).
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub max_sockets: u32,
+
+    /// How often the reader drains the ring buffer when it is not full enough
+    /// to wake it (bounds the output latency).
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = flush_interval)]
+    pub flush_interval: Duration,
+
+    /// Explain setup steps and show kernel-side diagnostics and verifier logs.
+    #[arg(short = 'v', long, action = ArgAction::SetTrue)]
+    pub verbose: bool,
+}
+
+/// Most ports a filter may hold (the kernel map's size).
+pub const MAX_PORTS: usize = 1024;
+
+fn port(s: &str) -> Result<u16, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a port number"))?;
+    if v == 0 || v > 65535 {
+        return Err(format!("port {v} is out of range 1-65535"));
+    }
+    Ok(v as u16)
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+fn flush_interval(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d > Duration::from_secs(1) {
+        return Err("at most 1s (it bounds the output latency)".into());
+    }
+    Ok(d)
+}
+
+/// Parses `4096`, `256K`, `8M`; must be a power of two, 4 KiB to 1 GiB
+/// (the kernel requires a page-aligned power of two).
+pub fn ring_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1u64 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1u64 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 4096, 256K, 8M)"))?;
+    let bytes = n.checked_mul(mult).ok_or("size too large")?;
+    if !bytes.is_power_of_two() {
+        return Err(format!("{bytes} is not a power of two"));
+    }
+    if !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!("{bytes} is outside 4K-1G"));
+    }
+    Ok(bytes as u32)
+}
+
+impl Cli {
+    /// Checks that clap's per-flag parsers cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.ports.len() + self.lports.len() + self.rports.len();
+        if n > MAX_PORTS {
+            return Err(format!("at most {MAX_PORTS} ports may be given, got {n}"));
+        }
+        if let Some(ns) = &self.netns {
+            if ns.trim().is_empty() {
+                return Err("--netns needs a name, path or inode".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_port_filter(&self) -> bool {
+        !(self.ports.is_empty() && self.lports.is_empty() && self.rports.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tcpstate").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn port_filters_are_repeatable() {
+        let c = parse(&["--port", "10050", "-p", "80", "--lport", "443", "--rport", "5432"]).unwrap();
+        assert_eq!(c.ports, vec![10050, 80]);
+        assert_eq!(c.lports, vec![443]);
+        assert_eq!(c.rports, vec![5432]);
+        assert!(c.has_port_filter());
+    }
+
+    #[test]
+    fn port_zero_and_too_large_are_usage_errors() {
+        for bad in ["0", "65536", "70000", "-1", "http"] {
+            let e = parse(&["--port", bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_contradict() {
+        let e = parse(&["-4", "-6"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn json_and_wide_contradict() {
+        assert!(parse(&["-j", "-w"]).is_err());
+    }
+
+    #[test]
+    fn ring_size_accepts_powers_of_two_with_suffixes() {
+        assert_eq!(ring_size("4096"), Ok(4096));
+        assert_eq!(ring_size("256K"), Ok(256 << 10));
+        assert_eq!(ring_size("8M"), Ok(8 << 20));
+        assert!(ring_size("3M").unwrap_err().contains("power of two"));
+        assert!(ring_size("1000").is_err());
+        assert!(ring_size("2G").is_err());
+        assert!(ring_size("lots").is_err());
+        assert!(ring_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations_parse_and_reject_zero() {
+        let c = parse(&["-d", "1m30s"]).unwrap();
+        assert_eq!(c.duration, Some(Duration::from_secs(90)));
+        assert!(parse(&["--duration", "0s"]).is_err());
+        assert!(parse(&["--duration", "soon"]).is_err());
+        assert!(parse(&["--flush-interval", "5s"]).is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert!(!c.has_port_filter());
+        assert_eq!(c.ring_size, 8 << 20);
+        assert_eq!(c.max_sockets, 65536);
+        assert_eq!(c.flush_interval, Duration::from_millis(10));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn too_many_ports_is_rejected() {
+        let mut args = Vec::new();
+        for p in 1..=1100u32 {
+            args.push("-p".to_string());
+            args.push(p.to_string());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let c = parse(&refs).unwrap();
+        assert!(c.validate().unwrap_err().contains("at most 1024"));
+    }
+
+    #[test]
+    fn empty_netns_is_rejected() {
+        let c = parse(&["--netns", " "]).unwrap();
+        assert!(c.validate().is_err());
+    }
+}

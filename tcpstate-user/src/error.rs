@@ -1,0 +1,73 @@
+//! Errors the user can act on: one line saying what failed, one saying what to
+//! do about it, and the exit status (2 usage, 1 runtime). No backtraces.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub struct UserError {
+    pub message: String,
+    pub hint: Option<String>,
+    pub exit_code: i32,
+    /// Extra detail shown only with --verbose (e.g. the verifier log).
+    pub detail: Option<String>,
+}
+
+impl UserError {
+    pub fn runtime(message: impl Into<String>) -> Self {
+        UserError {
+            message: message.into(),
+            hint: None,
+            exit_code: 1,
+            detail: None,
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        UserError {
+            exit_code: 2,
+            ..Self::runtime(message)
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Prints the error to stderr as `tcpstate: error: ...` plus its hint.
+    pub fn report(&self, verbose: bool) {
+        eprintln!("tcpstate: error: {}", self.message);
+        if let Some(h) = &self.hint {
+            eprintln!("  hint: {h}");
+        }
+        if verbose {
+            if let Some(d) = &self.detail {
+                eprintln!("{d}");
+            }
+        }
+    }
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// Maps an OS error number to the advice a user needs.
+pub fn permission_hint(errno: Option<i32>) -> Option<&'static str> {
+    match errno {
+        Some(libc::EPERM) | Some(libc::EACCES) => Some(
+            "run as root, or give the binary CAP_BPF and CAP_PERFMON \
+             (sudo setcap cap_bpf,cap_perfmon+ep $(which tcpstate))",
+        ),
+        _ => None,
+    }
+}

@@ -1,0 +1,351 @@
+//! Decoding ring-buffer records into typed events. The byte layout is
+//! `tcpstate_common::Event`, defined once for both sides.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use tcpstate_common as common;
+
+/// A TCP state, named as in `include/net/tcp_states.h` (and bcc's tcpstates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    /// A value this build does not know (a newer kernel).
+    Unknown(u8),
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 12] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+        TcpState::NewSynRecv,
+    ];
+
+    pub fn from_raw(v: u8) -> Self {
+        use common::tcp_state as s;
+        match v {
+            s::ESTABLISHED => Self::Established,
+            s::SYN_SENT => Self::SynSent,
+            s::SYN_RECV => Self::SynRecv,
+            s::FIN_WAIT1 => Self::FinWait1,
+            s::FIN_WAIT2 => Self::FinWait2,
+            s::TIME_WAIT => Self::TimeWait,
+            s::CLOSE => Self::Close,
+            s::CLOSE_WAIT => Self::CloseWait,
+            s::LAST_ACK => Self::LastAck,
+            s::LISTEN => Self::Listen,
+            s::CLOSING => Self::Closing,
+            s::NEW_SYN_RECV => Self::NewSynRecv,
+            other => Self::Unknown(other),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Established => "ESTABLISHED",
+            Self::SynSent => "SYN_SENT",
+            Self::SynRecv => "SYN_RECV",
+            Self::FinWait1 => "FIN_WAIT1",
+            Self::FinWait2 => "FIN_WAIT2",
+            Self::TimeWait => "TIME_WAIT",
+            Self::Close => "CLOSE",
+            Self::CloseWait => "CLOSE_WAIT",
+            Self::LastAck => "LAST_ACK",
+            Self::Listen => "LISTEN",
+            Self::Closing => "CLOSING",
+            Self::NewSynRecv => "NEW_SYN_RECV",
+            Self::Unknown(_) => "UNKNOWN",
+        }
+    }
+
+    /// Parses a state name as the CLI accepts it: case-insensitive, with `-`
+    /// or `_`, and the netstat/ss spellings (`FIN_WAIT_1`, `SYN-RECV`, `CLOSED`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let norm: String = s
+            .trim()
+            .chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        let norm = match norm.as_str() {
+            "CLOSED" => "CLOSE",
+            "SYNRCVD" => "SYNRECV",
+            other => other,
+        };
+        Self::ALL
+            .into_iter()
+            .find(|st| st.name().replace('_', "") == norm)
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown(v) => write!(f, "UNKNOWN({v})"),
+            other => f.pad(other.name()),
+        }
+    }
+}
+
+/// Where an event came from. Only `Tracepoint` is a transition the kernel
+/// reported; other sources are labelled so nothing synthesized passes as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Tracepoint,
+    Unknown(u8),
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Tracepoint => "tracepoint",
+            Source::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// A process: pid (thread-group id) and raw `comm` bytes. Show `comm` only
+/// through [`crate::comm::sanitize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Task {
+    pub pid: u32,
+    pub comm: [u8; common::COMM_LEN],
+}
+
+/// One decoded event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TcpEvent {
+    /// Kernel time of the change (CLOCK_BOOTTIME ns).
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    /// Time spent in `old`, when known.
+    pub dwell_ns: Option<u64>,
+    /// The socket's owner, when known.
+    pub owner: Option<Task>,
+    /// The task on CPU when the kernel made the change (often not the owner).
+    pub on_cpu: Task,
+    pub netns: u32,
+    pub family: u16,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub old: TcpState,
+    pub new: TcpState,
+    pub source: Source,
+    /// Held back in the kernel until the socket matched the filter.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    Short { len: usize, expected: usize },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Short { len, expected } => {
+                write!(f, "ring-buffer record of {len} bytes, expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
+    if family == common::AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*raw))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    }
+}
+
+/// Reads the raw record. Bytes beyond the struct are ignored (a future
+/// producer may append fields); fewer is an error.
+pub fn decode_raw(bytes: &[u8]) -> Result<common::Event, DecodeError> {
+    let expected = std::mem::size_of::<common::Event>();
+    if bytes.len() < expected {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            expected,
+        });
+    }
+    // SAFETY: length checked; Event is plain old data (any bit pattern valid);
+    // read_unaligned copes with any alignment of the slice.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<common::Event>()) })
+}
+
+impl From<&common::Event> for TcpEvent {
+    fn from(e: &common::Event) -> Self {
+        TcpEvent {
+            ts_ns: e.ts_ns,
+            skaddr: e.skaddr,
+            dwell_ns: (e.dwell_ns != common::DWELL_UNKNOWN).then_some(e.dwell_ns),
+            owner: (e.owner_pid != common::OWNER_UNKNOWN).then_some(Task {
+                pid: e.owner_pid,
+                comm: e.owner_comm,
+            }),
+            on_cpu: Task {
+                pid: e.cpu_pid,
+                comm: e.cpu_comm,
+            },
+            netns: e.netns,
+            family: e.family,
+            laddr: addr(e.family, &e.saddr),
+            lport: e.sport,
+            raddr: addr(e.family, &e.daddr),
+            rport: e.dport,
+            old: TcpState::from_raw(e.oldstate),
+            new: TcpState::from_raw(e.newstate),
+            source: match e.source {
+                common::source::TRACEPOINT => Source::Tracepoint,
+                other => Source::Unknown(other),
+            },
+            replayed: e.flags & common::flag::REPLAYED != 0,
+        }
+    }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<TcpEvent, DecodeError> {
+    decode_raw(bytes).map(|e| TcpEvent::from(&e))
+}
+
+impl TcpEvent {
+    pub fn family_name(&self) -> &'static str {
+        match self.family {
+            common::AF_INET => "ipv4",
+            common::AF_INET6 => "ipv6",
+            _ => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A raw event as the kernel would send it, for decoder and renderer tests.
+    pub fn raw_v4() -> common::Event {
+        let mut e = common::Event::ZERO;
+        e.ts_ns = 5_000_000_000;
+        e.skaddr = 0xffff_8880_1234_5678;
+        e.dwell_ns = 1_234_567;
+        e.owner_pid = 4242;
+        e.owner_comm[..6].copy_from_slice(b"server");
+        e.cpu_pid = 0;
+        e.cpu_comm[..9].copy_from_slice(b"swapper/1");
+        e.netns = 4026531840;
+        e.sport = 10050;
+        e.dport = 48008;
+        e.family = common::AF_INET;
+        e.oldstate = common::tcp_state::ESTABLISHED;
+        e.newstate = common::tcp_state::FIN_WAIT1;
+        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        e
+    }
+
+    pub fn bytes_of(e: &common::Event) -> Vec<u8> {
+        // SAFETY: Event is repr(C) plain data.
+        unsafe {
+            std::slice::from_raw_parts(
+                (e as *const common::Event).cast::<u8>(),
+                std::mem::size_of::<common::Event>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_an_ipv4_transition() {
+        let ev = decode(&bytes_of(&raw_v4())).unwrap();
+        assert_eq!(ev.old, TcpState::Established);
+        assert_eq!(ev.new, TcpState::FinWait1);
+        assert_eq!(ev.laddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.raddr, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!((ev.lport, ev.rport), (10050, 48008));
+        assert_eq!(ev.dwell_ns, Some(1_234_567));
+        assert_eq!(ev.owner.unwrap().pid, 4242);
+        assert_eq!(ev.on_cpu.pid, 0);
+        assert_eq!(ev.source, Source::Tracepoint);
+        assert!(!ev.replayed);
+    }
+
+    #[test]
+    fn unknown_dwell_and_owner_are_none_not_zero() {
+        let mut raw = raw_v4();
+        raw.dwell_ns = common::DWELL_UNKNOWN;
+        raw.owner_pid = common::OWNER_UNKNOWN;
+        let ev = decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(ev.dwell_ns, None);
+        assert_eq!(ev.owner, None);
+    }
+
+    #[test]
+    fn decodes_ipv6_and_v4_mapped() {
+        let mut raw = raw_v4();
+        raw.family = common::AF_INET6;
+        raw.saddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        raw.daddr = "::ffff:127.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
+        let ev = decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(ev.laddr.to_string(), "::1");
+        assert_eq!(ev.raddr.to_string(), "::ffff:127.0.0.1");
+        assert_eq!(ev.family_name(), "ipv6");
+    }
+
+    #[test]
+    fn short_record_is_an_error() {
+        let b = bytes_of(&raw_v4());
+        assert_eq!(
+            decode(&b[..50]),
+            Err(DecodeError::Short {
+                len: 50,
+                expected: 112
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_state_values_survive() {
+        let mut raw = raw_v4();
+        raw.newstate = 99;
+        let ev = decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(ev.new, TcpState::Unknown(99));
+        assert_eq!(ev.new.to_string(), "UNKNOWN(99)");
+    }
+
+    #[test]
+    fn state_names_parse_in_netstat_and_ss_spellings() {
+        assert_eq!(TcpState::parse("fin-wait-1"), Some(TcpState::FinWait1));
+        assert_eq!(TcpState::parse("FIN_WAIT1"), Some(TcpState::FinWait1));
+        assert_eq!(TcpState::parse("syn-recv"), Some(TcpState::SynRecv));
+        assert_eq!(TcpState::parse("SYN_RCVD"), Some(TcpState::SynRecv));
+        assert_eq!(TcpState::parse("closed"), Some(TcpState::Close));
+        assert_eq!(TcpState::parse("close-wait"), Some(TcpState::CloseWait));
+        assert_eq!(TcpState::parse("bogus"), None);
+    }
+}

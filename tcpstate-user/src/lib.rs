@@ -1,0 +1,21 @@
+//! tcpstate: trace TCP state changes as the kernel makes them.
+//!
+//! Data flows one way: tracepoint -> kernel filter/enrich (tcpstate-ebpf) ->
+//! ring buffer -> [`reader`] -> [`event`] decode -> [`render`] sinks.
+//! Setting up that path is [`probe`]'s job, fed by [`layout`] (the tracepoint
+//! record's offsets) and [`kernel_btf`] (struct offsets for the netns).
+
+pub mod cli;
+pub mod clock;
+pub mod comm;
+pub mod error;
+pub mod event;
+pub mod kernel_btf;
+pub mod layout;
+pub mod netns;
+pub mod privileges;
+pub mod probe;
+pub mod reader;
+pub mod render;
+pub mod summary;
+pub mod tracefs;

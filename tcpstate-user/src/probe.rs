@@ -1,0 +1,370 @@
+//! Loads the eBPF program with its configuration, sizes its maps, attaches it
+//! to `sock:inet_sock_set_state`, and reads its counters. Every failure is
+//! turned into a [`UserError`] with a hint.
+
+use std::{os::fd::AsRawFd, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint, trace_point::TracePointLinkId},
+};
+use tcpstate_common::{AF_INET, AF_INET6, Config, names, port_match, stat};
+
+use crate::{
+    cli::Cli,
+    error::{UserError, permission_hint},
+    kernel_btf, layout, netns, privileges, tracefs,
+};
+
+/// The compiled kernel program, embedded at build time (see build.rs).
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpstate"));
+
+/// What the kernel side was asked to do, derived from the CLI.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    pub netns: Option<String>,
+    pub family: u16,
+    /// (port, port_match bits)
+    pub ports: Vec<(u16, u8)>,
+    pub ring_size: u32,
+    pub max_sockets: u32,
+    pub verbose: bool,
+}
+
+impl ProbeOptions {
+    pub fn from_cli(cli: &Cli) -> Self {
+        let mut ports: Vec<(u16, u8)> = Vec::new();
+        let mut add = |p: u16, bits: u8| match ports.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, b)) => *b |= bits,
+            None => ports.push((p, bits)),
+        };
+        for &p in &cli.ports {
+            add(p, port_match::LOCAL | port_match::REMOTE);
+        }
+        for &p in &cli.lports {
+            add(p, port_match::LOCAL);
+        }
+        for &p in &cli.rports {
+            add(p, port_match::REMOTE);
+        }
+        ProbeOptions {
+            netns: cli.netns.clone(),
+            family: if cli.ipv4 {
+                AF_INET
+            } else if cli.ipv6 {
+                AF_INET6
+            } else {
+                0
+            },
+            ports,
+            ring_size: cli.ring_size,
+            max_sockets: cli.max_sockets,
+            verbose: cli.verbose,
+        }
+    }
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Events dropped because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Socket-tracking updates that failed (dwell/owner unknown for those).
+    pub sock_map_fail: u64,
+    pub listen_map_fail: u64,
+    pub submitted: u64,
+    /// Runs of our program the kernel skipped because another BPF program was
+    /// already running on that CPU (`recursion_misses` in the program info).
+    pub recursion_misses: u64,
+}
+
+impl KernelStats {
+    /// Events that never reached userspace.
+    pub fn lost(&self) -> u64 {
+        self.ringbuf_full + self.recursion_misses
+    }
+}
+
+pub struct Probe {
+    ebpf: Ebpf,
+    _link: TracePointLinkId,
+    stats: PerCpuArray<MapData, u64>,
+    prog_fd: i32,
+    pub ring_size: u32,
+    /// Socket-map capacity, for the summary.
+    pub max_sockets: u32,
+}
+
+fn say(verbose: bool) -> impl FnMut(&str) {
+    move |msg: &str| {
+        if verbose {
+            eprintln!("tcpstate: {msg}");
+        }
+    }
+}
+
+fn check_privileges() -> Result<(), UserError> {
+    let Some(caps) = privileges::effective() else {
+        return Ok(()); // cannot tell: let the kernel decide
+    };
+    let missing = privileges::missing_for_tracing(caps);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let who = if unsafe { libc::geteuid() } == 0 {
+        "running as root but without"
+    } else {
+        "not root and without"
+    };
+    Err(
+        UserError::runtime(format!("{who} {}", missing.join(" and ")))
+            .hint(permission_hint(Some(libc::EPERM)).unwrap_or_default()),
+    )
+}
+
+fn load_error(e: aya::EbpfError) -> UserError {
+    let errno = match &e {
+        aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) => {
+            io_error.raw_os_error()
+        }
+        _ => None,
+    };
+    let mut err = UserError::runtime(format!("loading the eBPF object failed: {e}"));
+    if let Some(h) = permission_hint(errno) {
+        err = err.hint(h);
+    }
+    err
+}
+
+fn program_error(what: &str, e: ProgramError) -> UserError {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let mut err = UserError::runtime(format!(
+                "the kernel's verifier rejected the program: {io_error}"
+            ))
+            .detail(format!("verifier log:\n{verifier_log}"));
+            err = match permission_hint(io_error.raw_os_error()) {
+                Some(h) => err.hint(h),
+                None => err.hint("run with --verbose to see the verifier log"),
+            };
+            err
+        }
+        ProgramError::SyscallError(s) => {
+            let errno = s.io_error.raw_os_error();
+            let mut err = UserError::runtime(format!("{what}: {} failed: {}", s.call, s.io_error));
+            if let Some(h) = permission_hint(errno) {
+                err = err.hint(h);
+            }
+            err
+        }
+        other => UserError::runtime(format!("{what}: {other}")),
+    }
+}
+
+impl Probe {
+    pub fn load(opts: &ProbeOptions) -> Result<Probe, UserError> {
+        let mut say = say(opts.verbose);
+        check_privileges()?;
+
+        let tracing = tracefs::ensure(&mut say)?;
+        let format_path = tracing.join("events/sock/inet_sock_set_state/format");
+        let format = std::fs::read_to_string(&format_path).map_err(|e| {
+            UserError::runtime(format!(
+                "tracepoint sock:inet_sock_set_state is not available ({}: {e})",
+                format_path.display()
+            ))
+            .hint("it exists since Linux 4.16; this kernel may lack CONFIG_NET or tracepoints")
+        })?;
+        let layout = layout::parse(&format).map_err(|e| {
+            UserError::runtime(format!(
+                "cannot use the layout in {}: {e}",
+                format_path.display()
+            ))
+        })?;
+        say(&format!(
+            "tracepoint layout from {}: protocol is u{} at offset {}",
+            format_path.display(),
+            layout.protocol_size * 8,
+            layout.protocol
+        ));
+
+        let netns_offsets = match kernel_btf::netns_offsets(kernel_btf::VMLINUX_BTF) {
+            Ok(o) => {
+                say(&format!(
+                    "kernel BTF: skc_net at {}, ns.inum at {}",
+                    o.skc_net, o.ns_inum
+                ));
+                o
+            }
+            Err(e) => {
+                if opts.netns.is_some() {
+                    return Err(UserError::runtime(format!(
+                        "--netns needs kernel BTF to read a socket's namespace: {e:#}"
+                    )));
+                }
+                say(&format!("no netns support (kernel BTF: {e:#})"));
+                Default::default()
+            }
+        };
+        let netns = match &opts.netns {
+            Some(spec) => netns::resolve(spec)?,
+            None => 0,
+        };
+
+        // Kernels >= 5.11 account BPF memory to the cgroup; on older ones the
+        // memlock limit matters. Raising it may be refused (no
+        // CAP_SYS_RESOURCE): not fatal, the map creation error will tell.
+        let rlim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+            say("could not raise RLIMIT_MEMLOCK (fine on kernels >= 5.11)");
+        }
+
+        let config = Config {
+            layout,
+            netns_offsets,
+            netns,
+            // Wake the reader early only when a quarter of the buffer is used;
+            // otherwise it drains on its timer. Per-event wakeups are what
+            // make the peer tools slow the traced workload (NOTES.md §4).
+            wakeup_bytes: opts.ring_size / 4,
+            family: opts.family,
+            port_filter: u8::from(!opts.ports.is_empty()),
+            verbose: u8::from(opts.verbose),
+        };
+        let listeners = (opts.max_sockets / 16).max(256);
+        let ports = opts.ports.len().max(1) as u32;
+        #[allow(deprecated)] // override_global is the newer name; same call.
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::CONFIG, &config, true)
+            .map_max_entries(names::EVENTS, opts.ring_size)
+            .map_max_entries(names::SOCKS, opts.max_sockets)
+            .map_max_entries(names::LISTENERS, listeners)
+            .map_max_entries(names::PORTS, ports)
+            .load(PROGRAM)
+            .map_err(load_error)?;
+
+        if opts.verbose {
+            // The logger must be installed before EbpfLogger captures it.
+            let _ = env_logger::Builder::new()
+                .filter_level(log::LevelFilter::Debug)
+                .format_timestamp(None)
+                .try_init();
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(logger) => spawn_logger(logger),
+                Err(e) => say(&format!("kernel-side log unavailable: {e}")),
+            }
+        }
+
+        if !opts.ports.is_empty() {
+            let mut map: HashMap<_, u16, u8> =
+                HashMap::try_from(ebpf.map_mut(names::PORTS).expect("PORTS map"))
+                    .map_err(|e| UserError::runtime(format!("PORTS map: {e}")))?;
+            for &(port, bits) in &opts.ports {
+                map.insert(port, bits, 0)
+                    .map_err(|e| UserError::runtime(format!("setting port filter: {e}")))?;
+            }
+        }
+
+        let program: &mut TracePoint = ebpf
+            .program_mut(names::PROGRAM)
+            .expect("program is in the object")
+            .try_into()
+            .map_err(|e| program_error("program type", e))?;
+        program
+            .load()
+            .map_err(|e| program_error("loading the program", e))?;
+        let link = program.attach("sock", "inet_sock_set_state").map_err(|e| {
+            let missing = matches!(&e, ProgramError::SyscallError(s) if s.io_error.kind() == std::io::ErrorKind::NotFound)
+                || !Path::new(&tracing).join("events/sock/inet_sock_set_state/id").exists();
+            let err = program_error("attaching to sock:inet_sock_set_state", e);
+            if missing {
+                err.hint("the tracepoint sock:inet_sock_set_state does not exist on this kernel")
+            } else {
+                err
+            }
+        })?;
+        let prog_fd = {
+            use std::os::fd::AsFd;
+            program
+                .fd()
+                .map_err(|e| program_error("program fd", e))?
+                .as_fd()
+                .as_raw_fd()
+        };
+        say("attached to sock:inet_sock_set_state");
+
+        let stats = PerCpuArray::try_from(ebpf.take_map(names::STATS).expect("STATS map"))
+            .map_err(|e| UserError::runtime(format!("STATS map: {e}")))?;
+        Ok(Probe {
+            ebpf,
+            _link: link,
+            stats,
+            prog_fd,
+            ring_size: opts.ring_size,
+            max_sockets: opts.max_sockets,
+        })
+    }
+
+    /// Takes the ring buffer for the reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, UserError> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or_else(|| UserError::runtime("EVENTS ring buffer already taken"))?;
+        RingBuf::try_from(map).map_err(|e| UserError::runtime(format!("EVENTS map: {e}")))
+    }
+
+    pub fn stats(&self) -> KernelStats {
+        let sum = |slot: u32| -> u64 {
+            self.stats
+                .get(&slot, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelStats {
+            ringbuf_full: sum(stat::RINGBUF_FULL),
+            sock_map_fail: sum(stat::SOCK_MAP_FAIL),
+            listen_map_fail: sum(stat::LISTEN_MAP_FAIL),
+            submitted: sum(stat::SUBMITTED),
+            recursion_misses: recursion_misses(self.prog_fd).unwrap_or(0),
+        }
+    }
+}
+
+/// `recursion_misses` from BPF_OBJ_GET_INFO_BY_FD: aya's ProgramInfo does not
+/// expose it, so ask the kernel directly with its own struct layout.
+fn recursion_misses(prog_fd: i32) -> Option<u64> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.info.bpf_fd = prog_fd as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = &mut info as *mut _ as u64;
+    // SAFETY: attr points to a valid bpf_attr for BPF_OBJ_GET_INFO_BY_FD.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as i32,
+            &mut attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>() as u32,
+        )
+    };
+    (rc == 0).then_some(info.recursion_misses)
+}
+
+/// Forwards aya-log records from the kernel program to stderr (--verbose).
+fn spawn_logger(mut logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    std::thread::spawn(move || {
+        loop {
+            logger.flush();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+}

@@ -1,0 +1,162 @@
+//! Drains the ring buffer and writes rendered events, one write per batch.
+//!
+//! The kernel side submits with BPF_RB_NO_WAKEUP until the buffer is a quarter
+//! full, so the reader is woken either by that (a burst) or by its own timer
+//! (`--flush-interval`). This keeps the per-event cost off the traced
+//! workload: a wakeup per event costs an irq_work plus a cross-CPU interrupt.
+
+use std::{
+    fs::File,
+    io::{ErrorKind, Write},
+    mem::ManuallyDrop,
+    os::fd::FromRawFd,
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{Instant, MissedTickBehavior, interval, sleep_until},
+};
+
+use crate::{
+    error::UserError,
+    event::decode,
+    probe::{KernelStats, Probe},
+    render::Render,
+    summary::Summary,
+};
+
+/// Why tracing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Signal,
+    Duration,
+    /// stdout was closed (e.g. `| head`): exit quietly.
+    ClosedPipe,
+}
+
+pub struct Options {
+    pub flush_interval: Duration,
+    pub duration: Option<Duration>,
+}
+
+/// Writes to fd 1 without std's line buffering: the reader already batches.
+fn stdout_file() -> ManuallyDrop<File> {
+    // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop keeps
+    // it from being closed here.
+    ManuallyDrop::new(unsafe { File::from_raw_fd(1) })
+}
+
+struct Output {
+    file: ManuallyDrop<File>,
+    buf: Vec<u8>,
+}
+
+impl Output {
+    /// Ok(false) when the reader of stdout has gone away.
+    fn flush(&mut self) -> Result<bool, UserError> {
+        if self.buf.is_empty() {
+            return Ok(true);
+        }
+        let r = self.file.write_all(&self.buf);
+        self.buf.clear();
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(UserError::runtime(format!("writing output: {e}"))),
+        }
+    }
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    render: &mut dyn Render,
+    summary: &mut Summary,
+    out: &mut Vec<u8>,
+) {
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(ev) => {
+                summary.record(&ev);
+                render.event(&ev, out);
+            }
+            Err(_) => summary.decode_errors += 1,
+        }
+    }
+}
+
+/// Warns on stderr when the kernel's loss counters grow, while running.
+fn warn_new_losses(prev: &mut KernelStats, now: KernelStats) {
+    if now.lost() > prev.lost() {
+        eprintln!(
+            "tcpstate: warning: {} events lost so far (ring buffer full: {}, skipped by the kernel: {}); \
+             try a larger --ring-size or a faster output",
+            now.lost(),
+            now.ringbuf_full,
+            now.recursion_misses
+        );
+    }
+    *prev = now;
+}
+
+pub async fn run(
+    probe: &Probe,
+    ring: RingBuf<MapData>,
+    render: &mut dyn Render,
+    summary: &mut Summary,
+    opts: Options,
+) -> Result<Stop, UserError> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| UserError::runtime(format!("polling the ring buffer: {e}")))?;
+    let mut out = Output {
+        file: stdout_file(),
+        buf: Vec::with_capacity(1 << 20),
+    };
+    render.header(&mut out.buf);
+    if !out.flush()? {
+        return Ok(Stop::ClosedPipe);
+    }
+
+    let sig = |k| signal(k).map_err(|e| UserError::runtime(format!("installing signal handler: {e}")));
+    let mut sigint = sig(SignalKind::interrupt())?;
+    let mut sigterm = sig(SignalKind::terminate())?;
+    let mut sighup = sig(SignalKind::hangup())?;
+    let deadline = opts.duration.map(|d| Instant::now() + d);
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 86400);
+    let mut tick = interval(opts.flush_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stats_tick = interval(Duration::from_secs(1));
+    stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_stats = KernelStats::default();
+
+    let stop = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(|e| UserError::runtime(format!("polling the ring buffer: {e}")))?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {}
+            _ = stats_tick.tick() => warn_new_losses(&mut last_stats, probe.stats()),
+            _ = sigint.recv() => break Stop::Signal,
+            _ = sigterm.recv() => break Stop::Signal,
+            _ = sighup.recv() => break Stop::Signal,
+            _ = sleep_until(deadline.unwrap_or(far)) => break Stop::Duration,
+        }
+        drain(ring.get_mut(), render, summary, &mut out.buf);
+        if !out.flush()? {
+            break Stop::ClosedPipe;
+        }
+    };
+    if stop != Stop::ClosedPipe {
+        // Events the kernel produced before we stopped are still delivered.
+        drain(ring.get_mut(), render, summary, &mut out.buf);
+        if !out.flush()? {
+            return Ok(Stop::ClosedPipe);
+        }
+    }
+    Ok(stop)
+}

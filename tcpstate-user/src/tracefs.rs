@@ -1,0 +1,52 @@
+//! Finds tracefs, mounting it when it is not mounted (as bpftool and
+//! libbpf-tools do): on this kind of machine it is not mounted at boot.
+
+use std::{ffi::CString, path::PathBuf};
+
+use crate::error::UserError;
+
+const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+const TRACEFS_MAGIC: i64 = 0x74726163;
+
+fn is_tracefs(path: &str) -> bool {
+    let Ok(c) = CString::new(path) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is a valid out-buffer; c is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == TRACEFS_MAGIC
+}
+
+/// Returns the tracefs root, mounting it at /sys/kernel/tracing if needed.
+/// `say` receives one line per action taken (shown with --verbose).
+pub fn ensure(say: &mut dyn FnMut(&str)) -> Result<PathBuf, UserError> {
+    if let Some(p) = CANDIDATES.iter().find(|p| is_tracefs(p)) {
+        return Ok(PathBuf::from(p));
+    }
+    let target = CANDIDATES[0];
+    let src = CString::new("nodev").unwrap();
+    let dst = CString::new(target).unwrap();
+    let fstype = CString::new("tracefs").unwrap();
+    // SAFETY: valid NUL-terminated strings, no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(UserError::runtime(format!(
+            "tracefs is not mounted and mounting it at {target} failed: {err}"
+        ))
+        .hint(
+            "mount it once as root: mount -t tracefs nodev /sys/kernel/tracing \
+             (mounting needs CAP_SYS_ADMIN; tracing itself only CAP_BPF and CAP_PERFMON)",
+        ));
+    }
+    say(&format!("mounted tracefs at {target}"));
+    Ok(PathBuf::from(target))
+}
