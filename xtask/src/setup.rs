@@ -33,10 +33,10 @@ pub const NIGHTLY: &str = "nightly";
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Kernel filesystems: (mount point, fstype, source).
-const MOUNTS: &[(&str, &str, &str)] = &[
-    ("/sys/kernel/tracing", "tracefs", "nodev"),
-    ("/sys/fs/bpf", "bpf", "bpf"),
+/// Kernel filesystems: (step name, mount point, fstype, source).
+const MOUNTS: &[(&str, &str, &str, &str)] = &[
+    ("tracefs", "/sys/kernel/tracing", "tracefs", "nodev"),
+    ("bpffs", "/sys/fs/bpf", "bpf", "bpf"),
 ];
 
 #[derive(clap::Args, Debug, Default)]
@@ -54,8 +54,8 @@ pub fn run(opts: &Options) -> Result<()> {
     if opts.bench {
         step("setup", "bench packages", || apt(BENCH_PACKAGES, true))?;
     }
-    for &(point, fstype, source) in MOUNTS {
-        step("setup", fstype, || ensure_mount(point, fstype, source))?;
+    for &(name, point, fstype, source) in MOUNTS {
+        step("setup", name, || ensure_mount(point, fstype, source))?;
     }
     println!("setup: done ({})", secs(start.elapsed()));
     Ok(())
@@ -130,6 +130,49 @@ pub fn rust_src_tarball_name(commit_date: &str) -> String {
     format!("rust-src-{NIGHTLY}-{commit_date}.src-only.tar.xz")
 }
 
+/// The offline tarball for nightly's `commit_date`; failing that, the only
+/// `rust-src-nightly-*.src-only.tar.xz` there is.
+pub fn find_rust_src_tarball(offline_dir: &Path, commit_date: &str) -> Option<PathBuf> {
+    let exact = offline_dir.join(rust_src_tarball_name(commit_date));
+    if exact.is_file() {
+        return Some(exact);
+    }
+    let prefix = format!("rust-src-{NIGHTLY}-");
+    let mut found: Vec<PathBuf> = fs::read_dir(offline_dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".src-only.tar.xz")
+        })
+        .map(|e| e.path())
+        .collect();
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// rustup's `error:` line and its innermost cause, e.g. `error: component download failed
+/// for rust-src: Connection refused (os error 111)`.
+pub fn rustup_error_summary(stderr: &str) -> String {
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or("rustup failed")
+        .trim();
+    let cause = stderr
+        .lines()
+        .take_while(|l| !l.starts_with("Stack backtrace"))
+        .filter_map(|l| {
+            let (n, rest) = l.trim().split_once(": ")?;
+            n.parse::<u32>().ok().map(|_| rest.trim())
+        })
+        .last();
+    match cause {
+        Some(c) => format!("{error}: {c}"),
+        None => error.to_string(),
+    }
+}
+
 /// Makes sure nightly's sysroot holds rust-src: rustup first (if `try_rustup`), then the offline
 /// tarball for this exact nightly from `offline_dir`.
 pub fn ensure_rust_src(nightly: &Nightly, offline_dir: &Path, try_rustup: bool) -> Result<String> {
@@ -139,32 +182,31 @@ pub fn ensure_rust_src(nightly: &Nightly, offline_dir: &Path, try_rustup: bool) 
     }
     let rustup_error = if try_rustup {
         let mut cmd = Command::new("rustup");
-        cmd.args(["component", "add", "rust-src", "--toolchain", NIGHTLY]);
-        match run_captured(&mut cmd) {
-            Ok(_) if rust_src_present(sysroot) => {
+        cmd.args(["component", "add", "rust-src", "--toolchain", NIGHTLY])
+            .env("RUST_BACKTRACE", "0");
+        match cmd.output() {
+            Ok(out) if out.status.success() && rust_src_present(sysroot) => {
                 return Ok(format!("installed with `{}`", util::display(&cmd)));
             }
-            Ok(_) => "rustup reported success but library/core is still missing".to_string(),
-            Err(e) => e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim()
-                .to_string(),
+            Ok(out) if out.status.success() => {
+                "rustup says it is installed, but library/core is missing".to_string()
+            }
+            Ok(out) => rustup_error_summary(&String::from_utf8_lossy(&out.stderr)),
+            Err(e) => format!("cannot run rustup: {e}"),
         }
     } else {
         "not tried".to_string()
     };
-    let tarball = offline_dir.join(rust_src_tarball_name(&nightly.commit_date));
-    if !tarball.is_file() {
+    let Some(tarball) = find_rust_src_tarball(offline_dir, &nightly.commit_date) else {
         bail!(
             "rust-src is missing for {NIGHTLY} ({}); `rustup component add rust-src --toolchain \
              {NIGHTLY}` failed ({rustup_error}), and there is no offline copy at {}",
             sysroot.display(),
-            tarball.display()
+            offline_dir
+                .join(rust_src_tarball_name(&nightly.commit_date))
+                .display()
         );
-    }
+    };
     extract_rust_src(&tarball, sysroot)?;
     if !rust_src_present(sysroot) {
         bail!(
@@ -485,6 +527,19 @@ mod tests {
     }
 
     #[test]
+    fn rustup_errors() {
+        let stderr = "info: downloading component rust-src\ninfo: rolling back changes\n\
+            error: component download failed for rust-src\n\nCaused by:\n    0: partially \
+            downloaded file was kept\n    6: Connection refused (os error 111)\n\n\
+            Stack backtrace:\n   0: <E as anyhow>::ext\n  15: <unknown>\n";
+        assert_eq!(
+            rustup_error_summary(stderr),
+            "error: component download failed for rust-src: Connection refused (os error 111)"
+        );
+        assert_eq!(rustup_error_summary("garbage"), "rustup failed");
+    }
+
+    #[test]
     fn mounts() {
         let text = "sysfs /sys sysfs rw 0 0\nnodev /sys/kernel/tracing tracefs rw,relatime 0 0\n";
         assert!(is_mounted(text, "/sys/kernel/tracing", "tracefs"));
@@ -526,6 +581,16 @@ mod tests {
         fs::write(core.join("lib.rs"), "").unwrap();
         let msg = ensure_rust_src(&nightly, &dir, false).unwrap();
         assert!(msg.starts_with("present"), "{msg}");
+        // The offline tarball: exact commit date first, else the only candidate.
+        assert_eq!(find_rust_src_tarball(&dir, "1999-01-01"), None);
+        let other = dir.join(rust_src_tarball_name("1999-01-02"));
+        fs::write(&other, "").unwrap();
+        assert_eq!(find_rust_src_tarball(&dir, "1999-01-01"), Some(other));
+        let exact = dir.join(rust_src_tarball_name("1999-01-01"));
+        fs::write(&exact, "").unwrap();
+        assert_eq!(find_rust_src_tarball(&dir, "1999-01-01"), Some(exact));
+        fs::write(dir.join(rust_src_tarball_name("1999-01-03")), "").unwrap();
+        assert!(find_rust_src_tarball(&dir, "1999-01-04").is_none());
         fs::remove_dir_all(&dir).unwrap();
     }
 

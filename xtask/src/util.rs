@@ -126,9 +126,13 @@ pub fn prepend_path(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Formats a duration as seconds with one decimal, e.g. `12.3 s`.
+/// Formats a duration for humans: `12 ms`, `12.3 s`.
 pub fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 /// Runs one named step, printing `<prefix>: <name>: <what it found or did> (<time>)`.
