@@ -50,9 +50,13 @@ pub struct Options {
 pub fn run(opts: &Options) -> Result<()> {
     let start = Instant::now();
     toolchain()?;
-    step("setup", "packages", || apt(TEST_PACKAGES, false))?;
+    step("setup", "packages", || {
+        apt("packages", TEST_PACKAGES, false)
+    })?;
     if opts.bench {
-        step("setup", "bench packages", || apt(BENCH_PACKAGES, true))?;
+        step("setup", "bench packages", || {
+            apt("bench packages", BENCH_PACKAGES, true)
+        })?;
     }
     for &(name, point, fstype, source) in MOUNTS {
         step("setup", name, || ensure_mount(point, fstype, source))?;
@@ -393,7 +397,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 
 /// Installs the missing ones of `packages`. With `optional`, a package apt cannot install is
 /// reported in the step's line instead of failing the step.
-fn apt(packages: &[&str], optional: bool) -> Result<String> {
+fn apt(step: &str, packages: &[&str], optional: bool) -> Result<String> {
     let mut missing = Vec::new();
     for &p in packages {
         if !dpkg_installed(p)? {
@@ -411,7 +415,7 @@ fn apt(packages: &[&str], optional: bool) -> Result<String> {
         );
     }
     println!(
-        "setup: packages: missing {}; running apt-get update and install",
+        "setup: {step}: missing {}; running apt-get update and install",
         missing.join(" ")
     );
     run_captured(apt_get().args(["update", "-q"]))?;
@@ -441,14 +445,17 @@ fn apt(packages: &[&str], optional: bool) -> Result<String> {
         .copied()
         .filter(|p| !skipped.contains(p))
         .collect();
-    let mut msg = format!("installed {}", done.join(" "));
+    let mut parts = Vec::new();
+    if !done.is_empty() {
+        parts.push(format!("installed {}", done.join(" ")));
+    }
     if !skipped.is_empty() {
-        msg.push_str(&format!(
-            "; could not install (optional, skipped): {}",
+        parts.push(format!(
+            "could not install (optional, skipped): {}",
             skipped.join(" ")
         ));
     }
-    Ok(msg)
+    Ok(parts.join("; "))
 }
 
 // ---------------------------------------------------------------------------------------------
