@@ -174,7 +174,10 @@ mod tests {
 
     #[test]
     fn port_filters_are_repeatable() {
-        let c = parse(&["--port", "10050", "-p", "80", "--lport", "443", "--rport", "5432"]).unwrap();
+        let c = parse(&[
+            "--port", "10050", "-p", "80", "--lport", "443", "--rport", "5432",
+        ])
+        .unwrap();
         assert_eq!(c.ports, vec![10050, 80]);
         assert_eq!(c.lports, vec![443]);
         assert_eq!(c.rports, vec![5432]);

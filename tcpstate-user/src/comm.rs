@@ -77,7 +77,10 @@ mod tests {
     #[test]
     fn backslash_and_bidi_controls_are_escaped() {
         assert_eq!(sanitize(&comm(b"a\\b")), "a\\x5cb");
-        assert_eq!(sanitize(&comm("x\u{202e}y".as_bytes())), "x\\xe2\\x80\\xaey");
+        assert_eq!(
+            sanitize(&comm("x\u{202e}y".as_bytes())),
+            "x\\xe2\\x80\\xaey"
+        );
     }
 
     #[test]

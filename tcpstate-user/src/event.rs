@@ -113,7 +113,16 @@ impl fmt::Display for TcpState {
 /// reported; other sources are labelled so nothing synthesized passes as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// `sock:inet_sock_set_state`: a transition the kernel made.
     Tracepoint,
+    /// The `sock_ops` program: a request socket (half-open) was created.
+    SockOps,
+    /// `tcp:tcp_retransmit_synack`: a half-open connection's SYN-ACK was resent.
+    SynackTracepoint,
+    /// A NETLINK_SOCK_DIAG answer (snapshot, TIME_WAIT, request-socket expiry).
+    SockDiag,
+    /// tcpstate's own bookkeeping (e.g. a socket flagged as stuck).
+    Tracker,
     Unknown(u8),
 }
 
@@ -121,7 +130,59 @@ impl Source {
     pub fn name(self) -> &'static str {
         match self {
             Source::Tracepoint => "tracepoint",
+            Source::SockOps => "sock_ops",
+            Source::SynackTracepoint => "synack_tracepoint",
+            Source::SockDiag => "sock_diag",
+            Source::Tracker => "tracker",
             Source::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// What a non-tracepoint event means, beyond its states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// Listed by the start-up snapshot: the socket already existed in `new`.
+    Snapshot,
+    /// A request socket waits for the client's ACK (netstat's SYN_RECV).
+    HalfOpen,
+    /// The half-open connection's SYN-ACK was retransmitted (count so far).
+    SynackRetransmit(u32),
+    /// The half-open connection completed: the full socket was created.
+    HalfOpenCompleted,
+    /// The request socket is gone without completing (timeout or reset).
+    HalfOpenExpired,
+    /// A timewait socket took over the closed full socket; `new` is its
+    /// substate: TIME_WAIT, or FIN_WAIT2 for an orphan awaiting the peer's FIN.
+    TimeWait,
+    /// The timewait socket expired.
+    TimeWaitExpired,
+    /// The socket stayed in `new` longer than `--stuck` (age in ns).
+    Stuck(u64),
+}
+
+impl Note {
+    pub fn name(self) -> &'static str {
+        match self {
+            Note::Snapshot => "snapshot",
+            Note::HalfOpen => "half-open",
+            Note::SynackRetransmit(_) => "synack-retransmit",
+            Note::HalfOpenCompleted => "half-open-completed",
+            Note::HalfOpenExpired => "half-open-expired",
+            Note::TimeWait => "timewait",
+            Note::TimeWaitExpired => "timewait-expired",
+            Note::Stuck(_) => "stuck",
+        }
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Note::SynackRetransmit(n) => write!(f, "SYN-ACK retransmit #{n}"),
+            Note::Stuck(ns) => write!(f, "stuck for {:.1}s", *ns as f64 / 1e9),
+            Note::TimeWait => f.write_str("timewait socket"),
+            other => f.write_str(other.name()),
         }
     }
 }
@@ -157,6 +218,8 @@ pub struct TcpEvent {
     pub source: Source,
     /// Held back in the kernel until the socket matched the filter.
     pub replayed: bool,
+    /// Set on events that are not plain kernel transitions.
+    pub note: Option<Note>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +289,7 @@ impl From<&common::Event> for TcpEvent {
                 other => Source::Unknown(other),
             },
             replayed: e.flags & common::flag::REPLAYED != 0,
+            note: None,
         }
     }
 }

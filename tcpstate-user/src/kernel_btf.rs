@@ -58,7 +58,8 @@ fn offset_of(btf: &Btf, st: &btf_rs::Struct, path: &[&str]) -> Result<u32> {
     let mut st = st.clone();
     let mut total = 0;
     for (i, name) in path.iter().enumerate() {
-        let (off, ty) = member(btf, &st, name)?.ok_or_else(|| anyhow!("member {name} not found"))?;
+        let (off, ty) =
+            member(btf, &st, name)?.ok_or_else(|| anyhow!("member {name} not found"))?;
         total += off;
         if i + 1 < path.len() {
             st = resolve_struct(btf, ty)?;

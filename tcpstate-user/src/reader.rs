@@ -121,7 +121,8 @@ pub async fn run(
         return Ok(Stop::ClosedPipe);
     }
 
-    let sig = |k| signal(k).map_err(|e| UserError::runtime(format!("installing signal handler: {e}")));
+    let sig =
+        |k| signal(k).map_err(|e| UserError::runtime(format!("installing signal handler: {e}")));
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sigterm = sig(SignalKind::terminate())?;
     let mut sighup = sig(SignalKind::hangup())?;
@@ -154,6 +155,7 @@ pub async fn run(
     if stop != Stop::ClosedPipe {
         // Events the kernel produced before we stopped are still delivered.
         drain(ring.get_mut(), render, summary, &mut out.buf);
+        render.finish(&mut out.buf);
         if !out.flush()? {
             return Ok(Stop::ClosedPipe);
         }

@@ -37,7 +37,11 @@ impl Summary {
             );
         }
         if self.decode_errors > 0 {
-            let _ = writeln!(s, "tcpstate: {} malformed records skipped", self.decode_errors);
+            let _ = writeln!(
+                s,
+                "tcpstate: {} malformed records skipped",
+                self.decode_errors
+            );
         }
         let mut rows: Vec<_> = self.transitions.iter().collect();
         rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));

@@ -5,7 +5,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::{Render, dwell_ms};
-use crate::{clock::WallClock, comm::sanitize, event::TcpEvent};
+use crate::{
+    clock::WallClock,
+    comm::sanitize,
+    event::{Note, TcpEvent},
+};
 
 pub const SCHEMA: u32 = 1;
 
@@ -42,6 +46,14 @@ struct Record<'a> {
     newstate: String,
     ms: Option<f64>,
     replayed: bool,
+    /// Why a non-tracepoint event was emitted (see docs/json.md).
+    note: Option<&'static str>,
+    /// SYN-ACK retransmits so far (note "synack-retransmit").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retransmits: Option<u32>,
+    /// Age in ms of a stuck socket (note "stuck").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_ms: Option<f64>,
 }
 
 impl Render for Json {
@@ -69,6 +81,15 @@ impl Render for Json {
             newstate: ev.new.to_string(),
             ms: dwell_ms(ev),
             replayed: ev.replayed,
+            note: ev.note.map(|n| n.name()),
+            retransmits: match ev.note {
+                Some(Note::SynackRetransmit(n)) => Some(n),
+                _ => None,
+            },
+            age_ms: match ev.note {
+                Some(Note::Stuck(ns)) => Some(ns as f64 / 1e6),
+                _ => None,
+            },
         };
         // Serializing plain data into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &rec);
@@ -114,7 +135,8 @@ mod tests {
                 "oldstate": "ESTABLISHED",
                 "newstate": "FIN_WAIT1",
                 "ms": 1.234567,
-                "replayed": false
+                "replayed": false,
+                "note": null
             })
         );
     }

@@ -11,6 +11,8 @@ pub trait Render {
     /// Written once before the first event (column headings).
     fn header(&self, out: &mut Vec<u8>);
     fn event(&mut self, ev: &TcpEvent, out: &mut Vec<u8>);
+    /// Called once when tracing stops (summaries, pending lifecycles).
+    fn finish(&mut self, _out: &mut Vec<u8>) {}
 }
 
 /// Which renderer the CLI asked for.

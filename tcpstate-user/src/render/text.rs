@@ -45,7 +45,11 @@ impl Render for Text {
                 "{:<18} {:<10} {:<4} {:<7} {:<16} ",
                 format!("{:#x}", ev.skaddr),
                 ev.netns,
-                if ev.family == tcpstate_common::AF_INET6 { "v6" } else { "v4" },
+                if ev.family == tcpstate_common::AF_INET6 {
+                    "v6"
+                } else {
+                    "v4"
+                },
                 ev.on_cpu.pid,
                 sanitize(&ev.on_cpu.comm)
             );
@@ -65,10 +69,14 @@ impl Render for Text {
         );
         match dwell_ms(ev) {
             Some(ms) => {
-                let _ = writeln!(out, "{ms:.3}");
+                let _ = write!(out, "{ms:.3}");
             }
-            None => out.extend_from_slice(b"-\n"),
+            None => out.push(b'-'),
         }
+        if let Some(note) = ev.note {
+            let _ = write!(out, " ({note})");
+        }
+        out.push(b'\n');
     }
 }
 
@@ -104,7 +112,10 @@ mod tests {
         raw.owner_pid = tcpstate_common::OWNER_UNKNOWN;
         raw.dwell_ns = tcpstate_common::DWELL_UNKNOWN;
         let line = render(false, &TcpEvent::from(&raw));
-        assert!(line[16..].starts_with("-       -                127.0.0.1"), "{line}");
+        assert!(
+            line[16..].starts_with("-       -                127.0.0.1"),
+            "{line}"
+        );
         assert!(line.ends_with(" -\n"), "{line}");
     }
 
@@ -122,9 +133,12 @@ mod tests {
     #[test]
     fn hostile_comm_is_escaped() {
         let mut raw = raw_v4();
-        raw.owner_comm = *b"\x1b]0;pwned\x07\n\0\0\0\0\0\0";
+        raw.owner_comm = *b"\x1b]0;pwned\x07\n\0\0\0\0\0";
         let line = render(false, &TcpEvent::from(&raw));
-        assert!(!line[..line.len() - 1].contains(['\x1b', '\x07', '\n']), "{line:?}");
+        assert!(
+            !line[..line.len() - 1].contains(['\x1b', '\x07', '\n']),
+            "{line:?}"
+        );
         assert!(line.contains("\\x1b]0;pwned\\x07\\x0a"), "{line:?}");
     }
 
@@ -136,7 +150,10 @@ mod tests {
         let cols: Vec<&str> = h.split_whitespace().collect();
         assert_eq!(
             cols,
-            ["TIME", "PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "OLDSTATE", "->", "NEWSTATE", "MS"]
+            [
+                "TIME", "PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "OLDSTATE", "->",
+                "NEWSTATE", "MS"
+            ]
         );
     }
 }
