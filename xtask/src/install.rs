@@ -41,7 +41,14 @@ pub fn run(opts: &Options) -> Result<()> {
         });
     }
     println!("install: installed {}", dest.display());
-    println!("install: run it as root, e.g. `sudo tcpstate --port 10050`");
+    let on_path =
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d == dir));
+    let name = if on_path {
+        "tcpstate".to_string()
+    } else {
+        dest.display().to_string()
+    };
+    println!("install: run it as root, e.g. `sudo {name} --port 10050`");
     println!(
         "install: optional, for use without root: setcap cap_bpf,cap_perfmon+ep {}",
         dest.display()
