@@ -13,6 +13,7 @@
 //!
 //! Harness functions panic with a full explanation instead of returning errors:
 //! the tests read as specifications and a failure says what went wrong.
+//! Set `TCPSTATE_TEST_DUMP=1` (with `--nocapture`) to print every trace.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -549,7 +550,7 @@ impl Event {
 
 /// What the reader thread makes of one stdout line.
 enum Line {
-    Event(Event),
+    Event(Box<Event>),
     OtherSource,
     Bad(String),
 }
@@ -574,7 +575,7 @@ fn parse_line(line: &str) -> Line {
         return Line::Bad(format!("missing keys {missing:?}: {line}"));
     }
     match serde_json::from_value(value) {
-        Ok(ev) => Line::Event(ev),
+        Ok(ev) => Line::Event(Box::new(ev)),
         Err(e) => Line::Bad(format!("unexpected field type ({e}): {line}")),
     }
 }
@@ -629,7 +630,7 @@ impl Tracer {
                 let Ok(line) = line else { break };
                 let mut out = sink.lock().unwrap();
                 match parse_line(&line) {
-                    Line::Event(ev) => out.events.push(ev),
+                    Line::Event(ev) => out.events.push(*ev),
                     Line::OtherSource => out.other_sources.push(line),
                     Line::Bad(why) => out.bad_lines.push(why),
                 }
@@ -752,6 +753,9 @@ impl Tracer {
         }
         thread::sleep(Duration::from_millis(20)); // let the stderr reader finish
         let trace = self.snapshot();
+        if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
+            eprintln!("{}", trace.dump());
+        }
         assert!(
             status.success(),
             "tracer exited with {status} after SIGINT (expected 0)\n{}",
