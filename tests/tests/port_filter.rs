@@ -56,10 +56,17 @@ fn port_shows_both_ends_and_the_listener_in_full() {
 
     tracer.wait_for_closes(3);
     let t = tracer.stop();
+    let client_end = t.client_end(&client);
     t.assert_path(
         "client end (all 5, CLOSE->SYN_SENT with local port 0 included)",
-        &t.client_end(&client),
+        &client_end,
         &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
+    );
+    assert_eq!(
+        (client_end.events[0].lport, client_end.events[0].rport),
+        (0, 10050),
+        "the client's CLOSE->SYN_SENT precedes the choice of its local port\n{}",
+        t.dump()
     );
     t.assert_path(
         "server end (all 5, LISTEN->SYN_RECV included)",
@@ -166,4 +173,36 @@ fn rport_shows_the_client_side_only() {
     );
     t.assert_socket_count(1);
     assert_nothing_on_port(&t, 10051);
+}
+
+/// `--port` is repeatable: connections on either port, nothing else.
+#[test]
+fn repeated_port_options_add_up() {
+    let ns = Netns::new();
+    let tracer = Tracer::start(&ns, &["--port", "10050", "--port", "10051"]);
+    connection(&ns, 10052);
+    let (first, first_conn) = connection(&ns, 10050);
+    let (second, second_conn) = connection(&ns, 10051);
+
+    tracer.wait_for_closes(6);
+    let t = tracer.stop();
+    for (client, conn) in [(&first, &first_conn), (&second, &second_conn)] {
+        t.assert_path(
+            "client end",
+            &t.client_end(client),
+            &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
+        );
+        t.assert_path(
+            "server end",
+            &t.server_end(conn),
+            &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
+        );
+        t.assert_path(
+            "listener",
+            &t.listener(conn.local.port()),
+            &[CLOSE, LISTEN, CLOSE],
+        );
+    }
+    t.assert_socket_count(6);
+    assert_nothing_on_port(&t, 10052);
 }
