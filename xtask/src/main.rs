@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Set up, build, run, test and install tcpstate"
 )]
 struct Cli {

@@ -64,7 +64,7 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if !failed.is_empty() {
         bail!(
-            "xtask test: FAILED: {} ({})",
+            "test FAILED: {} ({})",
             failed.join(", "),
             secs(start.elapsed())
         );
