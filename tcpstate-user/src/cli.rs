@@ -145,6 +145,24 @@ pub fn ring_size(s: &str) -> Result<u32, String> {
 }
 
 impl Cli {
+    /// Parses the process arguments. `--help` and `--version` print and exit
+    /// 0; any other clap error is reported like every other error, as one
+    /// `tcpstate: error:` line and a hint, with exit status 2.
+    pub fn parse_or_exit() -> Cli {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match Cli::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => {
+                let (message, hint) = usage_error(&args, &e);
+                crate::error::UserError::usage(message)
+                    .hint(hint)
+                    .report(false);
+                std::process::exit(2);
+            }
+        }
+    }
+
     /// Checks that clap's per-flag parsers cannot express.
     pub fn validate(&self) -> Result<(), String> {
         let n = self.ports.len() + self.lports.len() + self.rports.len();
@@ -161,6 +179,52 @@ impl Cli {
 
     pub fn has_port_filter(&self) -> bool {
         !(self.ports.is_empty() && self.lports.is_empty() && self.rports.is_empty())
+    }
+}
+
+/// Control characters written as `\xNN`, so an argument cannot reach the
+/// terminal raw (clap echoes offending values, and a newline would split the
+/// one-line error).
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A clap error as (message, hint): its first line without clap's `error: `
+/// prefix, and its `tip:` if any.
+pub fn one_line(e: &clap::Error) -> (String, String) {
+    let text = e.to_string(); // Display renders without colours.
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let hint = lines
+        .find_map(|l| l.strip_prefix("tip: "))
+        .map(|tip| format!("{tip}; see tcpstate --help"))
+        .unwrap_or_else(|| "see tcpstate --help".to_string());
+    (message, hint)
+}
+
+/// The one-line report of `e`, an error for `args`. The message comes from
+/// parsing the arguments again with control characters escaped, so what clap
+/// echoes is printable; should those parse (they never should), `e` itself.
+pub fn usage_error(args: &[std::ffi::OsString], e: &clap::Error) -> (String, String) {
+    let escaped: Vec<String> = args
+        .iter()
+        .map(|a| escape_controls(&a.to_string_lossy()))
+        .collect();
+    match Cli::try_parse_from(&escaped) {
+        Err(e2) if e2.kind() == e.kind() => one_line(&e2),
+        _ => {
+            let (m, h) = one_line(e);
+            (escape_controls(&m), escape_controls(&h))
+        }
     }
 }
 
@@ -245,6 +309,29 @@ mod tests {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let c = parse(&refs).unwrap();
         assert!(c.validate().unwrap_err().contains("at most 1024"));
+    }
+
+    #[test]
+    fn clap_errors_become_one_line_with_a_hint() {
+        let (msg, hint) = one_line(&parse(&["--port", "0"]).unwrap_err());
+        assert_eq!(
+            msg,
+            "invalid value '0' for '--port <PORT>': port 0 is out of range 1-65535"
+        );
+        assert_eq!(hint, "see tcpstate --help");
+        let (msg, hint) = one_line(&parse(&["--prot", "1"]).unwrap_err());
+        assert_eq!(msg, "unexpected argument '--prot' found");
+        assert!(hint.contains("'--port'"), "{hint}");
+        let args: Vec<std::ffi::OsString> = ["tcpstate", "--port", "\x1b[2J\n"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        let e = Cli::try_parse_from(&args).unwrap_err();
+        let (msg, _) = usage_error(&args, &e);
+        assert_eq!(
+            msg,
+            "invalid value '\\x1b[2J\\x0a' for '--port <PORT>': `\\x1b[2J\\x0a` is not a port number"
+        );
     }
 
     #[test]

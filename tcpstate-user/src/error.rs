@@ -40,17 +40,37 @@ impl UserError {
     }
 
     /// Prints the error to stderr as `tcpstate: error: ...` plus its hint.
+    /// Messages may quote user input (paths, names): control characters are
+    /// escaped so they stay one line each and cannot drive the terminal.
     pub fn report(&self, verbose: bool) {
-        eprintln!("tcpstate: error: {}", self.message);
+        eprintln!("tcpstate: error: {}", printable(&self.message, false));
         if let Some(h) = &self.hint {
-            eprintln!("  hint: {h}");
+            eprintln!("  hint: {}", printable(h, false));
         }
         if verbose {
             if let Some(d) = &self.detail {
-                eprintln!("{d}");
+                eprintln!("{}", printable(d, true));
             }
         }
     }
+}
+
+/// `s` with control characters as `\xNN` (keeping newlines and tabs when
+/// `multiline`, for details such as the verifier log).
+pub fn printable(s: &str, multiline: bool) -> std::borrow::Cow<'_, str> {
+    let keep = |c: char| multiline && (c == '\n' || c == '\t');
+    if !s.chars().any(|c| c.is_control() && !keep(c)) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && !keep(c) {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl fmt::Display for UserError {
@@ -69,5 +89,17 @@ pub fn permission_hint(errno: Option<i32>) -> Option<&'static str> {
              (sudo setcap cap_bpf,cap_perfmon+ep $(which tcpstate))",
         ),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_control_characters() {
+        assert_eq!(printable("plain /run/netns/a", false), "plain /run/netns/a");
+        assert_eq!(printable("a\x1b[31m\nb", false), "a\\x1b[31m\\x0ab");
+        assert_eq!(printable("log\n\tline\x07", true), "log\n\tline\\x07");
     }
 }

@@ -1,4 +1,3 @@
-use clap::Parser;
 use tcpstate::{
     cli::Cli,
     clock::WallClock,
@@ -10,7 +9,7 @@ use tcpstate::{
 };
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     if let Err(msg) = cli.validate() {
         UserError::usage(msg).report(false);
         std::process::exit(2);

@@ -17,9 +17,27 @@ fn is_tracefs(path: &str) -> bool {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == TRACEFS_MAGIC
 }
 
+/// Testing hook: a directory used as the tracefs root instead of the real one
+/// (never mounted or checked), so tests can hand the tool an old or broken
+/// `format` file. Not a user option; see docs/security.md. Ignored when the
+/// binary runs with file capabilities or setuid (AT_SECURE), so an
+/// unprivileged caller cannot steer a `setcap` binary with it.
+pub const ROOT_OVERRIDE_ENV: &str = "TCPSTATE_TRACEFS";
+
 /// Returns the tracefs root, mounting it at /sys/kernel/tracing if needed.
 /// `say` receives one line per action taken (shown with --verbose).
 pub fn ensure(say: &mut dyn FnMut(&str)) -> Result<PathBuf, UserError> {
+    // SAFETY: getauxval has no preconditions.
+    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    let hook = std::env::var_os(ROOT_OVERRIDE_ENV).filter(|r| !r.is_empty() && !secure);
+    if let Some(root) = hook {
+        let root = PathBuf::from(root);
+        say(&format!(
+            "tracefs root from ${ROOT_OVERRIDE_ENV}: {}",
+            root.display()
+        ));
+        return Ok(root);
+    }
     if let Some(p) = CANDIDATES.iter().find(|p| is_tracefs(p)) {
         return Ok(PathBuf::from(p));
     }
