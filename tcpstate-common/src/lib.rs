@@ -9,6 +9,9 @@
 /// Map and global names, shared so a rename cannot split the two sides.
 pub mod names {
     pub const PROGRAM: &str = "inet_sock_set_state";
+    pub const SYNACK_PROGRAM: &str = "tcp_retransmit_synack";
+    pub const SOCKOPS_PROGRAM: &str = "request_sock_created";
+    pub const NETNS_COOKIES: &str = "NETNS_COOKIES";
     pub const EVENTS: &str = "EVENTS";
     pub const SOCKS: &str = "SOCKS";
     pub const LISTENERS: &str = "LISTENERS";
@@ -48,6 +51,10 @@ pub const OWNER_UNKNOWN: u32 = u32::MAX;
 /// the others are reported with their source so nothing synthesized passes as one.
 pub mod source {
     pub const TRACEPOINT: u8 = 0;
+    /// The sock_ops program saw a request socket created (half-open).
+    pub const SOCK_OPS: u8 = 1;
+    /// `tcp:tcp_retransmit_synack`: a request socket's SYN-ACK was resent.
+    pub const SYNACK: u8 = 2;
 }
 
 /// Event flags.
@@ -55,6 +62,12 @@ pub mod flag {
     /// The event was held back in the kernel because the socket had not matched
     /// the filter yet, and released when a later event of it matched.
     pub const REPLAYED: u8 = 1;
+    /// On FIN_WAIT2->CLOSE / CLOSING->CLOSE: whether the peer's FIN had been
+    /// received (`sk_shutdown & RCV_SHUTDOWN`) is known...
+    pub const FIN_KNOWN: u8 = 2;
+    /// ...and it had: the timewait socket taking over is in TIME_WAIT, not an
+    /// orphaned FIN_WAIT2 still waiting for the peer's FIN.
+    pub const FIN_RECEIVED: u8 = 4;
 }
 
 /// One state change of one socket, as pushed through the ring buffer.
@@ -132,14 +145,38 @@ pub struct TracepointLayout {
     pub daddr_v6: u16,
 }
 
-/// Offsets used to read a socket's network namespace inode from its address
-/// (`sk->__sk_common.skc_net.net->ns.inum`), resolved from kernel BTF at load
-/// time. `skc_net == 0` means unavailable: netns reads as 0.
+/// Byte offsets of the `tcp:tcp_retransmit_synack` record fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynackLayout {
+    /// The listener.
+    pub skaddr: u16,
+    /// The request socket: its identity for the half-open tracker.
+    pub req: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    /// 1 when the layout was found (the tracepoint exists).
+    pub present: u16,
+}
+
+/// Struct offsets resolved from kernel BTF at load time (no CO-RE for Rust
+/// eBPF programs). `skc_net == 0` means unavailable: netns reads as 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetnsOffsets {
+    /// `sock.__sk_common.skc_net.net`
     pub skc_net: u32,
+    /// `net.ns.inum`
     pub ns_inum: u32,
+    /// `net.net_cookie` (what `bpf_get_netns_cookie` returns), 0 = unknown.
+    pub net_cookie: u32,
+    /// `sock.sk_shutdown` (a plain byte since 5.x), 0 = unknown.
+    pub sk_shutdown: u32,
 }
 
 /// Load-time configuration, written into the program's `CONFIG` global.
@@ -147,6 +184,7 @@ pub struct NetnsOffsets {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub layout: TracepointLayout,
+    pub synack: SynackLayout,
     pub netns_offsets: NetnsOffsets,
     /// Only sockets of this network namespace (inode), 0 = all.
     pub netns: u32,
@@ -227,7 +265,7 @@ pub struct SockState {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
-const _: () = assert!(core::mem::size_of::<Config>() == 44);
+const _: () = assert!(core::mem::size_of::<Config>() == 72);
 const _: () = assert!(core::mem::size_of::<SockState>() == 152);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 
@@ -240,4 +278,5 @@ mod pod {
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::ListenKey {}
     unsafe impl aya::Pod for super::SockState {}
+    unsafe impl aya::Pod for super::NetnsOffsets {}
 }

@@ -10,19 +10,22 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel,
+    bindings::{
+        BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_SOCK_OPS_TIMEOUT_INIT,
     },
-    macros::{map, tracepoint},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_netns_cookie,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+    },
+    macros::{map, sock_ops, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{SockOpsContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use tcpstate_common::{
-    AF_INET, COMM_LEN, Config, DWELL_UNKNOWN, Event, IPPROTO_TCP, ListenKey, Owner,
-    SockState, flag, port_match, source, stat, tcp_state,
+    AF_INET, COMM_LEN, Config, DWELL_UNKNOWN, Event, IPPROTO_TCP, ListenKey, Owner, SockState,
+    flag, port_match, source, stat, tcp_state,
 };
 
 /// Written by the loader before load (`EbpfLoader::set_global`).
@@ -42,9 +45,23 @@ static CONFIG: Config = Config {
         saddr_v6: 0,
         daddr_v6: 0,
     },
+    synack: tcpstate_common::SynackLayout {
+        skaddr: 0,
+        req: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+        present: 0,
+    },
     netns_offsets: tcpstate_common::NetnsOffsets {
         skc_net: 0,
         ns_inum: 0,
+        net_cookie: 0,
+        sk_shutdown: 0,
     },
     netns: 0,
     wakeup_bytes: 0,
@@ -65,6 +82,12 @@ static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(40
 
 #[map]
 static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Netns cookie -> inode. The sock_ops program only has the cookie
+/// (`bpf_get_netns_cookie`); the tracepoint program learns the pair when a
+/// socket starts listening, and the loader adds the `--netns` target's.
+#[map]
+static NETNS_COOKIES: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -99,18 +122,51 @@ fn read<T>(ctx: &TracePointContext, off: u16) -> Result<T, i32> {
     unsafe { ctx.read_at::<T>(off as usize) }
 }
 
-/// `sk->__sk_common.skc_net.net->ns.inum`, or 0 when BTF gave no offsets.
+/// `sk->__sk_common.skc_net.net`, or 0 when BTF gave no offsets.
 #[inline(always)]
-fn netns_of(cfg: &Config, skaddr: u64) -> u32 {
+fn net_of(cfg: &Config, skaddr: u64) -> u64 {
     let off = cfg.netns_offsets;
     if off.skc_net == 0 {
         return 0;
     }
-    let net: u64 = match unsafe { bpf_probe_read_kernel((skaddr + off.skc_net as u64) as *const u64) } {
-        Ok(p) => p,
-        Err(_) => return 0,
-    };
-    unsafe { bpf_probe_read_kernel((net + off.ns_inum as u64) as *const u32) }.unwrap_or(0)
+    unsafe { bpf_probe_read_kernel((skaddr + off.skc_net as u64) as *const u64) }.unwrap_or(0)
+}
+
+/// `net->ns.inum`: the inode `ip netns`/`/proc/PID/ns/net` show.
+#[inline(always)]
+fn netns_inode(cfg: &Config, net: u64) -> u32 {
+    if net == 0 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_kernel((net + cfg.netns_offsets.ns_inum as u64) as *const u32) }
+        .unwrap_or(0)
+}
+
+/// Remembers which netns inode a cookie stands for (see NETNS_COOKIES).
+#[inline(always)]
+fn learn_netns_cookie(cfg: &Config, net: u64, inode: u32) {
+    let off = cfg.netns_offsets.net_cookie;
+    if net == 0 || off == 0 {
+        return;
+    }
+    if let Ok(cookie) = unsafe { bpf_probe_read_kernel((net + off as u64) as *const u64) } {
+        let _ = NETNS_COOKIES.insert(cookie, inode, BPF_ANY as u64);
+    }
+}
+
+/// Flags for the hand-over to a timewait socket: had the peer's FIN arrived?
+#[inline(always)]
+fn fin_flags(cfg: &Config, skaddr: u64) -> u8 {
+    const RCV_SHUTDOWN: u8 = 1;
+    let off = cfg.netns_offsets.sk_shutdown;
+    if off == 0 {
+        return 0;
+    }
+    match unsafe { bpf_probe_read_kernel((skaddr + off as u64) as *const u8) } {
+        Ok(sd) if sd & RCV_SHUTDOWN != 0 => flag::FIN_KNOWN | flag::FIN_RECEIVED,
+        Ok(_) => flag::FIN_KNOWN,
+        Err(_) => 0,
+    }
 }
 
 #[inline(always)]
@@ -144,6 +200,18 @@ fn in_owner_context(old: u8, new: u8) -> bool {
 #[inline(always)]
 fn is_birth(old: u8, new: u8) -> bool {
     old == tcp_state::CLOSE || (old == tcp_state::LISTEN && new == tcp_state::SYN_RECV)
+}
+
+/// Kernel-side diagnostics for `--verbose`, through aya-log. Kept out of
+/// line (a BPF subprogram) so the log-record code does not bloat, or confuse
+/// the register allocation of, the hot path.
+#[inline(never)]
+fn log_map_failure(ctx: &TracePointContext, what: u32, key: u64) {
+    if what == stat::LISTEN_MAP_FAIL {
+        warn!(ctx, "listener map update failed, port {}", key);
+    } else {
+        warn!(ctx, "socket map update failed for socket {:x}", key);
+    }
 }
 
 /// Submit flags: wake the reader only when the buffer is filling up.
@@ -185,7 +253,8 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let skaddr: u64 = read(ctx, l.skaddr)?;
-    let netns = netns_of(&cfg, skaddr);
+    let net = net_of(&cfg, skaddr);
+    let netns = netns_inode(&cfg, net);
     if cfg.netns != 0 && netns != cfg.netns {
         return Ok(());
     }
@@ -203,10 +272,14 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
         family,
     };
     if old == tcp_state::CLOSE && new == tcp_state::LISTEN {
-        if LISTENERS.insert(&lkey, &current_owner(), BPF_ANY as u64).is_err() {
+        learn_netns_cookie(&cfg, net, netns);
+        if LISTENERS
+            .insert(&lkey, &current_owner(), BPF_ANY as u64)
+            .is_err()
+        {
             count(stat::LISTEN_MAP_FAIL);
             if cfg.verbose != 0 {
-                warn!(ctx, "listener map update failed, port {}", sport);
+                log_map_failure(ctx, stat::LISTEN_MAP_FAIL, sport as u64);
             }
         }
     } else if old == tcp_state::LISTEN && new == tcp_state::CLOSE {
@@ -229,7 +302,9 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     let owner = if in_owner_context(old, new) {
         current_owner()
     } else if old == tcp_state::LISTEN && new == tcp_state::SYN_RECV {
-        unsafe { LISTENERS.get(&lkey) }.copied().unwrap_or(Owner::UNKNOWN)
+        unsafe { LISTENERS.get(&lkey) }
+            .copied()
+            .unwrap_or(Owner::UNKNOWN)
     } else {
         match tracked {
             Some(st) => unsafe { (*st).owner },
@@ -264,7 +339,13 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     ev.oldstate = old;
     ev.newstate = new;
     ev.source = source::TRACEPOINT;
-    ev.flags = 0;
+    ev.flags = if new == tcp_state::CLOSE
+        && (old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING)
+    {
+        fin_flags(&cfg, skaddr)
+    } else {
+        0
+    };
     ev._pad = [0; 2];
     if family == AF_INET {
         ev.saddr = [0; 16];
@@ -281,7 +362,7 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
             // Its port may not be known yet (CLOSE->SYN_SENT has local port 0,
             // LISTEN->SYN_RECV can lack the tuple): hold the event back until a
             // later event of this socket matches or proves it never will.
-            ev.flags = flag::REPLAYED;
+            ev.flags |= flag::REPLAYED;
             st.followed = 0;
             st.has_pending = 1;
             if SOCKS.insert(skaddr, &*st, BPF_ANY as u64).is_err() {
@@ -316,12 +397,158 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
             if SOCKS.insert(skaddr, &*st, BPF_ANY as u64).is_err() {
                 count(stat::SOCK_MAP_FAIL);
                 if cfg.verbose != 0 {
-                    warn!(ctx, "socket map update failed for {:x}", skaddr);
+                    log_map_failure(ctx, stat::SOCK_MAP_FAIL, skaddr);
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Fills the scratch event for a request socket (half-open connection) and
+/// submits it. These events have no full socket yet: the tracker in
+/// userspace follows them by tuple (and, for SYN-ACK retransmits, by the
+/// request socket's address).
+#[inline(always)]
+fn emit_request_event(cfg: &Config, src: u8, req: u64, netns: u32, tuple: &Tuple) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let owner = unsafe {
+        LISTENERS.get(&ListenKey {
+            netns,
+            port: tuple.sport,
+            family: tuple.family,
+        })
+    }
+    .copied()
+    .unwrap_or(Owner::UNKNOWN);
+    // SAFETY: per-CPU map value, exclusively ours for this program run.
+    let ev = unsafe { &mut (*scratch).pending };
+    ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    ev.skaddr = req;
+    ev.dwell_ns = DWELL_UNKNOWN;
+    ev.owner_pid = owner.pid;
+    ev.owner_comm = owner.comm;
+    ev.cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    ev.cpu_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    ev.netns = netns;
+    ev.sport = tuple.sport;
+    ev.dport = tuple.dport;
+    ev.family = tuple.family;
+    ev.oldstate = if src == source::SOCK_OPS {
+        tcp_state::LISTEN
+    } else {
+        tcp_state::SYN_RECV
+    };
+    ev.newstate = tcp_state::SYN_RECV;
+    ev.source = src;
+    ev.flags = 0;
+    ev._pad = [0; 2];
+    ev.saddr = tuple.saddr;
+    ev.daddr = tuple.daddr;
+    emit_copy(cfg, ev);
+}
+
+struct Tuple {
+    family: u16,
+    sport: u16,
+    dport: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
+#[inline(always)]
+fn request_wanted(cfg: &Config, netns: u32, t: &Tuple) -> bool {
+    (cfg.family == 0 || cfg.family == t.family)
+        && (cfg.netns == 0 || cfg.netns == netns)
+        && (cfg.port_filter == 0 || port_matches(t.sport, t.dport))
+}
+
+/// `tcp:tcp_retransmit_synack`: a half-open connection's SYN-ACK was resent
+/// (the client's final ACK has not arrived).
+#[tracepoint]
+pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
+    let _ = try_synack(&ctx);
+    0
+}
+
+fn try_synack(ctx: &TracePointContext) -> Result<(), i32> {
+    let cfg = config();
+    let l = cfg.synack;
+    let family: u16 = read(ctx, l.family)?;
+    let mut t = Tuple {
+        family,
+        sport: read(ctx, l.sport)?,
+        dport: read(ctx, l.dport)?,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    let listener: u64 = read(ctx, l.skaddr)?;
+    let netns = netns_inode(&cfg, net_of(&cfg, listener));
+    if !request_wanted(&cfg, netns, &t) {
+        return Ok(());
+    }
+    if family == AF_INET {
+        t.saddr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, l.saddr)?);
+        t.daddr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, l.daddr)?);
+    } else {
+        t.saddr = read(ctx, l.saddr_v6)?;
+        t.daddr = read(ctx, l.daddr_v6)?;
+    }
+    let req: u64 = read(ctx, l.req)?;
+    emit_request_event(&cfg, source::SYNACK, req, netns, &t);
+    Ok(())
+}
+
+/// sock_ops on the cgroup-v2 root: runs with `BPF_SOCK_OPS_TIMEOUT_INIT` on
+/// a request socket (not a full socket) when a SYN is accepted and the
+/// SYN-ACK is built: the start of a half-open connection, which the state
+/// tracepoint never shows (TCP_NEW_SYN_RECV is not emitted).
+#[sock_ops]
+pub fn request_sock_created(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == BPF_SOCK_OPS_TIMEOUT_INIT && unsafe { (*ctx.ops).is_fullsock } == 0 {
+        on_request_sock(&ctx);
+    }
+    // 1 = carry on; the reply stays 0 so the kernel keeps its own timeout.
+    1
+}
+
+#[inline(always)]
+fn on_request_sock(ctx: &SockOpsContext) {
+    let cfg = config();
+    let family = ctx.family() as u16;
+    // local_port is host order; remote_port is network order in the upper
+    // 16 bits on little-endian (see sock_ops_convert_ctx_access).
+    let rp = ctx.remote_port();
+    let rport = if rp > 0xffff {
+        u16::from_be((rp >> 16) as u16)
+    } else {
+        u16::from_be(rp as u16)
+    };
+    let mut t = Tuple {
+        family,
+        sport: ctx.local_port() as u16,
+        dport: rport,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    let cookie = unsafe { bpf_get_netns_cookie(ctx.ops.cast()) };
+    let netns = unsafe { NETNS_COOKIES.get(cookie) }.copied().unwrap_or(0);
+    if !request_wanted(&cfg, netns, &t) {
+        return;
+    }
+    if family == AF_INET {
+        t.saddr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
+        t.daddr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
+    } else {
+        let (l6, r6) = (ctx.local_ip6(), ctx.remote_ip6());
+        for i in 0..4 {
+            t.saddr[i * 4..i * 4 + 4].copy_from_slice(&l6[i].to_ne_bytes());
+            t.daddr[i * 4..i * 4 + 4].copy_from_slice(&r6[i].to_ne_bytes());
+        }
+    }
+    emit_request_event(&cfg, source::SOCK_OPS, 0, netns, &t);
 }
 
 #[cfg(not(test))]

@@ -220,6 +220,10 @@ pub struct TcpEvent {
     pub replayed: bool,
     /// Set on events that are not plain kernel transitions.
     pub note: Option<Note>,
+    /// On FIN_WAIT2->CLOSE and CLOSING->CLOSE: whether the peer's FIN had
+    /// arrived (the timewait socket is in TIME_WAIT) or not (an orphaned
+    /// FIN_WAIT2), when the kernel could tell.
+    pub peer_fin: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,10 +290,14 @@ impl From<&common::Event> for TcpEvent {
             new: TcpState::from_raw(e.newstate),
             source: match e.source {
                 common::source::TRACEPOINT => Source::Tracepoint,
+                common::source::SOCK_OPS => Source::SockOps,
+                common::source::SYNACK => Source::SynackTracepoint,
                 other => Source::Unknown(other),
             },
             replayed: e.flags & common::flag::REPLAYED != 0,
             note: None,
+            peer_fin: (e.flags & common::flag::FIN_KNOWN != 0)
+                .then_some(e.flags & common::flag::FIN_RECEIVED != 0),
         }
     }
 }
@@ -299,6 +307,38 @@ pub fn decode(bytes: &[u8]) -> Result<TcpEvent, DecodeError> {
 }
 
 impl TcpEvent {
+    pub fn local(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.laddr, self.lport)
+    }
+
+    pub fn remote(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.raddr, self.rport)
+    }
+
+    /// A copy that is not a kernel transition: `source`, `note`, states and
+    /// time replaced, `dwell_ns` as given.
+    pub fn derived(
+        &self,
+        source: Source,
+        note: Note,
+        old: TcpState,
+        new: TcpState,
+        ts_ns: u64,
+        dwell_ns: Option<u64>,
+    ) -> TcpEvent {
+        TcpEvent {
+            source,
+            note: Some(note),
+            old,
+            new,
+            ts_ns,
+            dwell_ns,
+            replayed: false,
+            peer_fin: None,
+            ..*self
+        }
+    }
+
     pub fn family_name(&self) -> &'static str {
         match self.family {
             common::AF_INET => "ipv4",

@@ -68,7 +68,22 @@ fn offset_of(btf: &Btf, st: &btf_rs::Struct, path: &[&str]) -> Result<u32> {
     Ok(total)
 }
 
-/// Offsets of `sock.__sk_common.skc_net.net` and `net.ns.inum`.
+/// Offset of a one-byte, non-bitfield member (older kernels had
+/// `sk_shutdown` in a bitfield, which a byte read cannot use).
+fn byte_member(btf: &Btf, st: &btf_rs::Struct, name: &str) -> Result<u32> {
+    for m in &st.members {
+        if btf.resolve_name(m).unwrap_or_default() == name {
+            if m.bitfield_size().unwrap_or(0) != 0 || m.bit_offset() % 8 != 0 {
+                bail!("{name} is a bitfield");
+            }
+            return Ok(m.bit_offset() / 8);
+        }
+    }
+    bail!("member {name} not found")
+}
+
+/// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum`, and (optional,
+/// 0 when missing) `net.net_cookie` and `sock.sk_shutdown`.
 pub fn netns_offsets(path: &str) -> Result<NetnsOffsets> {
     let btf = Btf::from_file(path).with_context(|| format!("reading {path}"))?;
     let sock = struct_by_name(&btf, "sock")?;
@@ -78,7 +93,12 @@ pub fn netns_offsets(path: &str) -> Result<NetnsOffsets> {
     if skc_net == 0 {
         bail!("unexpected zero offset for skc_net");
     }
-    Ok(NetnsOffsets { skc_net, ns_inum })
+    Ok(NetnsOffsets {
+        skc_net,
+        ns_inum,
+        net_cookie: offset_of(&btf, &net, &["net_cookie"]).unwrap_or(0),
+        sk_shutdown: byte_member(&btf, &sock, "sk_shutdown").unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -94,5 +114,7 @@ mod tests {
         let off = netns_offsets(VMLINUX_BTF).unwrap();
         assert!(off.skc_net > 0 && off.skc_net < 256, "{off:?}");
         assert!(off.ns_inum < 512, "{off:?}");
+        assert!(off.net_cookie > 0, "{off:?}");
+        assert!(off.sk_shutdown > 0, "{off:?}");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use tcpstate_common::TracepointLayout;
+use tcpstate_common::{SynackLayout, TracepointLayout};
 
 /// Why a format file could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,15 +74,21 @@ fn parse_field(line: &str) -> Result<Option<Field<'_>>, LayoutError> {
     }
 }
 
-/// Parses the text of `events/sock/inet_sock_set_state/format`.
-pub fn parse(format: &str) -> Result<TracepointLayout, LayoutError> {
+fn fields(format: &str) -> Result<Vec<Field<'_>>, LayoutError> {
     let mut fields = Vec::new();
     for line in format.lines() {
         if let Some(f) = parse_field(line)? {
             fields.push(f);
         }
     }
-    let find = |name: &'static str, sizes: &[usize], expected: &'static str| {
+    Ok(fields)
+}
+
+/// Looks up a field by name, checking its size is one of `sizes`.
+fn finder<'a>(
+    fields: &'a [Field<'a>],
+) -> impl Fn(&'static str, &[usize], &'static str) -> Result<(u16, usize), LayoutError> + 'a {
+    move |name, sizes, expected| {
         let f = fields
             .iter()
             .find(|f| f.name == name)
@@ -101,7 +107,13 @@ pub fn parse(format: &str) -> Result<TracepointLayout, LayoutError> {
             expected: "an offset below 65536",
         })?;
         Ok((offset, f.size))
-    };
+    }
+}
+
+/// Parses the text of `events/sock/inet_sock_set_state/format`.
+pub fn parse(format: &str) -> Result<TracepointLayout, LayoutError> {
+    let fields = fields(format)?;
+    let find = finder(&fields);
     let (protocol, protocol_size) = find("protocol", &[1, 2], "1 or 2")?;
     Ok(TracepointLayout {
         skaddr: find("skaddr", &[8], "8")?.0,
@@ -116,6 +128,24 @@ pub fn parse(format: &str) -> Result<TracepointLayout, LayoutError> {
         daddr: find("daddr", &[4], "4")?.0,
         saddr_v6: find("saddr_v6", &[16], "16")?.0,
         daddr_v6: find("daddr_v6", &[16], "16")?.0,
+    })
+}
+
+/// Parses the text of `events/tcp/tcp_retransmit_synack/format`.
+pub fn parse_synack(format: &str) -> Result<SynackLayout, LayoutError> {
+    let fields = fields(format)?;
+    let find = finder(&fields);
+    Ok(SynackLayout {
+        skaddr: find("skaddr", &[8], "8")?.0,
+        req: find("req", &[8], "8")?.0,
+        sport: find("sport", &[2], "2")?.0,
+        dport: find("dport", &[2], "2")?.0,
+        family: find("family", &[2], "2")?.0,
+        saddr: find("saddr", &[4], "4")?.0,
+        daddr: find("daddr", &[4], "4")?.0,
+        saddr_v6: find("saddr_v6", &[16], "16")?.0,
+        daddr_v6: find("daddr_v6", &[16], "16")?.0,
+        present: 1,
     })
 }
 
@@ -157,6 +187,26 @@ mod tests {
         assert_eq!(l.daddr, 35);
         assert_eq!(l.saddr_v6, 39);
         assert_eq!(l.daddr_v6, 55);
+    }
+
+    #[test]
+    fn synack_layout() {
+        let l = parse_synack(include_str!("../tests/fixtures/synack-6.18.txt")).unwrap();
+        assert_eq!(
+            l,
+            SynackLayout {
+                skaddr: 8,
+                req: 16,
+                sport: 24,
+                dport: 26,
+                family: 28,
+                saddr: 30,
+                daddr: 34,
+                saddr_v6: 38,
+                daddr_v6: 54,
+                present: 1,
+            }
+        );
     }
 
     #[test]

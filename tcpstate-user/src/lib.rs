@@ -8,6 +8,8 @@
 pub mod cli;
 pub mod clock;
 pub mod comm;
+pub mod diag;
+pub mod enrich;
 pub mod error;
 pub mod event;
 pub mod kernel_btf;

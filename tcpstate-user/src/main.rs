@@ -1,7 +1,9 @@
 use tcpstate::{
     cli::Cli,
     clock::WallClock,
+    enrich::{self, Enricher},
     error::UserError,
+    netns,
     probe::{Probe, ProbeOptions},
     reader::{self, Stop},
     render,
@@ -34,20 +36,46 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
         let ring = probe.take_events()?;
         let mut render = render::for_cli(cli, WallClock::now());
         let mut summary = Summary::default();
+        let mut enrich = Enricher::new(enrich::Options {
+            stuck: cli.stuck,
+            max_tracked: cli.max_tracked as usize,
+            lookups_per_tick: 256,
+        });
+        let snapshot = if cli.wants_snapshot() {
+            let netns = match &cli.netns {
+                Some(spec) => netns::resolve(spec)?,
+                None => netns::own_inode(),
+            };
+            Some((netns, enrich::Filter::from_cli(cli)))
+        } else {
+            None
+        };
         eprintln!("Tracing TCP state changes. Hit Ctrl-C to end.");
+        let mut stages = reader::Stages {
+            enrich: &mut enrich,
+            render: render.as_mut(),
+            summary: &mut summary,
+        };
         let stop = reader::run(
             &probe,
             ring,
-            render.as_mut(),
-            &mut summary,
+            &mut stages,
             reader::Options {
                 flush_interval: cli.flush_interval,
                 duration: cli.duration,
+                snapshot,
             },
         )
         .await?;
         if stop != Stop::ClosedPipe {
             eprint!("{}", summary.report(&probe.stats()));
+            let c = enrich.counters;
+            if c.untracked > 0 || c.lookup_errors > 0 {
+                eprintln!(
+                    "tcpstate: {} half-open/timewait sockets not followed (raise --max-tracked), {} of {} sock_diag lookups failed",
+                    c.untracked, c.lookup_errors, c.lookups
+                );
+            }
         }
         Ok(0)
     })

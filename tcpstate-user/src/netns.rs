@@ -49,3 +49,92 @@ mod tests {
         assert!(e.message.contains("/run/netns/no-such-namespace-tcpstate"));
     }
 }
+
+/// The inode of our own network namespace (0 if unreadable).
+pub fn own_inode() -> u32 {
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
+}
+
+/// A path through which namespace `inode` can be entered: the --netns path
+/// given, a name under /run/netns, or some process's /proc/PID/ns/net.
+pub fn find_path(inode: u32) -> Option<std::path::PathBuf> {
+    let matches = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.ino() == inode as u64)
+            .unwrap_or(false)
+    };
+    let own = Path::new("/proc/self/ns/net");
+    if matches(own) {
+        return Some(own.to_path_buf());
+    }
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            if matches(&e.path()) {
+                return Some(e.path());
+            }
+        }
+    }
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = e.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let p = e.path().join("ns/net");
+            if matches(&p) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Runs `f` on a thread that has entered the network namespace at `path`
+/// (sockets it creates belong to that namespace and stay there). setns only
+/// affects the calling thread, so the rest of the process is untouched.
+pub fn run_in<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let file = std::fs::File::open(path)?;
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid namespace fd; CLONE_NEWNET checks its type.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("namespace thread panicked"))?
+}
+
+/// The netns cookie (what `bpf_get_netns_cookie` returns) of the calling
+/// thread's namespace, via SO_NETNS_COOKIE (Linux 5.14+).
+pub fn current_cookie() -> std::io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: plain socket calls with valid out-pointers; fd closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+        Ok(cookie)
+    }
+}

@@ -7,7 +7,9 @@ use std::{os::fd::AsRawFd, path::Path};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint, trace_point::TracePointLinkId},
+    programs::{
+        CgroupAttachMode, ProgramError, SockOps, TracePoint, trace_point::TracePointLinkId,
+    },
 };
 use tcpstate_common::{AF_INET, AF_INET6, Config, names, port_match, stat};
 
@@ -94,6 +96,101 @@ pub struct Probe {
     pub ring_size: u32,
     /// Socket-map capacity, for the summary.
     pub max_sockets: u32,
+    /// Whether request sockets (half-open connections) are seen: the
+    /// sock_ops program is attached to the cgroup-v2 root.
+    pub half_open: bool,
+}
+
+/// Tells the kernel side the netns cookie -> inode pairs it cannot learn
+/// itself (its own learning happens at listen()): ours, and the --netns
+/// target's, so request sockets of already-listening servers get their
+/// namespace too.
+fn seed_netns_cookies(ebpf: &mut Ebpf, target: Option<u32>, say: &mut dyn FnMut(&str)) {
+    let Some(map) = ebpf.map_mut(names::NETNS_COOKIES) else {
+        return;
+    };
+    let Ok(mut map) = HashMap::<_, u64, u32>::try_from(map) else {
+        return;
+    };
+    let mut add = |inode: u32, cookie: std::io::Result<u64>| match cookie {
+        Ok(c) => {
+            let _ = map.insert(c, inode, 0);
+        }
+        Err(e) => say(&format!("netns {inode}: no cookie ({e})")),
+    };
+    if let Ok(own) = std::fs::metadata("/proc/self/ns/net") {
+        use std::os::unix::fs::MetadataExt;
+        add(own.ino() as u32, netns::current_cookie());
+    }
+    if let Some(inode) = target {
+        match netns::find_path(inode) {
+            Some(path) => add(inode, netns::run_in(&path, netns::current_cookie)),
+            None => say(&format!("netns {inode}: no path to enter it")),
+        }
+    }
+}
+
+/// The cgroup-v2 root, where a sock_ops program sees every socket.
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| std::path::PathBuf::from(dir))
+        })
+        .min_by_key(|p| p.as_os_str().len())
+}
+
+/// Attaches the half-open helpers: `tcp:tcp_retransmit_synack` and the
+/// sock_ops program on the cgroup-v2 root. Both are optional: without them
+/// tcpstate still traces every state change, and says what it cannot see.
+fn attach_half_open(ebpf: &mut Ebpf, synack_layout: bool, say: &mut dyn FnMut(&str)) -> bool {
+    if synack_layout {
+        let r = (|| -> Result<(), ProgramError> {
+            let p: &mut TracePoint = ebpf
+                .program_mut(names::SYNACK_PROGRAM)
+                .expect("synack program is in the object")
+                .try_into()?;
+            p.load()?;
+            p.attach("tcp", "tcp_retransmit_synack")?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => say("attached to tcp:tcp_retransmit_synack"),
+            Err(e) => say(&format!("no SYN-ACK retransmit events: {e}")),
+        }
+    }
+    let Some(root) = cgroup2_root() else {
+        say("no cgroup-v2 mount: half-open connections (request sockets) are not seen");
+        return false;
+    };
+    let r = (|| -> Result<(), String> {
+        let cgroup = std::fs::File::open(&root).map_err(|e| e.to_string())?;
+        let p: &mut SockOps = ebpf
+            .program_mut(names::SOCKOPS_PROGRAM)
+            .expect("sock_ops program is in the object")
+            .try_into()
+            .map_err(|e: ProgramError| e.to_string())?;
+        p.load().map_err(|e| e.to_string())?;
+        // AllowMultiple: never displaces another tool's sock_ops program.
+        p.attach(cgroup, CgroupAttachMode::AllowMultiple)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => {
+            say(&format!("attached sock_ops to cgroup {}", root.display()));
+            true
+        }
+        Err(e) => {
+            say(&format!(
+                "half-open connections are not seen: sock_ops: {e}"
+            ));
+            false
+        }
+    }
 }
 
 fn say(verbose: bool) -> impl FnMut(&str) {
@@ -147,9 +244,13 @@ fn program_error(what: &str, e: ProgramError) -> UserError {
                 "the kernel's verifier rejected the program: {io_error}"
             ))
             .detail(format!("verifier log:\n{verifier_log}"));
-            err = match permission_hint(io_error.raw_os_error()) {
-                Some(h) => err.hint(h),
-                None => err.hint("run with --verbose to see the verifier log"),
+            // The verifier answers EACCES for a program it rejects; only EPERM
+            // means missing privileges.
+            err = match io_error.raw_os_error() {
+                Some(libc::EPERM) => {
+                    err.hint(permission_hint(Some(libc::EPERM)).unwrap_or_default())
+                }
+                _ => err.hint("run with --verbose to see the verifier log"),
             };
             err
         }
@@ -214,6 +315,20 @@ impl Probe {
             Some(spec) => netns::resolve(spec)?,
             None => 0,
         };
+        let synack_path = tracing.join("events/tcp/tcp_retransmit_synack/format");
+        let synack = match std::fs::read_to_string(&synack_path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| layout::parse_synack(&f).map_err(|e| e.to_string()))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                say(&format!(
+                    "no SYN-ACK retransmit events ({}: {e})",
+                    synack_path.display()
+                ));
+                Default::default()
+            }
+        };
 
         // Kernels >= 5.11 account BPF memory to the cgroup; on older ones the
         // memlock limit matters. Raising it may be refused (no
@@ -228,6 +343,7 @@ impl Probe {
 
         let config = Config {
             layout,
+            synack,
             netns_offsets,
             netns,
             // Wake the reader early only when a quarter of the buffer is used;
@@ -272,6 +388,8 @@ impl Probe {
             }
         }
 
+        seed_netns_cookies(&mut ebpf, opts.netns.is_some().then_some(netns), &mut say);
+
         let program: &mut TracePoint = ebpf
             .program_mut(names::PROGRAM)
             .expect("program is in the object")
@@ -299,6 +417,7 @@ impl Probe {
                 .as_raw_fd()
         };
         say("attached to sock:inet_sock_set_state");
+        let half_open = attach_half_open(&mut ebpf, synack.present != 0, &mut say);
 
         let stats = PerCpuArray::try_from(ebpf.take_map(names::STATS).expect("STATS map"))
             .map_err(|e| UserError::runtime(format!("STATS map: {e}")))?;
@@ -309,6 +428,7 @@ impl Probe {
             prog_fd,
             ring_size: opts.ring_size,
             max_sockets: opts.max_sockets,
+            half_open,
         })
     }
 

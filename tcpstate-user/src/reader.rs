@@ -21,8 +21,10 @@ use tokio::{
 };
 
 use crate::{
+    clock::boot_ns,
+    enrich::{Enricher, Filter},
     error::UserError,
-    event::decode,
+    event::{TcpEvent, decode},
     probe::{KernelStats, Probe},
     render::Render,
     summary::Summary,
@@ -40,6 +42,8 @@ pub enum Stop {
 pub struct Options {
     pub flush_interval: Duration,
     pub duration: Option<Duration>,
+    /// List existing sockets of this namespace (inode; 0 = ours) first.
+    pub snapshot: Option<(u32, Filter)>,
 }
 
 /// Writes to fd 1 without std's line buffering: the reader already batches.
@@ -70,20 +74,53 @@ impl Output {
     }
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    render: &mut dyn Render,
-    summary: &mut Summary,
-    out: &mut Vec<u8>,
-) {
-    while let Some(item) = ring.next() {
-        match decode(&item) {
-            Ok(ev) => {
-                summary.record(&ev);
-                render.event(&ev, out);
-            }
-            Err(_) => summary.decode_errors += 1,
+/// The stages after decoding: enrich, then count and render.
+pub struct Stages<'a> {
+    pub enrich: &'a mut Enricher,
+    pub render: &'a mut dyn Render,
+    pub summary: &'a mut Summary,
+}
+
+impl Stages<'_> {
+    fn emitter<'b>(
+        render: &'b mut dyn Render,
+        summary: &'b mut Summary,
+        out: &'b mut Vec<u8>,
+    ) -> impl FnMut(&TcpEvent) + 'b {
+        move |e: &TcpEvent| {
+            summary.record(e);
+            render.event(e, out);
         }
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<u8>) {
+        let mut bad = 0;
+        {
+            let mut emit = Self::emitter(&mut *self.render, &mut *self.summary, out);
+            while let Some(item) = ring.next() {
+                match decode(&item) {
+                    Ok(ev) => self.enrich.on_event(&ev, &mut emit),
+                    Err(_) => bad += 1,
+                }
+            }
+        }
+        self.summary.decode_errors += bad;
+    }
+
+    fn tick(&mut self, out: &mut Vec<u8>) {
+        let mut emit = Self::emitter(&mut *self.render, &mut *self.summary, out);
+        self.enrich.on_tick(boot_ns(), &mut emit);
+    }
+
+    /// Runs the start-up snapshot through the same stages.
+    pub fn snapshot(
+        &mut self,
+        netns: u32,
+        filter: &Filter,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<usize> {
+        let mut emit = Self::emitter(&mut *self.render, &mut *self.summary, out);
+        self.enrich.snapshot(netns, filter, &mut emit)
     }
 }
 
@@ -104,8 +141,7 @@ fn warn_new_losses(prev: &mut KernelStats, now: KernelStats) {
 pub async fn run(
     probe: &Probe,
     ring: RingBuf<MapData>,
-    render: &mut dyn Render,
-    summary: &mut Summary,
+    stages: &mut Stages<'_>,
     opts: Options,
 ) -> Result<Stop, UserError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
@@ -116,7 +152,12 @@ pub async fn run(
         file: stdout_file(),
         buf: Vec::with_capacity(1 << 20),
     };
-    render.header(&mut out.buf);
+    stages.render.header(&mut out.buf);
+    if let Some((netns, filter)) = &opts.snapshot {
+        if let Err(e) = stages.snapshot(*netns, filter, &mut out.buf) {
+            eprintln!("tcpstate: warning: start-up snapshot failed: {e}");
+        }
+    }
     if !out.flush()? {
         return Ok(Stop::ClosedPipe);
     }
@@ -133,6 +174,10 @@ pub async fn run(
     let mut stats_tick = interval(Duration::from_secs(1));
     stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_stats = KernelStats::default();
+    // Half-open/timewait/stuck follow-ups: their lookups are due-based, so a
+    // tenth of a second is plenty.
+    let mut enrich_tick = interval(Duration::from_millis(100));
+    enrich_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let stop = loop {
         tokio::select! {
@@ -141,21 +186,25 @@ pub async fn run(
                 guard.clear_ready();
             }
             _ = tick.tick() => {}
+            _ = enrich_tick.tick() => {
+                stages.drain(ring.get_mut(), &mut out.buf);
+                stages.tick(&mut out.buf);
+            }
             _ = stats_tick.tick() => warn_new_losses(&mut last_stats, probe.stats()),
             _ = sigint.recv() => break Stop::Signal,
             _ = sigterm.recv() => break Stop::Signal,
             _ = sighup.recv() => break Stop::Signal,
             _ = sleep_until(deadline.unwrap_or(far)) => break Stop::Duration,
         }
-        drain(ring.get_mut(), render, summary, &mut out.buf);
+        stages.drain(ring.get_mut(), &mut out.buf);
         if !out.flush()? {
             break Stop::ClosedPipe;
         }
     };
     if stop != Stop::ClosedPipe {
         // Events the kernel produced before we stopped are still delivered.
-        drain(ring.get_mut(), render, summary, &mut out.buf);
-        render.finish(&mut out.buf);
+        stages.drain(ring.get_mut(), &mut out.buf);
+        stages.render.finish(&mut out.buf);
         if !out.flush()? {
             return Ok(Stop::ClosedPipe);
         }

@@ -2,17 +2,27 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use crate::{event::TcpEvent, event::TcpState, probe::KernelStats};
+use crate::{
+    event::{Source, TcpEvent, TcpState},
+    probe::KernelStats,
+};
 
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
+    /// Kernel transitions (source: tracepoint).
     pub events: u64,
+    /// Events tcpstate added (snapshot, half-open, timewait, stuck).
+    pub derived: u64,
     pub decode_errors: u64,
     pub transitions: BTreeMap<(TcpState, TcpState), u64>,
 }
 
 impl Summary {
     pub fn record(&mut self, ev: &TcpEvent) {
+        if ev.source != Source::Tracepoint {
+            self.derived += 1;
+            return;
+        }
         self.events += 1;
         *self.transitions.entry((ev.old, ev.new)).or_default() += 1;
     }
@@ -29,6 +39,13 @@ impl Summary {
             k.ringbuf_full,
             k.recursion_misses
         );
+        if self.derived > 0 {
+            let _ = writeln!(
+                s,
+                "tcpstate: {} more events from sock_ops, the SYN-ACK tracepoint, sock_diag and tracking (half-open, timewait, snapshot, stuck)",
+                self.derived
+            );
+        }
         if k.sock_map_fail + k.listen_map_fail > 0 {
             let _ = writeln!(
                 s,

@@ -1,0 +1,59 @@
+//! The start-up snapshot: the sockets that already exist on the filtered
+//! ports, listed once with their state and owner (like `ss -tanp`), so a
+//! transition seen later is never out of context. One sock_diag dump per
+//! family, at start only.
+
+use std::collections::HashSet;
+
+use super::{Filter, owners::owners_of};
+use crate::{
+    clock::boot_ns,
+    diag::{Diag, DiagSocket},
+    event::{Note, Source, Task, TcpEvent},
+};
+use tcpstate_common::{AF_INET, AF_INET6};
+
+pub fn take(diag: &mut Diag, netns: u32, filter: &Filter) -> std::io::Result<Vec<TcpEvent>> {
+    let mut socks: Vec<DiagSocket> = Vec::new();
+    for (family, ipv6) in [(AF_INET, false), (AF_INET6, true)] {
+        if filter.family == 0 || filter.family == family {
+            socks.extend(
+                diag.dump(netns, ipv6)?
+                    .into_iter()
+                    .filter(|s| filter.matches(family, s.local.port(), s.remote.port())),
+            );
+        }
+    }
+    let inodes: HashSet<u32> = socks.iter().map(|s| s.inode).filter(|i| *i != 0).collect();
+    let owners = owners_of(&inodes);
+    let now = boot_ns();
+    Ok(socks
+        .iter()
+        .map(|s| event(s, netns, now, owners.get(&s.inode).copied()))
+        .collect())
+}
+
+fn event(s: &DiagSocket, netns: u32, now: u64, owner: Option<Task>) -> TcpEvent {
+    TcpEvent {
+        ts_ns: now,
+        skaddr: 0,
+        dwell_ns: None,
+        owner,
+        on_cpu: Task {
+            pid: std::process::id(),
+            comm: *b"tcpstate\0\0\0\0\0\0\0\0",
+        },
+        netns,
+        family: s.family,
+        laddr: s.local.ip(),
+        lport: s.local.port(),
+        raddr: s.remote.ip(),
+        rport: s.remote.port(),
+        old: s.state,
+        new: s.state,
+        source: Source::SockDiag,
+        replayed: false,
+        note: Some(Note::Snapshot),
+        peer_fin: None,
+    }
+}
