@@ -87,6 +87,26 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = flush_interval)]
     pub flush_interval: Duration,
 
+    /// List the sockets that already exist (state and owner) when tracing
+    /// starts. On by default when a port filter is given.
+    #[arg(long, overrides_with = "no_snapshot")]
+    pub snapshot: bool,
+
+    /// Do not list existing sockets at start.
+    #[arg(long, overrides_with = "snapshot")]
+    pub no_snapshot: bool,
+
+    /// Flag, once, a socket that stays longer than this in CLOSE_WAIT (its
+    /// application never called close()), FIN_WAIT2 (the peer never sent
+    /// FIN), LAST_ACK or SYN_SENT, e.g. --stuck 5s.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub stuck: Option<Duration>,
+
+    /// Most half-open, timewait and --stuck candidate sockets followed at once
+    /// (beyond it they are counted as untracked in the exit report).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_tracked: u32,
+
     /// Explain setup steps and show kernel-side diagnostics and verifier logs.
     #[arg(short = 'v', long, action = ArgAction::SetTrue)]
     pub verbose: bool,
@@ -179,6 +199,11 @@ impl Cli {
 
     pub fn has_port_filter(&self) -> bool {
         !(self.ports.is_empty() && self.lports.is_empty() && self.rports.is_empty())
+    }
+
+    /// `--snapshot`, or a port filter without `--no-snapshot`.
+    pub fn wants_snapshot(&self) -> bool {
+        self.snapshot || (self.has_port_filter() && !self.no_snapshot)
     }
 }
 
@@ -332,6 +357,30 @@ mod tests {
             msg,
             "invalid value '\\x1b[2J\\x0a' for '--port <PORT>': `\\x1b[2J\\x0a` is not a port number"
         );
+    }
+
+    #[test]
+    fn snapshot_defaults_on_with_a_port_filter() {
+        assert!(!parse(&[]).unwrap().wants_snapshot());
+        assert!(parse(&["--snapshot"]).unwrap().wants_snapshot());
+        assert!(parse(&["-p", "80"]).unwrap().wants_snapshot());
+        assert!(
+            !parse(&["-p", "80", "--no-snapshot"])
+                .unwrap()
+                .wants_snapshot()
+        );
+        assert!(
+            parse(&["--no-snapshot", "--snapshot"])
+                .unwrap()
+                .wants_snapshot()
+        );
+    }
+
+    #[test]
+    fn stuck_takes_a_duration() {
+        let c = parse(&["--stuck", "5s"]).unwrap();
+        assert_eq!(c.stuck, Some(Duration::from_secs(5)));
+        assert!(parse(&["--stuck", "0s"]).is_err());
     }
 
     #[test]
