@@ -85,8 +85,9 @@ impl std::error::Error for UserError {}
 pub fn permission_hint(errno: Option<i32>) -> Option<&'static str> {
     match errno {
         Some(libc::EPERM) | Some(libc::EACCES) => Some(
-            "run as root, or give the binary CAP_BPF and CAP_PERFMON \
-             (sudo setcap cap_bpf,cap_perfmon+ep $(which tcpstate))",
+            "run as root with CAP_BPF and CAP_PERFMON (a container, capsh or setpriv may \
+             drop them), or give the binary just those two: \
+             sudo setcap cap_bpf,cap_perfmon+ep $(which tcpstate)",
         ),
         _ => None,
     }
