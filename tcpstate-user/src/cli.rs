@@ -11,12 +11,27 @@ Examples:
   tcpstate --lport 80 --lport 443  sockets whose local port is 80 or 443
   tcpstate -6 --rport 5432         IPv6 connections to remote port 5432
   tcpstate --netns /run/netns/blue only sockets in that network namespace
-  tcpstate -j --port 8080 > log.jsonl
-                                   log to JSON Lines (one object per event)
   tcpstate -w --port 10050         wide: socket address, netns, on-CPU task
   tcpstate --duration 30s          trace for 30 seconds, then print a summary
 
-Columns: TIME is the kernel's event time (wall clock, microseconds). PID/COMM
+Common jobs:
+  watch a port, with full timestamps:
+    tcpstate -T --port 10050
+  find CLOSE_WAIT leaks (connections the application never closes):
+    tcpstate --port 8080 --trigger CLOSE_WAIT --lifecycle --duration 5m
+                                   unfinished ones listed at exit are still open
+  log to JSON (schema in docs/json.md), or CSV:
+    tcpstate -j --port 8080 > log.jsonl
+    tcpstate --csv --port 8080 > log.csv
+  one line per connection with the time spent in each state:
+    tcpstate --lifecycle --port 10050
+  only sockets that went through a simultaneous close:
+    tcpstate --trigger CLOSING
+  statistics and a state diagram of 60 s of traffic:
+    tcpstate --summary --diagram states.dot --duration 60s
+
+Columns: TIME is the kernel's event time (wall clock, microseconds; -T for
+the date too, -t for seconds since start). PID/COMM
 are the socket's owner (the process that connected, listened, accepted or
 closed it), not the task that happened to be on CPU: most transitions run in
 softirq context. MS is the time spent in the old state; `-` when unknown.
@@ -69,6 +84,59 @@ pub struct Cli {
     /// Wide output: add socket address, netns, family and the on-CPU task.
     #[arg(short = 'w', long)]
     pub wide: bool,
+
+    /// Print CSV with a header row (the JSON fields; docs/output.md).
+    #[arg(long, conflicts_with_all = ["json", "wide", "lifecycle", "summary"])]
+    pub csv: bool,
+
+    /// TIME as the full local date and time, YYYY-MM-DDTHH:MM:SS.uuuuuu.
+    #[arg(short = 'T', long, conflicts_with_all = ["timestamp", "json", "csv"])]
+    pub datetime: bool,
+
+    /// TIME as seconds since tracing started, with microseconds.
+    #[arg(short = 't', long, conflicts_with_all = ["json", "csv"])]
+    pub timestamp: bool,
+
+    /// Colour states: auto (when stdout is a terminal and NO_COLOR is unset),
+    /// always or never.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = crate::render::color::ColorChoice::Auto)]
+    pub color: crate::render::color::ColorChoice,
+
+    /// One line per connection when it closes: its path through the states
+    /// with the time spent in each, its role and who closed first.
+    /// Unfinished connections are printed at exit.
+    #[arg(long, conflicts_with = "wide")]
+    pub lifecycle: bool,
+
+    /// Print only the history of sockets that reach STATE or make the
+    /// transition OLD->NEW (e.g. CLOSING, CLOSE_WAIT, ESTABLISHED->CLOSE);
+    /// repeatable.
+    #[arg(long, value_name = "STATE|OLD->NEW", value_parser = crate::render::trigger::parse_spec, conflicts_with = "summary")]
+    pub trigger: Vec<crate::render::trigger::TriggerSpec>,
+
+    /// Most socket histories held at once by --lifecycle and --trigger (the
+    /// oldest is evicted beyond, and counted).
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_histories: u32,
+
+    /// At exit, print counts per transition and log2 histograms of the time
+    /// spent in each state, instead of a line per event (with -j: one JSON
+    /// record).
+    #[arg(long)]
+    pub summary: bool,
+
+    /// At exit, write the observed transitions as a Graphviz state diagram
+    /// with counts and median times (and FILE.svg when `dot` is installed).
+    #[arg(long, value_name = "FILE.dot")]
+    pub diagram: Option<std::path::PathBuf>,
+
+    /// Print a shell completion script and exit.
+    #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) and exit.
+    #[arg(long, hide = true, exclusive = true)]
+    pub man: bool,
 
     /// Stop after this long (e.g. 30s, 5m), then print the summary.
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = duration)]

@@ -12,6 +12,9 @@ use tcpstate::{
 
 fn main() {
     let cli = Cli::parse_or_exit();
+    if let Some(code) = render::generate::from_cli(&cli) {
+        std::process::exit(code);
+    }
     if let Err(msg) = cli.validate() {
         UserError::usage(msg).report(false);
         std::process::exit(2);

@@ -1,10 +1,14 @@
 //! JSON Lines: one object per event, every field typed. The schema is
-//! documented in docs/json.md; bump `SCHEMA` on any incompatible change.
+//! documented in docs/json.md; bump `SCHEMA` on any incompatible change
+//! (adding a field or a record type is compatible).
+//!
+//! Records are written by hand, field by field, straight into the output
+//! buffer: no intermediate strings, no serde per event.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
-
-use super::{Render, dwell_ms};
+use super::{
+    Render, buf,
+    timefmt::{TimeFormat, TimeWriter},
+};
 use crate::{
     clock::WallClock,
     comm::sanitize,
@@ -14,85 +18,151 @@ use crate::{
 pub const SCHEMA: u32 = 1;
 
 pub struct Json {
-    clock: WallClock,
+    time: TimeWriter,
 }
 
 impl Json {
     pub fn new(clock: WallClock) -> Self {
-        Json { clock }
+        Json {
+            time: TimeWriter::new(clock, TimeFormat::Rfc3339Utc),
+        }
     }
 }
 
-#[derive(Serialize)]
-struct Record<'a> {
-    schema: u32,
-    /// RFC 3339 UTC with microseconds: the kernel's event time.
-    time: String,
-    /// CLOCK_BOOTTIME nanoseconds, for exact ordering and differences.
-    time_ns: u64,
-    source: &'static str,
-    skaddr: String,
-    netns: u32,
-    family: &'static str,
-    pid: Option<u32>,
-    comm: Option<std::borrow::Cow<'a, str>>,
-    cpu_pid: u32,
-    cpu_comm: std::borrow::Cow<'a, str>,
-    laddr: String,
-    lport: u16,
-    raddr: String,
-    rport: u16,
-    oldstate: String,
-    newstate: String,
-    ms: Option<f64>,
-    replayed: bool,
-    /// Why a non-tracepoint event was emitted (see docs/json.md).
-    note: Option<&'static str>,
-    /// SYN-ACK retransmits so far (note "synack-retransmit").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retransmits: Option<u32>,
-    /// Age in ms of a stuck socket (note "stuck").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    age_ms: Option<f64>,
+/// Appends `"key":` (after a comma unless it is the first key).
+#[inline]
+pub(crate) fn key(out: &mut Vec<u8>, k: &str) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// The fields an event record shares with the other record types: the
+/// socket, its owner and its tuple.
+pub(crate) fn socket_fields(out: &mut Vec<u8>, ev: &TcpEvent) {
+    key(out, "skaddr");
+    out.push(b'"');
+    buf::hex(out, ev.skaddr);
+    out.push(b'"');
+    key(out, "netns");
+    buf::u64(out, ev.netns as u64);
+    key(out, "family");
+    out.push(b'"');
+    out.extend_from_slice(ev.family_name().as_bytes());
+    out.push(b'"');
+}
+
+pub(crate) fn owner_fields(out: &mut Vec<u8>, owner: Option<&crate::event::Task>) {
+    key(out, "pid");
+    match owner {
+        Some(o) => buf::u64(out, o.pid as u64),
+        None => out.extend_from_slice(b"null"),
+    }
+    key(out, "comm");
+    match owner {
+        Some(o) => buf::json_str(out, &sanitize(&o.comm)),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+pub(crate) fn tuple_fields(out: &mut Vec<u8>, ev: &TcpEvent) {
+    key(out, "laddr");
+    out.push(b'"');
+    buf::ip(out, &ev.laddr);
+    out.push(b'"');
+    key(out, "lport");
+    buf::u64(out, ev.lport as u64);
+    key(out, "raddr");
+    out.push(b'"');
+    buf::ip(out, &ev.raddr);
+    out.push(b'"');
+    key(out, "rport");
+    buf::u64(out, ev.rport as u64);
+}
+
+/// Appends a state as a JSON string.
+#[inline]
+pub(crate) fn state(out: &mut Vec<u8>, st: crate::event::TcpState) {
+    out.push(b'"');
+    buf::state(out, st);
+    out.push(b'"');
+}
+
+/// Appends milliseconds (exact) or `null`.
+#[inline]
+pub(crate) fn ms_or_null(out: &mut Vec<u8>, ns: Option<u64>) {
+    match ns {
+        Some(ns) => buf::ms_exact(out, ns),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+impl Json {
+    /// Appends one event object, without the newline.
+    pub fn record(&mut self, ev: &TcpEvent, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"schema\":");
+        buf::u64(out, SCHEMA as u64);
+        out.extend_from_slice(b",\"type\":\"event\",\"time\":\"");
+        self.time.write(out, ev.ts_ns);
+        out.extend_from_slice(b"\",\"time_ns\":");
+        buf::u64(out, ev.ts_ns);
+        key(out, "source");
+        out.push(b'"');
+        out.extend_from_slice(ev.source.name().as_bytes());
+        out.push(b'"');
+        socket_fields(out, ev);
+        owner_fields(out, ev.owner.as_ref());
+        key(out, "cpu_pid");
+        buf::u64(out, ev.on_cpu.pid as u64);
+        key(out, "cpu_comm");
+        buf::json_str(out, &sanitize(&ev.on_cpu.comm));
+        tuple_fields(out, ev);
+        key(out, "oldstate");
+        state(out, ev.old);
+        key(out, "newstate");
+        state(out, ev.new);
+        key(out, "ms");
+        ms_or_null(out, ev.dwell_ns);
+        key(out, "replayed");
+        out.extend_from_slice(if ev.replayed { b"true" } else { b"false" });
+        key(out, "note");
+        match ev.note {
+            Some(n) => {
+                out.push(b'"');
+                out.extend_from_slice(n.name().as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        key(out, "peer_fin");
+        out.extend_from_slice(match ev.peer_fin {
+            Some(true) => b"true",
+            Some(false) => b"false",
+            None => b"null",
+        });
+        match ev.note {
+            Some(Note::SynackRetransmit(n)) => {
+                key(out, "retransmits");
+                buf::u64(out, n as u64);
+            }
+            Some(Note::Stuck(ns)) => {
+                key(out, "age_ms");
+                buf::ms_exact(out, ns);
+            }
+            _ => {}
+        }
+        out.push(b'}');
+    }
 }
 
 impl Render for Json {
     fn header(&self, _out: &mut Vec<u8>) {}
 
     fn event(&mut self, ev: &TcpEvent, out: &mut Vec<u8>) {
-        let t: DateTime<Utc> = self.clock.to_system_time(ev.ts_ns).into();
-        let rec = Record {
-            schema: SCHEMA,
-            time: t.to_rfc3339_opts(SecondsFormat::Micros, true),
-            time_ns: ev.ts_ns,
-            source: ev.source.name(),
-            skaddr: format!("{:#x}", ev.skaddr),
-            netns: ev.netns,
-            family: ev.family_name(),
-            pid: ev.owner.map(|o| o.pid),
-            comm: ev.owner.as_ref().map(|o| sanitize(&o.comm)),
-            cpu_pid: ev.on_cpu.pid,
-            cpu_comm: sanitize(&ev.on_cpu.comm),
-            laddr: ev.laddr.to_string(),
-            lport: ev.lport,
-            raddr: ev.raddr.to_string(),
-            rport: ev.rport,
-            oldstate: ev.old.to_string(),
-            newstate: ev.new.to_string(),
-            ms: dwell_ms(ev),
-            replayed: ev.replayed,
-            note: ev.note.map(|n| n.name()),
-            retransmits: match ev.note {
-                Some(Note::SynackRetransmit(n)) => Some(n),
-                _ => None,
-            },
-            age_ms: match ev.note {
-                Some(Note::Stuck(ns)) => Some(ns as f64 / 1e6),
-                _ => None,
-            },
-        };
-        // Serializing plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &rec);
+        self.record(ev, out);
         out.push(b'\n');
     }
 }
@@ -118,6 +188,7 @@ mod tests {
             v,
             serde_json::json!({
                 "schema": 1,
+                "type": "event",
                 "time": "2025-11-24T16:00:05.000000Z",
                 "time_ns": 5_000_000_000u64,
                 "source": "tracepoint",
@@ -136,7 +207,8 @@ mod tests {
                 "newstate": "FIN_WAIT1",
                 "ms": 1.234567,
                 "replayed": false,
-                "note": null
+                "note": null,
+                "peer_fin": null
             })
         );
     }
@@ -156,5 +228,98 @@ mod tests {
         raw.owner_comm = *b"a\"b\n\xff\x1b[2J\0\0\0\0\0\0\0";
         let v = render(&raw);
         assert_eq!(v["comm"], "a\"b\\x0a\\xff\\x1b[2J");
+    }
+
+    #[test]
+    fn golden_bytes_keep_the_documented_field_order() {
+        let mut out = Vec::new();
+        Json::new(WallClock::with_offset(1_764_000_000_000_000_000, 0))
+            .event(&TcpEvent::from(&raw_v4()), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"schema\":1,\"type\":\"event\",\"time\":\"2025-11-24T16:00:05.000000Z\",\"time_ns\":5000000000,\
+             \"source\":\"tracepoint\",\"skaddr\":\"0xffff888012345678\",\"netns\":4026531840,\"family\":\"ipv4\",\
+             \"pid\":4242,\"comm\":\"server\",\"cpu_pid\":0,\"cpu_comm\":\"swapper/1\",\
+             \"laddr\":\"127.0.0.1\",\"lport\":10050,\"raddr\":\"127.0.0.2\",\"rport\":48008,\
+             \"oldstate\":\"ESTABLISHED\",\"newstate\":\"FIN_WAIT1\",\"ms\":1.234567,\"replayed\":false,\"note\":null,\"peer_fin\":null}\n"
+        );
+    }
+
+    #[test]
+    fn notes_carry_source_note_and_their_value() {
+        use crate::event::{Source, TcpState};
+        let clock = WallClock::with_offset(1_764_000_000_000_000_000, 0);
+        let mut j = Json::new(clock);
+        let mut ev = TcpEvent::from(&raw_v4());
+        ev.dwell_ns = None;
+        let cases = [
+            (Source::SockDiag, Note::Snapshot, "sock_diag", "snapshot"),
+            (Source::SockOps, Note::HalfOpen, "sock_ops", "half-open"),
+            (
+                Source::SynackTracepoint,
+                Note::SynackRetransmit(3),
+                "synack_tracepoint",
+                "synack-retransmit",
+            ),
+            (
+                Source::Tracepoint,
+                Note::HalfOpenCompleted,
+                "tracepoint",
+                "half-open-completed",
+            ),
+            (
+                Source::SockDiag,
+                Note::HalfOpenExpired,
+                "sock_diag",
+                "half-open-expired",
+            ),
+            (Source::SockDiag, Note::TimeWait, "sock_diag", "timewait"),
+            (
+                Source::SockDiag,
+                Note::TimeWaitExpired,
+                "sock_diag",
+                "timewait-expired",
+            ),
+            (
+                Source::Tracker,
+                Note::Stuck(61_500_000_000),
+                "tracker",
+                "stuck",
+            ),
+        ];
+        for (source, note, source_name, note_name) in cases {
+            ev.source = source;
+            ev.note = Some(note);
+            ev.new = TcpState::SynRecv;
+            let mut out = Vec::new();
+            j.event(&ev, &mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["source"], source_name);
+            assert_eq!(v["note"], note_name);
+            assert_eq!(v["newstate"], "SYN_RECV");
+            assert!(v["ms"].is_null());
+            match note {
+                Note::SynackRetransmit(_) => assert_eq!(v["retransmits"], 3),
+                Note::Stuck(_) => assert_eq!(v["age_ms"], 61500.0),
+                _ => assert!(v.get("retransmits").is_none() && v.get("age_ms").is_none()),
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_and_unknown_states_are_strings() {
+        let mut raw = raw_v4();
+        raw.family = tcpstate_common::AF_INET6;
+        raw.saddr = "fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        raw.daddr = "::ffff:10.0.0.1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        raw.oldstate = 200;
+        let v = render(&raw);
+        assert_eq!(v["family"], "ipv6");
+        assert_eq!(v["laddr"], "fe80::1");
+        assert_eq!(v["raddr"], "::ffff:10.0.0.1");
+        assert_eq!(v["oldstate"], "UNKNOWN(200)");
     }
 }

@@ -1,9 +1,26 @@
 //! Output formats. Each renderer appends one event's output to a byte buffer
 //! that the reader writes out once per batch: no allocation per event beyond
 //! the buffer's growth, one write syscall per batch.
+//!
+//! Per-event formats: [`text`] (default, `-w` wide, coloured by state),
+//! [`csv`], [`json`] (JSON Lines). Per-connection: [`lifecycle`]. Filters and
+//! reports that wrap or sit beside them: [`trigger`], [`report`]
+//! (`--summary`), [`diagram`] (`--diagram`). [`for_cli`] assembles them.
 
+pub mod buf;
+pub mod color;
+pub mod csv;
+pub mod diagram;
+pub mod generate;
 pub mod json;
+pub mod lifecycle;
+pub mod report;
+pub mod stats;
 pub mod text;
+pub mod timefmt;
+pub mod trigger;
+
+use std::io::IsTerminal as _;
 
 use crate::{clock::WallClock, event::TcpEvent};
 
@@ -15,12 +32,91 @@ pub trait Render {
     fn finish(&mut self, _out: &mut Vec<u8>) {}
 }
 
-/// Which renderer the CLI asked for.
-pub fn for_cli(cli: &crate::cli::Cli, clock: WallClock) -> Box<dyn Render> {
-    if cli.json {
-        Box::new(json::Json::new(clock))
+/// Several renderers fed the same events, in order.
+pub struct Tee(pub Vec<Box<dyn Render>>);
+
+impl Render for Tee {
+    fn header(&self, out: &mut Vec<u8>) {
+        for r in &self.0 {
+            r.header(out);
+        }
+    }
+
+    fn event(&mut self, ev: &TcpEvent, out: &mut Vec<u8>) {
+        for r in &mut self.0 {
+            r.event(ev, out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        for r in &mut self.0 {
+            r.finish(out);
+        }
+    }
+}
+
+/// The TIME column the CLI asked for (`-T`, `-t`, else the wall clock).
+pub fn time_format(cli: &crate::cli::Cli) -> timefmt::TimeFormat {
+    if cli.datetime {
+        timefmt::TimeFormat::DateTime
+    } else if cli.timestamp {
+        timefmt::TimeFormat::SinceStart
     } else {
-        Box::new(text::Text::new(clock, cli.wide))
+        timefmt::TimeFormat::Clock
+    }
+}
+
+/// Which renderers the CLI asked for:
+/// - the per-event format (`-j`, `--csv`, else text), or one line per
+///   connection with `--lifecycle`, or nothing with `--summary` alone;
+/// - wrapped in a [`trigger::Trigger`] with `--trigger`;
+/// - plus the `--summary` report and the `--diagram` file, fed every event.
+pub fn for_cli(cli: &crate::cli::Cli, clock: WallClock) -> Box<dyn Render> {
+    let colour = !cli.json
+        && !cli.csv
+        && color::enabled(
+            cli.color,
+            std::io::stdout().is_terminal(),
+            color::ColorEnv::from_process(),
+        );
+    let palette = color::Palette::new(colour);
+    let time = timefmt::TimeWriter::new(clock, time_format(cli));
+    let max = cli.max_histories as usize;
+
+    let per_event: Option<Box<dyn Render>> = if cli.lifecycle {
+        Some(if cli.json {
+            Box::new(lifecycle::Lifecycle::json(clock, max))
+        } else {
+            Box::new(lifecycle::Lifecycle::text(time, palette, max))
+        })
+    } else if cli.summary {
+        None
+    } else if cli.json {
+        Some(Box::new(json::Json::new(clock)))
+    } else if cli.csv {
+        Some(Box::new(csv::Csv::new(clock)))
+    } else {
+        Some(Box::new(text::Text::new(time, cli.wide, palette)))
+    };
+    let per_event = per_event.map(|r| -> Box<dyn Render> {
+        if cli.trigger.is_empty() {
+            r
+        } else {
+            Box::new(trigger::Trigger::new(r, cli.trigger.clone(), max))
+        }
+    });
+
+    let mut sinks: Vec<Box<dyn Render>> = per_event.into_iter().collect();
+    if cli.summary {
+        sinks.push(Box::new(report::Report::new(cli.json)));
+    }
+    if let Some(path) = &cli.diagram {
+        sinks.push(Box::new(diagram::Diagram::new(path.clone())));
+    }
+    if sinks.len() == 1 {
+        sinks.pop().expect("one sink")
+    } else {
+        Box::new(Tee(sinks))
     }
 }
 

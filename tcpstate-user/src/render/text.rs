@@ -1,80 +1,127 @@
 //! Human-readable columns in the style of bcc's tcpstates.
 
-use std::io::Write as _;
-
-use chrono::{DateTime, Local};
-
-use super::{Render, dwell_ms};
-use crate::{clock::WallClock, comm::sanitize, event::TcpEvent};
+use super::{Render, buf, color::Palette, timefmt::TimeWriter};
+use crate::{comm::sanitize, event::TcpEvent};
 
 pub struct Text {
-    clock: WallClock,
+    time: TimeWriter,
     wide: bool,
+    palette: Palette,
 }
 
 impl Text {
-    pub fn new(clock: WallClock, wide: bool) -> Self {
-        Text { clock, wide }
+    pub fn new(time: TimeWriter, wide: bool, palette: Palette) -> Self {
+        Text {
+            time,
+            wide,
+            palette,
+        }
     }
 }
 
+/// `(heading, width)` of the columns after TIME; the last has no padding.
+const WIDE_COLS: [(&str, usize); 5] = [
+    ("SKADDR", 18),
+    ("NETNS", 10),
+    ("FAM", 4),
+    ("CPU-PID", 7),
+    ("CPU-COMM", 16),
+];
+const COLS: [(&str, usize); 6] = [
+    ("PID", 7),
+    ("COMM", 16),
+    ("LADDR", 15),
+    ("LPORT", 5),
+    ("RADDR", 15),
+    ("RPORT", 5),
+];
+const STATE_WIDTH: usize = 11;
+
 impl Render for Text {
     fn header(&self, out: &mut Vec<u8>) {
+        let (width, name) = self.time.format().column();
+        buf::str_padded(out, name, width);
+        out.push(b' ');
         if self.wide {
-            let _ = write!(
-                out,
-                "{:<15} {:<18} {:<10} {:<4} {:<7} {:<16} {:<7} {:<16} ",
-                "TIME", "SKADDR", "NETNS", "FAM", "CPU-PID", "CPU-COMM", "PID", "COMM"
-            );
-        } else {
-            let _ = write!(out, "{:<15} {:<7} {:<16} ", "TIME", "PID", "COMM");
+            for (name, width) in WIDE_COLS {
+                buf::str_padded(out, name, width);
+                out.push(b' ');
+            }
         }
-        let _ = writeln!(
-            out,
-            "{:<15} {:<5} {:<15} {:<5} {:<11} -> {:<11} {}",
-            "LADDR", "LPORT", "RADDR", "RPORT", "OLDSTATE", "NEWSTATE", "MS"
-        );
+        for (name, width) in COLS {
+            buf::str_padded(out, name, width);
+            out.push(b' ');
+        }
+        buf::str_padded(out, "OLDSTATE", STATE_WIDTH);
+        out.extend_from_slice(b" -> ");
+        buf::str_padded(out, "NEWSTATE", STATE_WIDTH);
+        out.extend_from_slice(b" MS\n");
     }
 
     fn event(&mut self, ev: &TcpEvent, out: &mut Vec<u8>) {
-        let t: DateTime<Local> = self.clock.to_system_time(ev.ts_ns).into();
-        let _ = write!(out, "{:<15} ", t.format("%H:%M:%S%.6f"));
+        let start = out.len();
+        self.time.write(out, ev.ts_ns);
+        buf::pad_from(out, start, self.time.format().column().0);
+        out.push(b' ');
         if self.wide {
-            let _ = write!(
-                out,
-                "{:<18} {:<10} {:<4} {:<7} {:<16} ",
-                format!("{:#x}", ev.skaddr),
-                ev.netns,
-                if ev.family == tcpstate_common::AF_INET6 {
-                    "v6"
-                } else {
-                    "v4"
-                },
-                ev.on_cpu.pid,
-                sanitize(&ev.on_cpu.comm)
-            );
+            let start = out.len();
+            buf::hex(out, ev.skaddr);
+            buf::pad_from(out, start, 18);
+            out.push(b' ');
+            let start = out.len();
+            buf::u64(out, ev.netns as u64);
+            buf::pad_from(out, start, 10);
+            out.extend_from_slice(if ev.family == tcpstate_common::AF_INET6 {
+                b" v6   "
+            } else {
+                b" v4   "
+            });
+            let start = out.len();
+            buf::u64(out, ev.on_cpu.pid as u64);
+            buf::pad_from(out, start, 7);
+            out.push(b' ');
+            buf::str_padded(out, &sanitize(&ev.on_cpu.comm), 16);
+            out.push(b' ');
         }
         match &ev.owner {
             Some(o) => {
-                let _ = write!(out, "{:<7} {:<16} ", o.pid, sanitize(&o.comm));
+                let start = out.len();
+                buf::u64(out, o.pid as u64);
+                buf::pad_from(out, start, 7);
+                out.push(b' ');
+                buf::str_padded(out, &sanitize(&o.comm), 16);
+                out.push(b' ');
             }
-            None => {
-                let _ = write!(out, "{:<7} {:<16} ", "-", "-");
-            }
+            None => out.extend_from_slice(b"-       -                "),
         }
-        let _ = write!(
-            out,
-            "{:<15} {:<5} {:<15} {:<5} {:<11} -> {:<11} ",
-            ev.laddr, ev.lport, ev.raddr, ev.rport, ev.old, ev.new
-        );
-        match dwell_ms(ev) {
-            Some(ms) => {
-                let _ = write!(out, "{ms:.3}");
-            }
+        let start = out.len();
+        buf::ip(out, &ev.laddr);
+        buf::pad_from(out, start, 15);
+        out.push(b' ');
+        let start = out.len();
+        buf::u64(out, ev.lport as u64);
+        buf::pad_from(out, start, 5);
+        out.push(b' ');
+        let start = out.len();
+        buf::ip(out, &ev.raddr);
+        buf::pad_from(out, start, 15);
+        out.push(b' ');
+        let start = out.len();
+        buf::u64(out, ev.rport as u64);
+        buf::pad_from(out, start, 5);
+        out.push(b' ');
+        self.palette.state(out, ev.old, STATE_WIDTH);
+        out.extend_from_slice(b" -> ");
+        self.palette.state(out, ev.new, STATE_WIDTH);
+        out.push(b' ');
+        match ev.dwell_ns {
+            Some(ns) => buf::ms3(out, ns),
             None => out.push(b'-'),
         }
         if let Some(note) = ev.note {
-            let _ = write!(out, " ({note})");
+            use std::io::Write as _;
+            let (on, off) = self.palette.dim();
+            let _ = write!(out, " {on}({note}){off}");
         }
         out.push(b'\n');
     }
@@ -83,14 +130,26 @@ impl Render for Text {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{TcpEvent, tests::raw_v4};
+    use crate::{
+        clock::WallClock,
+        event::{Note, Source, TcpEvent, TcpState, tests::raw_v4},
+        render::timefmt::TimeFormat,
+    };
 
-    fn render(wide: bool, ev: &TcpEvent) -> String {
-        // Offset chosen so the event lands at 1970-01-01 00:00:05 UTC.
-        let mut r = Text::new(WallClock::with_offset(0, 0), wide);
+    fn text(format: TimeFormat, wide: bool, colour: bool) -> Text {
+        // Boot time 0 is 2025-11-24T16:00:00Z; tracing started 4 s later.
+        let clock = WallClock::with_offset(1_764_000_000_000_000_000, 4_000_000_000);
+        Text::new(TimeWriter::new(clock, format), wide, Palette::new(colour))
+    }
+
+    fn render_with(r: &mut Text, ev: &TcpEvent) -> String {
         let mut out = Vec::new();
         r.event(ev, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    fn render(wide: bool, ev: &TcpEvent) -> String {
+        render_with(&mut text(TimeFormat::Clock, wide, false), ev)
     }
 
     #[test]
@@ -104,6 +163,92 @@ mod tests {
             "4242    server           127.0.0.1       10050 127.0.0.2       48008 ESTABLISHED -> FIN_WAIT1   1.235\n"
         );
         assert!(line[..15].ends_with(":00:05.000000"), "{line}");
+    }
+
+    #[test]
+    fn golden_since_start() {
+        let mut r = text(TimeFormat::SinceStart, false, false);
+        let mut ev = TcpEvent::from(&raw_v4());
+        ev.ts_ns = 5_123_456_789;
+        assert_eq!(
+            render_with(&mut r, &ev),
+            "1.123456     4242    server           127.0.0.1       10050 127.0.0.2       48008 ESTABLISHED -> FIN_WAIT1   1.235\n"
+        );
+        let mut out = Vec::new();
+        r.header(&mut out);
+        assert!(out.starts_with(b"TIME(s)      PID     COMM"), "{out:?}");
+    }
+
+    #[test]
+    fn golden_datetime() {
+        let mut r = text(TimeFormat::DateTime, false, false);
+        let line = render_with(&mut r, &TcpEvent::from(&raw_v4()));
+        let t: chrono::DateTime<chrono::Local> =
+            WallClock::with_offset(1_764_000_000_000_000_000, 0)
+                .to_system_time(5_000_000_000)
+                .into();
+        assert_eq!(
+            line,
+            format!(
+                "{} 4242    server           127.0.0.1       10050 127.0.0.2       48008 ESTABLISHED -> FIN_WAIT1   1.235\n",
+                t.format("%Y-%m-%dT%H:%M:%S%.6f")
+            )
+        );
+    }
+
+    #[test]
+    fn golden_ipv6_and_unknown_state() {
+        let mut raw = raw_v4();
+        raw.family = tcpstate_common::AF_INET6;
+        raw.saddr = "::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        raw.daddr = "::ffff:127.0.0.1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        raw.newstate = 99;
+        let mut r = text(TimeFormat::SinceStart, true, false);
+        assert_eq!(
+            render_with(&mut r, &TcpEvent::from(&raw)),
+            "1.000000     0xffff888012345678 4026531840 v6   0       swapper/1        4242    server           ::1             10050 ::ffff:127.0.0.1 48008 ESTABLISHED -> UNKNOWN(99) 1.235\n"
+        );
+    }
+
+    #[test]
+    fn notes_are_shown_in_parentheses() {
+        let mut ev = TcpEvent::from(&raw_v4());
+        ev.source = Source::SockDiag;
+        ev.dwell_ns = None;
+        ev.old = TcpState::Established;
+        ev.new = TcpState::TimeWait;
+        let mut r = text(TimeFormat::SinceStart, false, false);
+        for (note, shown) in [
+            (Note::Snapshot, "(snapshot)"),
+            (Note::HalfOpen, "(half-open)"),
+            (Note::SynackRetransmit(2), "(SYN-ACK retransmit #2)"),
+            (Note::HalfOpenCompleted, "(half-open-completed)"),
+            (Note::HalfOpenExpired, "(half-open-expired)"),
+            (Note::TimeWait, "(timewait socket)"),
+            (Note::TimeWaitExpired, "(timewait-expired)"),
+            (Note::Stuck(61_500_000_000), "(stuck for 61.5s)"),
+        ] {
+            ev.note = Some(note);
+            let line = render_with(&mut r, &ev);
+            assert!(
+                line.ends_with(&format!("ESTABLISHED -> TIME_WAIT   - {shown}\n")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn colour_wraps_states_only_and_keeps_columns() {
+        let ev = TcpEvent::from(&raw_v4());
+        let mut r = text(TimeFormat::SinceStart, false, true);
+        let line = render_with(&mut r, &ev);
+        assert_eq!(
+            line,
+            "1.000000     4242    server           127.0.0.1       10050 127.0.0.2       48008 \x1b[1m\x1b[32mESTABLISHED\x1b[0m -> \x1b[33mFIN_WAIT1\x1b[0m   1.235\n"
+        );
     }
 
     #[test]
@@ -145,7 +290,7 @@ mod tests {
     #[test]
     fn header_names_columns_like_bcc() {
         let mut out = Vec::new();
-        Text::new(WallClock::with_offset(0, 0), false).header(&mut out);
+        text(TimeFormat::Clock, false, false).header(&mut out);
         let h = String::from_utf8(out).unwrap();
         let cols: Vec<&str> = h.split_whitespace().collect();
         assert_eq!(
@@ -155,5 +300,23 @@ mod tests {
                 "NEWSTATE", "MS"
             ]
         );
+    }
+
+    #[test]
+    fn wide_header_lines_up_with_rows() {
+        let mut r = text(TimeFormat::Clock, true, false);
+        let mut out = Vec::new();
+        r.header(&mut out);
+        let h = String::from_utf8(out).unwrap();
+        let row = render_with(&mut r, &TcpEvent::from(&raw_v4()));
+        for col in [
+            "SKADDR", "NETNS", "FAM", "CPU-PID", " PID ", "LADDR", "OLDSTATE",
+        ] {
+            let at = h.find(col).unwrap() + usize::from(col.starts_with(' '));
+            assert!(
+                at == 0 || (&row[at - 1..at] == " " && &row[at..at + 1] != " "),
+                "{col} at {at}:\n{h}{row}"
+            );
+        }
     }
 }

@@ -1,0 +1,358 @@
+//! `--trigger STATE` / `--trigger OLD->NEW`: keep each socket's events in
+//! memory and print them only for sockets that reach the trigger; after that,
+//! the socket's further events are printed as they come. Wraps any renderer
+//! (text, CSV, JSON, lifecycle).
+//!
+//! Memory is bounded: at most `max_sockets` sockets are held (the oldest is
+//! evicted beyond, and counted), each with at most [`MAX_EVENTS`] events.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::Render;
+use crate::event::{Source, TcpEvent, TcpState};
+
+/// Most events held per socket until it triggers (the oldest are dropped).
+pub const MAX_EVENTS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerSpec {
+    /// Any event that puts the socket in this state (including snapshot and
+    /// timewait rows).
+    State(TcpState),
+    /// Exactly this kernel transition.
+    Transition(TcpState, TcpState),
+}
+
+impl TriggerSpec {
+    pub fn matches(&self, ev: &TcpEvent) -> bool {
+        match *self {
+            TriggerSpec::State(s) => ev.new == s,
+            TriggerSpec::Transition(o, n) => {
+                ev.source == Source::Tracepoint && ev.old == o && ev.new == n
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for TriggerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TriggerSpec::State(s) => write!(f, "{s}"),
+            TriggerSpec::Transition(o, n) => write!(f, "{o}->{n}"),
+        }
+    }
+}
+
+/// Parses `CLOSING`, `close-wait`, `FIN_WAIT1->CLOSING` (`>` alone works
+/// too); state names as [`TcpState::parse`] accepts them.
+pub fn parse_spec(s: &str) -> Result<TriggerSpec, String> {
+    let state = |name: &str| {
+        TcpState::parse(name).ok_or_else(|| {
+            format!(
+                "`{}` is not a TCP state (e.g. ESTABLISHED, CLOSE_WAIT, FIN_WAIT1, CLOSING)",
+                name.trim()
+            )
+        })
+    };
+    let split = s.split_once("->").or_else(|| s.split_once('>'));
+    match split {
+        Some((old, new)) => Ok(TriggerSpec::Transition(state(old)?, state(new)?)),
+        None => Ok(TriggerSpec::State(state(s)?)),
+    }
+}
+
+enum Entry {
+    /// Not triggered yet: its events so far.
+    Held { seq: u64, events: Vec<TcpEvent> },
+    /// Triggered: events go straight through.
+    Live { seq: u64 },
+}
+
+impl Entry {
+    fn seq(&self) -> u64 {
+        match self {
+            Entry::Held { seq, .. } | Entry::Live { seq } => *seq,
+        }
+    }
+}
+
+pub struct Trigger {
+    inner: Box<dyn Render>,
+    specs: Vec<TriggerSpec>,
+    sockets: HashMap<u64, Entry>,
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    max: usize,
+    /// Sockets dropped to stay within `max`.
+    pub evicted: u64,
+    /// Events dropped from sockets holding more than [`MAX_EVENTS`].
+    pub dropped_events: u64,
+    /// Sockets that reached the trigger.
+    pub triggered: u64,
+}
+
+impl Trigger {
+    pub fn new(inner: Box<dyn Render>, specs: Vec<TriggerSpec>, max_sockets: usize) -> Self {
+        Trigger {
+            inner,
+            specs,
+            sockets: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            max: max_sockets.max(1),
+            evicted: 0,
+            dropped_events: 0,
+            triggered: 0,
+        }
+    }
+
+    pub fn held(&self) -> usize {
+        self.sockets.len()
+    }
+
+    fn insert(&mut self, skaddr: u64, entry: Entry) {
+        while self.sockets.len() >= self.max {
+            let Some((addr, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.sockets.get(&addr).is_some_and(|e| e.seq() == seq) {
+                self.sockets.remove(&addr);
+                self.evicted += 1;
+            }
+        }
+        self.order.push_back((skaddr, entry.seq()));
+        if self.order.len() > 2 * self.max + 64 {
+            let sockets = &self.sockets;
+            self.order
+                .retain(|(a, g)| sockets.get(a).is_some_and(|e| e.seq() == *g));
+        }
+        self.sockets.insert(skaddr, entry);
+    }
+}
+
+/// Whether this event ends the socket's life at this address.
+fn ends(ev: &TcpEvent) -> bool {
+    ev.source == Source::Tracepoint && ev.new == TcpState::Close
+}
+
+impl Render for Trigger {
+    fn header(&self, out: &mut Vec<u8>) {
+        self.inner.header(out);
+    }
+
+    fn event(&mut self, ev: &TcpEvent, out: &mut Vec<u8>) {
+        let hit = self.specs.iter().any(|s| s.matches(ev));
+        if ev.skaddr == 0 {
+            // Snapshot rows (sock_diag gives no kernel address): on their own.
+            if hit {
+                self.triggered += 1;
+                self.inner.event(ev, out);
+            }
+            return;
+        }
+        match self.sockets.get_mut(&ev.skaddr) {
+            Some(Entry::Live { .. }) => {
+                self.inner.event(ev, out);
+                if ends(ev) {
+                    self.sockets.remove(&ev.skaddr);
+                }
+            }
+            Some(Entry::Held { seq, events }) => {
+                if hit {
+                    let seq = *seq;
+                    let held = std::mem::take(events);
+                    for e in &held {
+                        self.inner.event(e, out);
+                    }
+                    self.inner.event(ev, out);
+                    self.triggered += 1;
+                    if ends(ev) {
+                        self.sockets.remove(&ev.skaddr);
+                    } else {
+                        self.sockets.insert(ev.skaddr, Entry::Live { seq });
+                    }
+                } else if ends(ev) {
+                    self.sockets.remove(&ev.skaddr);
+                } else {
+                    if events.len() == MAX_EVENTS {
+                        events.remove(0);
+                        self.dropped_events += 1;
+                    }
+                    events.push(*ev);
+                }
+            }
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                if hit {
+                    self.triggered += 1;
+                    self.inner.event(ev, out);
+                    if !ends(ev) {
+                        self.insert(ev.skaddr, Entry::Live { seq });
+                    }
+                } else if !ends(ev) {
+                    let mut events = Vec::with_capacity(8);
+                    events.push(*ev);
+                    self.insert(ev.skaddr, Entry::Held { seq, events });
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.inner.finish(out);
+        if self.evicted > 0 || self.dropped_events > 0 {
+            eprintln!(
+                "tcpstate: --trigger: {} socket histories evicted (limit --max-histories {}), {} events dropped from long histories",
+                self.evicted, self.max, self.dropped_events
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Note, TcpState::*, tests::raw_v4};
+
+    /// Records what reaches the inner renderer.
+    struct Spy(std::rc::Rc<std::cell::RefCell<Vec<(u64, TcpState, TcpState)>>>);
+
+    impl Render for Spy {
+        fn header(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"HEADER\n");
+        }
+        fn event(&mut self, ev: &TcpEvent, _out: &mut Vec<u8>) {
+            self.0.borrow_mut().push((ev.skaddr, ev.old, ev.new));
+        }
+    }
+
+    fn ev(skaddr: u64, old: TcpState, new: TcpState) -> TcpEvent {
+        let mut e = TcpEvent::from(&raw_v4());
+        e.skaddr = skaddr;
+        e.old = old;
+        e.new = new;
+        e
+    }
+
+    type Seen = std::rc::Rc<std::cell::RefCell<Vec<(u64, TcpState, TcpState)>>>;
+
+    fn trigger(specs: &[&str], max: usize) -> (Trigger, Seen) {
+        let seen = Seen::default();
+        let specs = specs.iter().map(|s| parse_spec(s).unwrap()).collect();
+        (Trigger::new(Box::new(Spy(seen.clone())), specs, max), seen)
+    }
+
+    fn closing_path(skaddr: u64) -> Vec<TcpEvent> {
+        vec![
+            ev(skaddr, Listen, SynRecv),
+            ev(skaddr, SynRecv, Established),
+            ev(skaddr, Established, FinWait1),
+            ev(skaddr, FinWait1, Closing),
+            ev(skaddr, Closing, Close),
+        ]
+    }
+
+    fn plain_path(skaddr: u64) -> Vec<TcpEvent> {
+        vec![
+            ev(skaddr, Close, SynSent),
+            ev(skaddr, SynSent, Established),
+            ev(skaddr, Established, FinWait1),
+            ev(skaddr, FinWait1, FinWait2),
+            ev(skaddr, FinWait2, Close),
+        ]
+    }
+
+    #[test]
+    fn specs_parse_states_and_transitions() {
+        assert_eq!(parse_spec("CLOSING"), Ok(TriggerSpec::State(Closing)));
+        assert_eq!(parse_spec("close-wait"), Ok(TriggerSpec::State(CloseWait)));
+        assert_eq!(
+            parse_spec("FIN_WAIT1->CLOSING"),
+            Ok(TriggerSpec::Transition(FinWait1, Closing))
+        );
+        assert_eq!(
+            parse_spec("established > close"),
+            Ok(TriggerSpec::Transition(Established, Close))
+        );
+        assert!(parse_spec("OPEN").unwrap_err().contains("not a TCP state"));
+        assert!(parse_spec("CLOSING->").is_err());
+        assert_eq!(
+            parse_spec("FIN_WAIT1->CLOSING").unwrap().to_string(),
+            "FIN_WAIT1->CLOSING"
+        );
+    }
+
+    #[test]
+    fn prints_the_whole_history_of_triggered_sockets_only() {
+        let (mut t, seen) = trigger(&["CLOSING"], 100);
+        let mut out = Vec::new();
+        t.header(&mut out);
+        assert_eq!(out, b"HEADER\n");
+        let mut evs = Vec::new();
+        // Interleave a plain socket with a CLOSING one.
+        for (a, b) in plain_path(1).into_iter().zip(closing_path(2)) {
+            evs.push(a);
+            evs.push(b);
+        }
+        for e in &evs {
+            t.event(e, &mut out);
+        }
+        let seen = seen.borrow();
+        assert_eq!(
+            *seen,
+            closing_path(2)
+                .iter()
+                .map(|e| (2, e.old, e.new))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(t.held(), 0, "closed sockets are forgotten");
+        assert_eq!(t.triggered, 1);
+    }
+
+    #[test]
+    fn transition_triggers_and_later_events_pass_through() {
+        let (mut t, seen) = trigger(&["ESTABLISHED->FIN_WAIT1"], 100);
+        let mut out = Vec::new();
+        for e in plain_path(7) {
+            t.event(&e, &mut out);
+        }
+        assert_eq!(seen.borrow().len(), 5);
+        let (mut t, seen) = trigger(&["ESTABLISHED->CLOSE_WAIT"], 100);
+        for e in plain_path(7) {
+            t.event(&e, &mut out);
+        }
+        assert!(seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn state_triggers_match_notes_but_transitions_do_not() {
+        let (mut t, seen) = trigger(&["TIME_WAIT"], 100);
+        let mut tw = ev(3, FinWait2, TimeWait);
+        tw.source = Source::SockDiag;
+        tw.note = Some(Note::TimeWait);
+        t.event(&tw, &mut Vec::new());
+        assert_eq!(seen.borrow().len(), 1);
+        let (mut t, seen) = trigger(&["FIN_WAIT2->TIME_WAIT"], 100);
+        t.event(&tw, &mut Vec::new());
+        assert!(seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let (mut t, seen) = trigger(&["CLOSING"], 10);
+        let mut out = Vec::new();
+        for a in 1..=1000 {
+            t.event(&ev(a, Close, SynSent), &mut out);
+        }
+        assert_eq!(t.held(), 10);
+        assert_eq!(t.evicted, 990);
+        assert!(t.order.len() <= 2 * 10 + 64);
+        for _ in 0..(MAX_EVENTS * 2) {
+            t.event(&ev(999, Established, Established), &mut out);
+        }
+        t.event(&ev(999, FinWait1, Closing), &mut out);
+        assert_eq!(seen.borrow().len(), MAX_EVENTS + 1);
+        assert_eq!(t.dropped_events, MAX_EVENTS as u64 + 1);
+    }
+}
