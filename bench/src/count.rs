@@ -14,6 +14,9 @@ pub struct TcpstateSummary {
     pub lost: u64,
     pub ringbuf_full: u64,
     pub recursion_misses: u64,
+    /// Events that are not kernel transitions (`tcpstate: N more events from ...`:
+    /// timewait hand-overs, half-open sockets, ...); not part of `events`.
+    pub extra_events: u64,
     /// (old, new, count) from the per-transition table.
     pub transitions: Vec<(String, String, u64)>,
 }
@@ -57,6 +60,12 @@ pub fn tcpstate_summary(stderr: &str) -> Option<TcpstateSummary> {
         s.recursion_misses = first_number(&detail[i..]).unwrap_or(0);
     }
     for l in lines {
+        if let Some(rest) = l.strip_prefix("tcpstate: ")
+            && let Some((n, _)) = rest.split_once(" more events")
+        {
+            s.extra_events += n.trim().parse::<u64>().unwrap_or(0);
+            continue;
+        }
         let t: Vec<&str> = l.split_whitespace().collect();
         if let [n, old, "->", new] = t[..]
             && let Ok(n) = n.parse()
@@ -136,6 +145,7 @@ mod tests {
 
     const SUMMARY: &str = "Tracing TCP state changes. Hit Ctrl-C to end.\n\
 tcpstate: 1012 events, 3 lost (ring buffer full: 1, skipped by the kernel while another BPF program ran: 2)\n\
+tcpstate: 101 more events from sock_ops, the SYN-ACK tracepoint, sock_diag and tracking (half-open, timewait)\n\
      COUNT  TRANSITION\n\
        101  CLOSE -> SYN_SENT\n\
        101  LAST_ACK -> CLOSE\n\
@@ -146,6 +156,7 @@ tcpstate: 1012 events, 3 lost (ring buffer full: 1, skipped by the kernel while 
         let s = tcpstate_summary(SUMMARY).unwrap();
         assert_eq!((s.events, s.lost), (1012, 3));
         assert_eq!((s.ringbuf_full, s.recursion_misses), (1, 2));
+        assert_eq!(s.extra_events, 101);
         assert_eq!(s.transitions.len(), 3);
         assert_eq!(s.count("CLOSE", "SYN_SENT"), 101);
         assert_eq!(s.count("CLOSE", "LISTEN"), 1);

@@ -2,13 +2,13 @@
 //!
 //! Every command that builds runs `setup` first, which installs only what is missing.
 
+mod bench;
 mod build;
 mod install;
 mod run;
 mod setup;
 mod test;
 mod util;
-// mod bench;  <- `cargo xtask bench` goes here (bench.rs), see `Command` below.
 
 use clap::{Parser, Subcommand};
 
@@ -38,8 +38,9 @@ enum Command {
     Test(test::Options),
     /// Build, then copy the binary to <PREFIX>/bin/tcpstate.
     Install(install::Options),
-    // Bench(bench::Options): `cargo xtask bench`, to be added with bench.rs. It should call
-    // `setup::run(&setup::Options { bench: true })` for the peer tracers, then build.
+    /// Setup (with the peer tracers), build, then measure how much tcpstate and its peers slow
+    /// a connect/close workload; writes bench-results/latest.md. `--smoke`: short CI check.
+    Bench(bench::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::run(opts),
         Command::Install(opts) => install::run(opts),
+        Command::Bench(opts) => bench::run(opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

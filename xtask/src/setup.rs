@@ -25,7 +25,14 @@ pub const TEST_PACKAGES: &[&str] = &["nftables", "iproute2", "libcap2-bin", "bpf
 
 /// Optional peer tracers for `cargo xtask bench`, installed by `setup --bench`.
 /// One that apt cannot install is reported and skipped.
-pub const BENCH_PACKAGES: &[&str] = &["libbpf-tools", "bpfcc-tools", "bpftrace"];
+/// bcc compiles its programs against kernel headers: Debian's (split in -amd64 and -common) are
+/// merged by the benchmark into a tree it hands to bcc as `BCC_KERNEL_SOURCE`.
+pub const BENCH_PACKAGES: &[&str] = &[
+    "libbpf-tools",
+    "bpfcc-tools",
+    "bpftrace",
+    "linux-headers-amd64",
+];
 
 /// The toolchain that builds the eBPF crate. Never name one that is not installed
 /// (`RUSTUP_AUTO_INSTALL=0`).

@@ -45,6 +45,13 @@ pub fn run(opts: &Options) -> Result<()> {
             .args(&opts.args)
             .env("TCPSTATE_BIN", &bin),
     );
+    if opts.args.is_empty() {
+        // One short run of the benchmark so it cannot rot; the full benchmark is not a test.
+        phase(
+            "bench smoke",
+            util::cargo().args(["xtask", "bench", "--smoke"]),
+        );
+    }
     if !opts.no_lint {
         phase(
             "cargo fmt",

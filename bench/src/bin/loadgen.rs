@@ -225,7 +225,7 @@ fn client(addr: SocketAddrV4, count: u64, max: Duration) -> Result<()> {
                 }
             }
         }
-        if (ok + failed) % 256 == 0 && start.elapsed() >= max {
+        if (ok + failed).is_multiple_of(256) && start.elapsed() >= max {
             timed_out = true;
             break;
         }
