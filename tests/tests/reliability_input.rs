@@ -256,7 +256,10 @@ fn missing_cap_perfmon_alone_is_named() {
     let r = run_until_exit(cmd, HANG_TIMEOUT);
     r.assert_error(1, "without CAP_PERFMON");
     let first = r.stderr.lines().next().unwrap_or_default();
-    assert!(!first.contains("CAP_BPF"), "only CAP_PERFMON is missing: {first}");
+    assert!(
+        !first.contains("CAP_BPF"),
+        "only CAP_PERFMON is missing: {first}"
+    );
 }
 
 // ---------------------------------------------------------------------------
