@@ -63,7 +63,7 @@ pub mod flag {
     /// the filter yet, and released when a later event of it matched.
     pub const REPLAYED: u8 = 1;
     /// On FIN_WAIT2->CLOSE / CLOSING->CLOSE: whether the peer's FIN had been
-    /// received (`sk_shutdown & RCV_SHUTDOWN`) is known...
+    /// received (SOCK_DONE in `sk_flags`) is known...
     pub const FIN_KNOWN: u8 = 2;
     /// ...and it had: the timewait socket taking over is in TIME_WAIT, not an
     /// orphaned FIN_WAIT2 still waiting for the peer's FIN.
@@ -175,8 +175,11 @@ pub struct NetnsOffsets {
     pub ns_inum: u32,
     /// `net.net_cookie` (what `bpf_get_netns_cookie` returns), 0 = unknown.
     pub net_cookie: u32,
-    /// `sock.sk_shutdown` (a plain byte since 5.x), 0 = unknown.
-    pub sk_shutdown: u32,
+    /// `sock.sk_flags`, 0 = unknown.
+    pub sk_flags: u32,
+    /// The bit of SOCK_DONE (`enum sock_flags`) in `sk_flags`: set by
+    /// `tcp_fin()` when the peer's FIN arrives.
+    pub sock_done_bit: u32,
 }
 
 /// Load-time configuration, written into the program's `CONFIG` global.
@@ -265,7 +268,7 @@ pub struct SockState {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
-const _: () = assert!(core::mem::size_of::<Config>() == 72);
+const _: () = assert!(core::mem::size_of::<Config>() == 76);
 const _: () = assert!(core::mem::size_of::<SockState>() == 152);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 

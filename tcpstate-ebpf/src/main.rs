@@ -61,7 +61,8 @@ static CONFIG: Config = Config {
         skc_net: 0,
         ns_inum: 0,
         net_cookie: 0,
-        sk_shutdown: 0,
+        sk_flags: 0,
+        sock_done_bit: 0,
     },
     netns: 0,
     wakeup_bytes: 0,
@@ -155,15 +156,18 @@ fn learn_netns_cookie(cfg: &Config, net: u64, inode: u32) {
 }
 
 /// Flags for the hand-over to a timewait socket: had the peer's FIN arrived?
+/// `tcp_fin()` sets SOCK_DONE in `sk_flags` (not `sk_shutdown`, which close()
+/// sets in full by itself).
 #[inline(always)]
 fn fin_flags(cfg: &Config, skaddr: u64) -> u8 {
-    const RCV_SHUTDOWN: u8 = 1;
-    let off = cfg.netns_offsets.sk_shutdown;
+    let off = cfg.netns_offsets.sk_flags;
     if off == 0 {
         return 0;
     }
-    match unsafe { bpf_probe_read_kernel((skaddr + off as u64) as *const u8) } {
-        Ok(sd) if sd & RCV_SHUTDOWN != 0 => flag::FIN_KNOWN | flag::FIN_RECEIVED,
+    match unsafe { bpf_probe_read_kernel((skaddr + off as u64) as *const u64) } {
+        Ok(f) if f & (1u64 << (cfg.netns_offsets.sock_done_bit & 63)) != 0 => {
+            flag::FIN_KNOWN | flag::FIN_RECEIVED
+        }
         Ok(_) => flag::FIN_KNOWN,
         Err(_) => 0,
     }
@@ -205,13 +209,19 @@ fn is_birth(old: u8, new: u8) -> bool {
 /// Kernel-side diagnostics for `--verbose`, through aya-log. Kept out of
 /// line (a BPF subprogram) so the log-record code does not bloat, or confuse
 /// the register allocation of, the hot path.
+///
+/// It returns a value, read by the caller, so that R0 is always written
+/// before the subprogram exits: the log code ends in a void helper call
+/// (`bpf_ringbuf_discard`), and LLVM otherwise lets the caller consume an R0
+/// the verifier considers unreadable.
 #[inline(never)]
-fn log_map_failure(ctx: &TracePointContext, what: u32, key: u64) {
+fn log_map_failure(ctx: &TracePointContext, what: u32, key: u64) -> u32 {
     if what == stat::LISTEN_MAP_FAIL {
         warn!(ctx, "listener map update failed, port {}", key);
     } else {
         warn!(ctx, "socket map update failed for socket {:x}", key);
     }
+    unsafe { core::ptr::read_volatile(&what) }
 }
 
 /// Submit flags: wake the reader only when the buffer is filling up.
@@ -277,9 +287,10 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
             .insert(&lkey, &current_owner(), BPF_ANY as u64)
             .is_err()
         {
-            count(stat::LISTEN_MAP_FAIL);
-            if cfg.verbose != 0 {
-                log_map_failure(ctx, stat::LISTEN_MAP_FAIL, sport as u64);
+            if cfg.verbose == 0 {
+                count(stat::LISTEN_MAP_FAIL);
+            } else {
+                count(log_map_failure(ctx, stat::LISTEN_MAP_FAIL, sport as u64));
             }
         }
     } else if old == tcp_state::LISTEN && new == tcp_state::CLOSE {
@@ -339,13 +350,12 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     ev.oldstate = old;
     ev.newstate = new;
     ev.source = source::TRACEPOINT;
-    ev.flags = if new == tcp_state::CLOSE
-        && (old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING)
-    {
-        fin_flags(&cfg, skaddr)
-    } else {
-        0
-    };
+    ev.flags =
+        if new == tcp_state::CLOSE && (old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING) {
+            fin_flags(&cfg, skaddr)
+        } else {
+            0
+        };
     ev._pad = [0; 2];
     if family == AF_INET {
         ev.saddr = [0; 16];
@@ -395,9 +405,10 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
         },
         None => {
             if SOCKS.insert(skaddr, &*st, BPF_ANY as u64).is_err() {
-                count(stat::SOCK_MAP_FAIL);
-                if cfg.verbose != 0 {
-                    log_map_failure(ctx, stat::SOCK_MAP_FAIL, skaddr);
+                if cfg.verbose == 0 {
+                    count(stat::SOCK_MAP_FAIL);
+                } else {
+                    count(log_map_failure(ctx, stat::SOCK_MAP_FAIL, skaddr));
                 }
             }
         }
@@ -542,7 +553,26 @@ fn on_request_sock(ctx: &SockOpsContext) {
         t.saddr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
         t.daddr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
     } else {
-        let (l6, r6) = (ctx.local_ip6(), ctx.remote_ip6());
+        // One volatile load per word: the verifier only allows context reads
+        // at a constant offset from the unmodified context pointer.
+        let o = ctx.ops;
+        let (l6, r6) = unsafe {
+            use core::ptr::{addr_of, read_volatile as rv};
+            (
+                [
+                    rv(addr_of!((*o).local_ip6[0])),
+                    rv(addr_of!((*o).local_ip6[1])),
+                    rv(addr_of!((*o).local_ip6[2])),
+                    rv(addr_of!((*o).local_ip6[3])),
+                ],
+                [
+                    rv(addr_of!((*o).remote_ip6[0])),
+                    rv(addr_of!((*o).remote_ip6[1])),
+                    rv(addr_of!((*o).remote_ip6[2])),
+                    rv(addr_of!((*o).remote_ip6[3])),
+                ],
+            )
+        };
         for i in 0..4 {
             t.saddr[i * 4..i * 4 + 4].copy_from_slice(&l6[i].to_ne_bytes());
             t.daddr[i * 4..i * 4 + 4].copy_from_slice(&r6[i].to_ne_bytes());

@@ -68,22 +68,22 @@ fn offset_of(btf: &Btf, st: &btf_rs::Struct, path: &[&str]) -> Result<u32> {
     Ok(total)
 }
 
-/// Offset of a one-byte, non-bitfield member (older kernels had
-/// `sk_shutdown` in a bitfield, which a byte read cannot use).
-fn byte_member(btf: &Btf, st: &btf_rs::Struct, name: &str) -> Result<u32> {
-    for m in &st.members {
-        if btf.resolve_name(m).unwrap_or_default() == name {
-            if m.bitfield_size().unwrap_or(0) != 0 || m.bit_offset() % 8 != 0 {
-                bail!("{name} is a bitfield");
+/// The value of enumerator `name` of `enum enum_name`.
+fn enum_value(btf: &Btf, enum_name: &str, name: &str) -> Result<u32> {
+    for ty in btf.resolve_types_by_name(enum_name)? {
+        if let Type::Enum(e) = ty {
+            for m in &e.members {
+                if btf.resolve_name(m).unwrap_or_default() == name {
+                    return Ok(m.val());
+                }
             }
-            return Ok(m.bit_offset() / 8);
         }
     }
-    bail!("member {name} not found")
+    bail!("enum {enum_name} has no {name}")
 }
 
 /// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum`, and (optional,
-/// 0 when missing) `net.net_cookie` and `sock.sk_shutdown`.
+/// 0 when missing) `net.net_cookie`, `sock.sk_flags` with SOCK_DONE's bit.
 pub fn netns_offsets(path: &str) -> Result<NetnsOffsets> {
     let btf = Btf::from_file(path).with_context(|| format!("reading {path}"))?;
     let sock = struct_by_name(&btf, "sock")?;
@@ -97,7 +97,11 @@ pub fn netns_offsets(path: &str) -> Result<NetnsOffsets> {
         skc_net,
         ns_inum,
         net_cookie: offset_of(&btf, &net, &["net_cookie"]).unwrap_or(0),
-        sk_shutdown: byte_member(&btf, &sock, "sk_shutdown").unwrap_or(0),
+        // `sk_flags` is a macro for `__sk_common.skc_flags` since 6.x.
+        sk_flags: offset_of(&btf, &sock, &["__sk_common", "skc_flags"])
+            .or_else(|_| offset_of(&btf, &sock, &["sk_flags"]))
+            .unwrap_or(0),
+        sock_done_bit: enum_value(&btf, "sock_flags", "SOCK_DONE").unwrap_or(1),
     })
 }
 
@@ -115,6 +119,7 @@ mod tests {
         assert!(off.skc_net > 0 && off.skc_net < 256, "{off:?}");
         assert!(off.ns_inum < 512, "{off:?}");
         assert!(off.net_cookie > 0, "{off:?}");
-        assert!(off.sk_shutdown > 0, "{off:?}");
+        assert!(off.sk_flags > 0, "{off:?}");
+        assert_eq!(off.sock_done_bit, 1, "{off:?}");
     }
 }

@@ -130,6 +130,17 @@ fn seed_netns_cookies(ebpf: &mut Ebpf, target: Option<u32>, say: &mut dyn FnMut(
     }
 }
 
+/// The OS error under an aya error, for messages (aya's Display omits it).
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
 /// The cgroup-v2 root, where a sock_ops program sees every socket.
 fn cgroup2_root() -> Option<std::path::PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
@@ -174,9 +185,11 @@ fn attach_half_open(ebpf: &mut Ebpf, synack_layout: bool, say: &mut dyn FnMut(&s
             .try_into()
             .map_err(|e: ProgramError| e.to_string())?;
         p.load().map_err(|e| e.to_string())?;
-        // AllowMultiple: never displaces another tool's sock_ops program.
-        p.attach(cgroup, CgroupAttachMode::AllowMultiple)
-            .map_err(|e| e.to_string())?;
+        // On kernels >= 5.7 aya attaches through a bpf_link, which coexists
+        // with other programs on the cgroup whatever the mode; the kernel
+        // refuses BPF_F_ALLOW_MULTI on link creation, so use the default.
+        p.attach(cgroup, CgroupAttachMode::Single)
+            .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
         Ok(())
     })();
     match r {
