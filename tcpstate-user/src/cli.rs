@@ -257,10 +257,10 @@ impl Cli {
         if n > MAX_PORTS {
             return Err(format!("at most {MAX_PORTS} ports may be given, got {n}"));
         }
-        if let Some(ns) = &self.netns {
-            if ns.trim().is_empty() {
-                return Err("--netns needs a name, path or inode".into());
-            }
+        if let Some(ns) = &self.netns
+            && ns.trim().is_empty()
+        {
+            return Err("--netns needs a name, path or inode".into());
         }
         Ok(())
     }

@@ -15,10 +15,10 @@ pub fn trim(raw: &[u8]) -> &[u8] {
 /// a CSV cell and (after JSON string escaping) a JSON value.
 pub fn sanitize(raw: &[u8]) -> Cow<'_, str> {
     let bytes = trim(raw);
-    if let Ok(s) = std::str::from_utf8(bytes) {
-        if !s.chars().any(needs_escape) {
-            return Cow::Borrowed(s);
-        }
+    if let Ok(s) = std::str::from_utf8(bytes)
+        && !s.chars().any(needs_escape)
+    {
+        return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(bytes.len() * 2);
     for chunk in bytes.utf8_chunks() {

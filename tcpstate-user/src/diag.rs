@@ -72,7 +72,7 @@ fn open_socket() -> io::Result<Socket> {
 
 impl Diag {
     fn socket(&mut self, netns: u32) -> io::Result<&Socket> {
-        if !self.sockets.contains_key(&netns) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.sockets.entry(netns) {
             let s = match netns::find_path(netns) {
                 // 0 = namespace unknown: ours.
                 _ if netns == 0 => open_socket()?,
@@ -84,7 +84,7 @@ impl Diag {
                     ));
                 }
             };
-            self.sockets.insert(netns, s);
+            e.insert(s);
         }
         Ok(&self.sockets[&netns])
     }

@@ -47,10 +47,8 @@ impl UserError {
         if let Some(h) = &self.hint {
             eprintln!("  hint: {}", printable(h, false));
         }
-        if verbose {
-            if let Some(d) = &self.detail {
-                eprintln!("{}", printable(d, true));
-            }
+        if verbose && let Some(d) = &self.detail {
+            eprintln!("{}", printable(d, true));
         }
     }
 }

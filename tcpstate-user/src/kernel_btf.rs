@@ -44,10 +44,10 @@ fn member(btf: &Btf, st: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Typ
         }
         if mname.is_empty() {
             let inner = resolve_struct(btf, btf.resolve_chained_type(m)?);
-            if let Ok(inner) = inner {
-                if let Some((off, ty)) = member(btf, &inner, name)? {
-                    return Ok(Some((m.bit_offset() / 8 + off, ty)));
-                }
+            if let Ok(inner) = inner
+                && let Some((off, ty)) = member(btf, &inner, name)?
+            {
+                return Ok(Some((m.bit_offset() / 8 + off, ty)));
             }
         }
     }

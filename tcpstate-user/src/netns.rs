@@ -26,30 +26,6 @@ pub fn resolve(spec: &str) -> Result<u32, UserError> {
         .map_err(|_| UserError::usage(format!("--netns {spec}: inode out of range")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_namespace_by_path() {
-        let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        assert_eq!(resolve("/proc/self/ns/net").unwrap() as u64, ino);
-    }
-
-    #[test]
-    fn inode_numbers_pass_through() {
-        assert_eq!(resolve("4026531840").unwrap(), 4026531840);
-        assert!(resolve("0").is_err());
-    }
-
-    #[test]
-    fn missing_names_are_usage_errors() {
-        let e = resolve("no-such-namespace-tcpstate").unwrap_err();
-        assert_eq!(e.exit_code, 2);
-        assert!(e.message.contains("/run/netns/no-such-namespace-tcpstate"));
-    }
-}
-
 /// The inode of our own network namespace (0 if unreadable).
 pub fn own_inode() -> u32 {
     std::fs::metadata("/proc/self/ns/net")
@@ -136,5 +112,29 @@ pub fn current_cookie() -> std::io::Result<u64> {
             return Err(err);
         }
         Ok(cookie)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespace_by_path() {
+        let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_eq!(resolve("/proc/self/ns/net").unwrap() as u64, ino);
+    }
+
+    #[test]
+    fn inode_numbers_pass_through() {
+        assert_eq!(resolve("4026531840").unwrap(), 4026531840);
+        assert!(resolve("0").is_err());
+    }
+
+    #[test]
+    fn missing_names_are_usage_errors() {
+        let e = resolve("no-such-namespace-tcpstate").unwrap_err();
+        assert_eq!(e.exit_code, 2);
+        assert!(e.message.contains("/run/netns/no-such-namespace-tcpstate"));
     }
 }

@@ -153,10 +153,10 @@ pub async fn run(
         buf: Vec::with_capacity(1 << 20),
     };
     stages.render.header(&mut out.buf);
-    if let Some((netns, filter)) = &opts.snapshot {
-        if let Err(e) = stages.snapshot(*netns, filter, &mut out.buf) {
-            eprintln!("tcpstate: warning: start-up snapshot failed: {e}");
-        }
+    if let Some((netns, filter)) = &opts.snapshot
+        && let Err(e) = stages.snapshot(*netns, filter, &mut out.buf)
+    {
+        eprintln!("tcpstate: warning: start-up snapshot failed: {e}");
     }
     if !out.flush()? {
         return Ok(Stop::ClosedPipe);

@@ -150,12 +150,11 @@ impl Enricher {
         if let Some(st) = &mut self.stuck {
             st.on_event(ev);
         }
-        if ev.old == TcpState::Listen && ev.new == TcpState::SynRecv
-            || ev.old == TcpState::SynRecv && ev.new == TcpState::Established
+        if (ev.old == TcpState::Listen && ev.new == TcpState::SynRecv
+            || ev.old == TcpState::SynRecv && ev.new == TcpState::Established)
+            && let Some(e) = self.halfopen.completed(ev)
         {
-            if let Some(e) = self.halfopen.completed(ev) {
-                emit(&e);
-            }
+            emit(&e);
         }
         if ev.new == TcpState::Close {
             match ev.old {

@@ -98,10 +98,10 @@ impl TimeWait {
     /// The peer (local, traced) finished LAST_ACK->CLOSE: its FIN reached our
     /// timewait socket, which is now in TIME_WAIT. Check it at the next tick.
     pub fn peer_closed(&mut self, ev: &TcpEvent) {
-        if let Some(tw) = self.socks.get_mut(&TupleKey::of(ev).reversed()) {
-            if tw.substate == TcpState::FinWait2 {
-                tw.next_check_ns = 0;
-            }
+        if let Some(tw) = self.socks.get_mut(&TupleKey::of(ev).reversed())
+            && tw.substate == TcpState::FinWait2
+        {
+            tw.next_check_ns = 0;
         }
     }
 
