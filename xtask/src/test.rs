@@ -68,6 +68,19 @@ pub fn run(opts: &Options) -> Result<()> {
                 "warnings",
             ]),
         );
+        // The eBPF crate only builds for the bpf target, so it is linted there.
+        phase(
+            "cargo clippy (eBPF, bpf target)",
+            std::process::Command::new("rustup")
+                .current_dir(util::repo_root())
+                .args(["run", crate::setup::NIGHTLY, "cargo", "clippy"])
+                .args(["-p", crate::build::EBPF_PACKAGE, "--release"])
+                .args(["--target", crate::build::BPF_TARGET, "-Z", "build-std=core"])
+                .args(["--", "-D", "warnings"])
+                .env("CARGO_ENCODED_RUSTFLAGS", crate::build::ebpf_rustflags())
+                .env_remove("RUSTC")
+                .env_remove("RUSTC_WORKSPACE_WRAPPER"),
+        );
     }
     if !failed.is_empty() {
         bail!(
