@@ -390,7 +390,11 @@ impl Render for Lifecycle {
             // Only a snapshot row says where a socket's history starts; the
             // other notes are about request sockets, timewait sockets (which
             // come after the full socket's CLOSE) or are not transitions.
-            if ev.note == Some(Note::Snapshot) {
+            // Timewait and request sockets listed by the snapshot are not
+            // full sockets: the tracepoint never reports them.
+            if ev.note == Some(Note::Snapshot)
+                && !matches!(ev.new, TcpState::TimeWait | TcpState::NewSynRecv)
+            {
                 if self.snapshots.len() >= self.max {
                     self.evicted += 1;
                     return;
@@ -890,8 +894,15 @@ mod tests {
         let mut other = snap;
         other.lport = 22;
         other.new = CloseWait;
+        let mut timewait = snap;
+        timewait.lport = 23;
+        timewait.new = TimeWait;
         let mut l = text();
-        let out = run(&mut l, &[&[snap, other, stuck][..], &close].concat(), true);
+        let out = run(
+            &mut l,
+            &[&[snap, other, timewait, stuck][..], &close].concat(),
+            true,
+        );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2, "{out}");
         assert!(
