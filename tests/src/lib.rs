@@ -494,7 +494,8 @@ fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 // Events
 // ---------------------------------------------------------------------------
 
-/// One `"source":"tracepoint"` line of `tcpstate --json`.
+/// One `"type":"event"` line of `tcpstate --json`: a `"source":"tracepoint"`
+/// transition, or (in [`Trace::all`]) an event of another source.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Event {
     pub schema: u64,
@@ -515,6 +516,18 @@ pub struct Event {
     pub oldstate: String,
     pub newstate: String,
     pub ms: Option<f64>,
+    /// What a non-tracepoint event means (`half-open`, `timewait`, ...).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// `synack-retransmit` events: the count so far.
+    #[serde(default)]
+    pub retransmits: Option<u32>,
+    /// `stuck` events: how long the socket has been in its state.
+    #[serde(default)]
+    pub age_ms: Option<f64>,
+    /// On FIN_WAIT2->CLOSE and CLOSING->CLOSE: whether the peer's FIN had arrived.
+    #[serde(default)]
+    pub peer_fin: Option<bool>,
 }
 
 /// Keys every tracepoint event must carry (nullable ones included).
@@ -524,11 +537,32 @@ const EVENT_KEYS: &[&str] = &[
 ];
 
 impl Event {
+    /// `laddr:lport`, when `laddr` parses.
+    pub fn local(&self) -> Option<SocketAddr> {
+        let ip: std::net::IpAddr = self.laddr.parse().ok()?;
+        Some(SocketAddr::new(ip, self.lport))
+    }
+
+    /// `raddr:rport`, when `raddr` parses.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        let ip: std::net::IpAddr = self.raddr.parse().ok()?;
+        Some(SocketAddr::new(ip, self.rport))
+    }
+
     pub fn transition(&self) -> String {
         format!("{}->{}", self.oldstate, self.newstate)
     }
 
-    fn row(&self) -> String {
+    /// `source[/note] OLD->NEW`, e.g. `sock_ops/half-open LISTEN->SYN_RECV`.
+    pub fn labelled(&self) -> String {
+        match &self.note {
+            Some(n) => format!("{}/{n} {}", self.source, self.transition()),
+            None => format!("{} {}", self.source, self.transition()),
+        }
+    }
+
+    /// One line for failure messages.
+    pub fn row(&self) -> String {
         let owner = match (&self.pid, &self.comm) {
             (Some(p), Some(c)) => format!("{p}/{c}"),
             (p, c) => format!("{p:?}/{c:?}"),
@@ -551,7 +585,8 @@ impl Event {
 /// What the reader thread makes of one stdout line.
 enum Line {
     Event(Box<Event>),
-    OtherSource,
+    /// Another source's line; parsed when it is an event.
+    OtherSource(Option<Box<Event>>),
     Bad(String),
 }
 
@@ -564,7 +599,13 @@ fn parse_line(line: &str) -> Line {
         return Line::Bad(format!("not a JSON object: {line}"));
     };
     if obj.get("source").and_then(|s| s.as_str()) != Some("tracepoint") {
-        return Line::OtherSource;
+        if obj.get("type").and_then(|t| t.as_str()) != Some("event") {
+            return Line::OtherSource(None);
+        }
+        return match serde_json::from_value(value) {
+            Ok(ev) => Line::OtherSource(Some(Box::new(ev))),
+            Err(e) => Line::Bad(format!("unexpected field type ({e}): {line}")),
+        };
     }
     let missing: Vec<&str> = EVENT_KEYS
         .iter()
@@ -588,6 +629,7 @@ fn parse_line(line: &str) -> Line {
 struct Output {
     events: Vec<Event>,
     other_sources: Vec<String>,
+    all: Vec<Event>,
     bad_lines: Vec<String>,
 }
 
@@ -630,8 +672,14 @@ impl Tracer {
                 let Ok(line) = line else { break };
                 let mut out = sink.lock().unwrap();
                 match parse_line(&line) {
-                    Line::Event(ev) => out.events.push(*ev),
-                    Line::OtherSource => out.other_sources.push(line),
+                    Line::Event(ev) => {
+                        out.all.push((*ev).clone());
+                        out.events.push(*ev);
+                    }
+                    Line::OtherSource(ev) => {
+                        out.all.extend(ev.map(|e| *e));
+                        out.other_sources.push(line);
+                    }
                     Line::Bad(why) => out.bad_lines.push(why),
                 }
             }
@@ -678,6 +726,7 @@ impl Tracer {
         Trace {
             events: out.events.clone(),
             other_sources: out.other_sources.clone(),
+            all: out.all.clone(),
             bad_lines: out.bad_lines.clone(),
             stderr: self.stderr.lock().unwrap().clone(),
             args: self.args.clone(),
@@ -845,6 +894,9 @@ pub struct Trace {
     pub events: Vec<Event>,
     /// Raw lines of other sources (ignored by these tests).
     pub other_sources: Vec<String>,
+    /// Events of every source (tracepoint, sock_ops, sock_diag, tracker, ...),
+    /// in output order.
+    pub all: Vec<Event>,
     pub bad_lines: Vec<String>,
     pub stderr: String,
     args: Vec<String>,
@@ -1025,6 +1077,48 @@ impl Trace {
             problems.join("\n  "),
             self.dump()
         );
+    }
+
+    /// The events of every source ([`Trace::all`]) of one connection end:
+    /// local address `local`, remote `remote`; in output order.
+    pub fn end_events(&self, local: SocketAddr, remote: SocketAddr) -> Vec<&Event> {
+        self.all
+            .iter()
+            .filter(|e| e.local() == Some(local) && e.remote() == Some(remote))
+            .collect()
+    }
+
+    /// Every event of every source in output order, plus the tracer's
+    /// stderr: for failure messages of tests about non-tracepoint events.
+    pub fn dump_all(&self) -> String {
+        let mut out = format!(
+            "--- output of `tcpstate {}`: {} events, {} from the tracepoint ---\n",
+            self.args.join(" "),
+            self.all.len(),
+            self.events.len()
+        );
+        for e in &self.all {
+            let extra = match (e.retransmits, e.age_ms, e.peer_fin) {
+                (Some(n), _, _) => format!(" retransmits={n}"),
+                (_, Some(a), _) => format!(" age_ms={a:.3}"),
+                (_, _, Some(f)) => format!(" peer_fin={f}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} [{}]{extra}",
+                e.row(),
+                e.skaddr,
+                e.note
+                    .as_ref()
+                    .map_or(e.source.clone(), |n| format!("{}/{n}", e.source))
+            );
+        }
+        for b in &self.bad_lines {
+            let _ = writeln!(out, "  BAD LINE: {b}");
+        }
+        let _ = write!(out, "--- tracer stderr ---\n{}--- end ---", self.stderr);
+        out
     }
 
     /// Every event, per socket, plus the tracer's stderr: for failure messages.
