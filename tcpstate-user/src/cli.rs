@@ -362,6 +362,53 @@ mod tests {
     }
 
     #[test]
+    fn output_flags_parse_and_contradictions_are_usage_errors() {
+        use crate::event::TcpState;
+        use crate::render::{color::ColorChoice, trigger::TriggerSpec};
+        let c = parse(&[
+            "--trigger",
+            "closing",
+            "--trigger",
+            "ESTABLISHED->CLOSE",
+            "--lifecycle",
+            "-t",
+            "--color",
+            "never",
+            "--max-histories",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.trigger,
+            [
+                TriggerSpec::State(TcpState::Closing),
+                TriggerSpec::Transition(TcpState::Established, TcpState::Close)
+            ]
+        );
+        assert!(c.lifecycle && c.timestamp && c.max_histories == 10);
+        assert_eq!(c.color, ColorChoice::Never);
+        let d = parse(&["--summary", "--diagram", "x.dot", "-T"]).unwrap();
+        assert!(d.summary && d.datetime && d.diagram.is_some());
+        assert_eq!(parse(&[]).unwrap().color, ColorChoice::Auto);
+        for bad in [
+            &["--csv", "-j"][..],
+            &["--csv", "-w"],
+            &["--csv", "--lifecycle"],
+            &["-T", "-t"],
+            &["-j", "-T"],
+            &["--summary", "--trigger", "CLOSING"],
+            &["--trigger", "OPEN"],
+            &["--trigger", "SYN_SENT->"],
+            &["--color", "sometimes"],
+            &["--max-histories", "0"],
+            &["--completions", "bash", "--port", "1"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn ring_size_accepts_powers_of_two_with_suffixes() {
         assert_eq!(ring_size("4096"), Ok(4096));
         assert_eq!(ring_size("256K"), Ok(256 << 10));

@@ -7,22 +7,61 @@ use std::{io::Write as _, net::IpAddr};
 
 use crate::event::TcpState;
 
-/// Appends `v` in decimal.
+const DEC_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes the last `dst.len()` decimal digits of `v` into `dst`, two at a time.
 #[inline]
-pub fn u64(out: &mut Vec<u8>, v: u64) {
-    let mut b = itoa::Buffer::new();
-    out.extend_from_slice(b.format(v).as_bytes());
+fn fill_digits(dst: &mut [std::mem::MaybeUninit<u8>], mut v: u64) {
+    let mut i = dst.len();
+    while i >= 2 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        dst[i - 1].write(DEC_PAIRS[d + 1]);
+        dst[i - 2].write(DEC_PAIRS[d]);
+        i -= 2;
+    }
+    if i == 1 {
+        dst[0].write(b'0' + (v % 10) as u8);
+    }
 }
 
 /// Appends `v` as exactly `n` decimal digits, zero-padded (`v < 10^n`).
 #[inline]
-pub fn digits(out: &mut Vec<u8>, mut v: u64, n: usize) {
-    let start = out.len();
-    out.resize(start + n, b'0');
-    for slot in out[start..].iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
+pub fn digits(out: &mut Vec<u8>, v: u64, n: usize) {
+    out.reserve(n);
+    let len = out.len();
+    fill_digits(&mut out.spare_capacity_mut()[..n], v);
+    // SAFETY: the `n` bytes after `len` were just initialised.
+    unsafe { out.set_len(len + n) };
+}
+
+/// Appends `v` in decimal (no `fmt`, no intermediate buffer).
+#[inline]
+pub fn u64(out: &mut Vec<u8>, v: u64) {
+    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
+    digits(out, v, n);
+}
+
+/// A NUL-padded `comm`, shown safely: printable ASCII names (nearly all) are
+/// borrowed as they are, anything else goes through
+/// [`crate::comm::sanitize`]. Same result as `sanitize`, faster.
+#[inline]
+pub fn comm(raw: &[u8]) -> std::borrow::Cow<'_, str> {
+    let bytes = crate::comm::trim(raw);
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        // All printable ASCII: valid UTF-8 with nothing to escape.
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return std::borrow::Cow::Borrowed(s);
+        }
     }
+    crate::comm::sanitize(raw)
 }
 
 /// Appends spaces until what was written since `start` is `width` bytes wide.
@@ -155,6 +194,13 @@ pub fn state(out: &mut Vec<u8>, st: TcpState) {
 pub fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let b = s.as_bytes();
+    if b.iter()
+        .all(|&c| c >= 0x20 && c != b'"' && c != b'\\' && c != 0x7f)
+    {
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
     let mut from = 0;
     for (i, &c) in b.iter().enumerate() {
         let esc: &[u8] = match c {
@@ -210,6 +256,31 @@ mod tests {
         let mut out = Vec::new();
         f(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn integers_match_std() {
+        for v in [0, 1, 9, 10, 99, 100, 12345, 4026531840, u64::MAX] {
+            assert_eq!(w(|o| u64(o, v)), v.to_string());
+        }
+        assert_eq!(w(|o| digits(o, 42, 6)), "000042");
+        assert_eq!(w(|o| digits(o, 7, 1)), "7");
+        assert_eq!(w(|o| digits(o, 0, 3)), "000");
+    }
+
+    #[test]
+    fn comm_agrees_with_sanitize() {
+        for raw in [
+            &b"nginx\0\0\0\0\0\0\0\0\0\0\0"[..],
+            b"0123456789abcdef",
+            b"a\\b\0",
+            b"\x1b[31m\0",
+            "caf\u{e9}\0".as_bytes(),
+            b"a\xffb",
+            b"\0",
+        ] {
+            assert_eq!(comm(raw), crate::comm::sanitize(raw), "{raw:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@ use super::{
 };
 use crate::{
     clock::WallClock,
-    comm::sanitize,
     event::{Note, TcpEvent},
 };
 
@@ -71,14 +70,14 @@ impl Render for Csv {
         if let Some(o) = &ev.owner {
             buf::u64(out, o.pid as u64);
             out.push(b',');
-            buf::csv_field(out, &sanitize(&o.comm));
+            buf::csv_field(out, &buf::comm(&o.comm));
         } else {
             out.push(b',');
         }
         out.push(b',');
         buf::u64(out, ev.on_cpu.pid as u64);
         out.push(b',');
-        buf::csv_field(out, &sanitize(&ev.on_cpu.comm));
+        buf::csv_field(out, &buf::comm(&ev.on_cpu.comm));
         out.push(b',');
         buf::ip(out, &ev.laddr);
         out.push(b',');

@@ -11,7 +11,6 @@ use super::{
 };
 use crate::{
     clock::WallClock,
-    comm::sanitize,
     event::{Note, TcpEvent},
 };
 
@@ -63,7 +62,7 @@ pub(crate) fn owner_fields(out: &mut Vec<u8>, owner: Option<&crate::event::Task>
     }
     key(out, "comm");
     match owner {
-        Some(o) => buf::json_str(out, &sanitize(&o.comm)),
+        Some(o) => buf::json_str(out, &buf::comm(&o.comm)),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -118,7 +117,7 @@ impl Json {
         key(out, "cpu_pid");
         buf::u64(out, ev.on_cpu.pid as u64);
         key(out, "cpu_comm");
-        buf::json_str(out, &sanitize(&ev.on_cpu.comm));
+        buf::json_str(out, &buf::comm(&ev.on_cpu.comm));
         tuple_fields(out, ev);
         key(out, "oldstate");
         state(out, ev.old);

@@ -24,7 +24,6 @@ use super::{
 };
 use crate::{
     clock::WallClock,
-    comm::sanitize,
     event::{Note, Source, Task, TcpEvent, TcpState},
 };
 
@@ -489,7 +488,7 @@ fn write_text(
             buf::u64(out, o.pid as u64);
             buf::pad_from(out, start, 7);
             out.push(b' ');
-            buf::str_padded(out, &sanitize(&o.comm), 16);
+            buf::str_padded(out, &buf::comm(&o.comm), 16);
         }
         None => out.extend_from_slice(b"-       -               "),
     }

@@ -124,3 +124,60 @@ pub fn for_cli(cli: &crate::cli::Cli, clock: WallClock) -> Box<dyn Render> {
 pub fn dwell_ms(ev: &TcpEvent) -> Option<f64> {
     ev.dwell_ns.map(|ns| ns as f64 / 1e6)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{decode, tests::bytes_of, tests::raw_v4};
+
+    /// Decode + format throughput per format, one core. Run with
+    /// `cargo test --release -p tcpstate-user -- --ignored throughput --nocapture`
+    /// (the criterion bench is the reference; this is a quick check).
+    #[test]
+    #[ignore]
+    fn throughput() {
+        let clock = WallClock::with_offset(1_764_000_000_000_000_000, 0);
+        let mut raws: Vec<Vec<u8>> = Vec::new();
+        for i in 0..1024u64 {
+            let mut r = raw_v4();
+            r.ts_ns += i * 137_000; // a new second every ~7300 events
+            r.skaddr += i % 64;
+            raws.push(bytes_of(&r));
+        }
+        let palette = color::Palette::new(false);
+        let formats: Vec<(&str, Box<dyn Render>)> = vec![
+            (
+                "text",
+                Box::new(text::Text::new(
+                    timefmt::TimeWriter::new(clock, timefmt::TimeFormat::Clock),
+                    false,
+                    palette.clone(),
+                )),
+            ),
+            (
+                "text -w",
+                Box::new(text::Text::new(
+                    timefmt::TimeWriter::new(clock, timefmt::TimeFormat::Clock),
+                    true,
+                    palette,
+                )),
+            ),
+            ("csv", Box::new(csv::Csv::new(clock))),
+            ("json", Box::new(json::Json::new(clock))),
+        ];
+        for (name, mut r) in formats {
+            let mut out = Vec::with_capacity(1 << 20);
+            let n = 2_000_000;
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                let ev = decode(&raws[i % raws.len()]).unwrap();
+                r.event(&ev, &mut out);
+                if out.len() > (1 << 20) - 512 {
+                    out.clear();
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!("{name:8} {:>6.2} M events/s", n as f64 / secs / 1e6);
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Human-readable columns in the style of bcc's tcpstates.
 
 use super::{Render, buf, color::Palette, timefmt::TimeWriter};
-use crate::{comm::sanitize, event::TcpEvent};
+use crate::event::TcpEvent;
 
 pub struct Text {
     time: TimeWriter,
@@ -80,7 +80,7 @@ impl Render for Text {
             buf::u64(out, ev.on_cpu.pid as u64);
             buf::pad_from(out, start, 7);
             out.push(b' ');
-            buf::str_padded(out, &sanitize(&ev.on_cpu.comm), 16);
+            buf::str_padded(out, &buf::comm(&ev.on_cpu.comm), 16);
             out.push(b' ');
         }
         match &ev.owner {
@@ -89,7 +89,7 @@ impl Render for Text {
                 buf::u64(out, o.pid as u64);
                 buf::pad_from(out, start, 7);
                 out.push(b' ');
-                buf::str_padded(out, &sanitize(&o.comm), 16);
+                buf::str_padded(out, &buf::comm(&o.comm), 16);
                 out.push(b' ');
             }
             None => out.extend_from_slice(b"-       -                "),

@@ -41,6 +41,8 @@ impl TimeFormat {
 pub struct TimeWriter {
     clock: WallClock,
     format: TimeFormat,
+    /// Unix time minus boot time, in ns (realtime is always ahead).
+    offset_ns: u64,
     /// The Unix second `prefix` was made for.
     cached_sec: Option<u64>,
     prefix: Vec<u8>,
@@ -48,9 +50,14 @@ pub struct TimeWriter {
 
 impl TimeWriter {
     pub fn new(clock: WallClock, format: TimeFormat) -> Self {
+        let offset_ns = clock
+            .to_system_time(0)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         TimeWriter {
             clock,
             format,
+            offset_ns,
             cached_sec: None,
             prefix: Vec::with_capacity(32),
         }
@@ -73,11 +80,7 @@ impl TimeWriter {
             buf::digits(out, d % 1_000_000_000 / 1000, 6);
             return;
         }
-        let unix_ns = self
-            .clock
-            .to_system_time(boot_ns)
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let unix_ns = boot_ns.saturating_add(self.offset_ns);
         let sec = unix_ns / 1_000_000_000;
         if self.cached_sec != Some(sec) {
             self.refill(sec);
