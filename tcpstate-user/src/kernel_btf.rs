@@ -85,7 +85,11 @@ fn enum_value(btf: &Btf, enum_name: &str, name: &str) -> Result<u32> {
 /// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum`, and (optional,
 /// 0 when missing) `net.net_cookie`, `sock.sk_flags` with SOCK_DONE's bit.
 pub fn netns_offsets(path: &str) -> Result<NetnsOffsets> {
-    let btf = Btf::from_file(path).with_context(|| format!("reading {path}"))?;
+    // Mmap: look up the few members we need without parsing (and keeping)
+    // all of the kernel's types, which costs tens of MB of memory.
+    let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+        .or_else(|_| Btf::from_file(path))
+        .with_context(|| format!("reading {path}"))?;
     let sock = struct_by_name(&btf, "sock")?;
     let skc_net = offset_of(&btf, &sock, &["__sk_common", "skc_net", "net"])?;
     let net = struct_by_name(&btf, "net")?;

@@ -15,6 +15,7 @@ pub mod event;
 pub mod kernel_btf;
 pub mod layout;
 pub mod netns;
+pub mod output;
 pub mod privileges;
 pub mod probe;
 pub mod reader;

@@ -371,6 +371,9 @@ impl Probe {
         let ports = opts.ports.len().max(1) as u32;
         #[allow(deprecated)] // override_global is the newer name; same call.
         let mut ebpf = EbpfLoader::new()
+            // No CO-RE relocations in a Rust program: don't let aya parse the
+            // kernel's BTF (it costs tens of MB of memory at start).
+            .btf(None)
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_size)
             .map_max_entries(names::SOCKS, opts.max_sockets)

@@ -5,13 +5,7 @@
 //! (`--flush-interval`). This keeps the per-event cost off the traced
 //! workload: a wakeup per event costs an irq_work plus a cross-CPU interrupt.
 
-use std::{
-    fs::File,
-    io::{ErrorKind, Write},
-    mem::ManuallyDrop,
-    os::fd::FromRawFd,
-    time::Duration,
-};
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
@@ -25,6 +19,7 @@ use crate::{
     enrich::{Enricher, Filter},
     error::UserError,
     event::{TcpEvent, decode},
+    output::{Flush, Output},
     probe::{KernelStats, Probe},
     render::Render,
     summary::Summary,
@@ -46,31 +41,18 @@ pub struct Options {
     pub snapshot: Option<(u32, Filter)>,
 }
 
-/// Writes to fd 1 without std's line buffering: the reader already batches.
-fn stdout_file() -> ManuallyDrop<File> {
-    // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop keeps
-    // it from being closed here.
-    ManuallyDrop::new(unsafe { File::from_raw_fd(1) })
-}
+/// After stopping, how long the output may take to drain before we give up
+/// (a consumer that stays stalled must not keep tcpstate from exiting).
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
-struct Output {
-    file: ManuallyDrop<File>,
-    buf: Vec<u8>,
-}
-
-impl Output {
-    /// Ok(false) when the reader of stdout has gone away.
-    fn flush(&mut self) -> Result<bool, UserError> {
-        if self.buf.is_empty() {
-            return Ok(true);
-        }
-        let r = self.file.write_all(&self.buf);
-        self.buf.clear();
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(false),
-            Err(e) => Err(UserError::runtime(format!("writing output: {e}"))),
-        }
+/// Ok(false) when stdout was closed; an error when writing failed otherwise.
+fn flushed(out: &mut Output) -> Result<bool, UserError> {
+    match out.flush() {
+        Flush::Closed => match out.error() {
+            Some(e) => Err(UserError::runtime(format!("writing output: {e}"))),
+            None => Ok(false),
+        },
+        Flush::Done | Flush::Busy => Ok(true),
     }
 }
 
@@ -148,17 +130,14 @@ pub async fn run(
     // for as long as the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| UserError::runtime(format!("polling the ring buffer: {e}")))?;
-    let mut out = Output {
-        file: stdout_file(),
-        buf: Vec::with_capacity(1 << 20),
-    };
-    stages.render.header(&mut out.buf);
+    let mut out = Output::stdout();
+    stages.render.header(out.buf());
     if let Some((netns, filter)) = &opts.snapshot
-        && let Err(e) = stages.snapshot(*netns, filter, &mut out.buf)
+        && let Err(e) = stages.snapshot(*netns, filter, out.buf())
     {
         eprintln!("tcpstate: warning: start-up snapshot failed: {e}");
     }
-    if !out.flush()? {
+    if !flushed(&mut out)? {
         return Ok(Stop::ClosedPipe);
     }
 
@@ -187,8 +166,10 @@ pub async fn run(
             }
             _ = tick.tick() => {}
             _ = enrich_tick.tick() => {
-                stages.drain(ring.get_mut(), &mut out.buf);
-                stages.tick(&mut out.buf);
+                if !out.stalled() {
+                    stages.drain(ring.get_mut(), out.buf());
+                    stages.tick(out.buf());
+                }
             }
             _ = stats_tick.tick() => warn_new_losses(&mut last_stats, probe.stats()),
             _ = sigint.recv() => break Stop::Signal,
@@ -196,17 +177,28 @@ pub async fn run(
             _ = sighup.recv() => break Stop::Signal,
             _ = sleep_until(deadline.unwrap_or(far)) => break Stop::Duration,
         }
-        stages.drain(ring.get_mut(), &mut out.buf);
-        if !out.flush()? {
+        // While stdout is stalled the ring buffer is left to fill: the
+        // kernel then drops and counts new events instead of us buffering
+        // without bound.
+        if !out.stalled() {
+            stages.drain(ring.get_mut(), out.buf());
+        }
+        if !flushed(&mut out)? {
             break Stop::ClosedPipe;
         }
     };
     if stop != Stop::ClosedPipe {
         // Events the kernel produced before we stopped are still delivered.
-        stages.drain(ring.get_mut(), &mut out.buf);
-        stages.render.finish(&mut out.buf);
-        if !out.flush()? {
-            return Ok(Stop::ClosedPipe);
+        stages.drain(ring.get_mut(), out.buf());
+        stages.render.finish(out.buf());
+        match out.finish(FINISH_TIMEOUT) {
+            Flush::Done => {}
+            Flush::Closed => return Ok(Stop::ClosedPipe),
+            Flush::Busy => {
+                eprintln!(
+                    "tcpstate: warning: stdout stayed blocked; the last events were not written"
+                )
+            }
         }
     }
     Ok(stop)
