@@ -97,6 +97,14 @@ struct Cli {
     /// Keep the tracers' output files.
     #[arg(long)]
     keep_output: bool,
+    /// Before each run, wait up to this many seconds for both CPUs to be idle (other work on
+    /// the machine skews every figure); a run that starts busy says so in its note.
+    /// Default 600 (smoke: 0).
+    #[arg(long)]
+    idle_wait: Option<u64>,
+    /// Most CPU use (percent, each of the two CPUs) that counts as idle.
+    #[arg(long, default_value_t = 10.0)]
+    idle_threshold: f64,
     /// Where criterion keeps its results (default: <target>/criterion); the decode/format
     /// micro-benchmark's figures found there are added to the report.
     #[arg(long)]
@@ -287,6 +295,62 @@ fn enable_bpf_stats() -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// (busy, total) jiffies of each CPU from /proc/stat.
+fn cpu_jiffies() -> Vec<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect()
+}
+
+/// The busiest of `cpus` over `window`, as a fraction.
+fn busiest(cpus: &[usize], window: Duration) -> f64 {
+    let a = cpu_jiffies();
+    std::thread::sleep(window);
+    let b = cpu_jiffies();
+    cpus.iter()
+        .filter_map(|&c| {
+            let (b0, t0) = *a.get(c)?;
+            let (b1, t1) = *b.get(c)?;
+            (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Waits until `cpus` are idle for a whole window; Err(busy fraction) after `max`.
+fn wait_idle(cpus: &[usize], threshold: f64, max: Duration) -> Result<(), f64> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        let busy = busiest(cpus, Duration::from_millis(500));
+        if busy <= threshold {
+            return Ok(());
+        }
+        if start.elapsed() >= max || INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(busy);
+        }
+        if !told {
+            eprintln!(
+                "tcpstate-bench: waiting for the machine to be idle (CPU {:.0}% busy; up to {} s)",
+                busy * 100.0,
+                max.as_secs()
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Variants
 
@@ -437,18 +501,24 @@ fn bpftrace_print_script() -> String {
 tracepoint:sock:inet_sock_set_state
 /args->protocol == 6/
 {
+  // Every field read up front: bpftrace 0.17 cannot read args after a printf.
   $sk = (uint64)args->skaddr;
+  $old = args->oldstate;
+  $new = args->newstate;
+  $sport = args->sport;
+  $dport = args->dport;
+  $family = args->family;
   $us = @start[$sk] ? (nsecs - @start[$sk]) / 1000 : 0;
-  if (args->family == 2) {
+  if ($family == 2) {
     printf("%lx %d %s %s %d %s %d %s -> %s %d.%03d\n", $sk, pid, comm,
-      ntop(2, args->saddr), args->sport, ntop(2, args->daddr), args->dport,
-      @st[args->oldstate], @st[args->newstate], $us / 1000, $us % 1000);
+      ntop(2, args->saddr), $sport, ntop(2, args->daddr), $dport,
+      @st[$old], @st[$new], $us / 1000, $us % 1000);
   } else {
     printf("%lx %d %s %s %d %s %d %s -> %s %d.%03d\n", $sk, pid, comm,
-      ntop(10, args->saddr_v6), args->sport, ntop(10, args->daddr_v6), args->dport,
-      @st[args->oldstate], @st[args->newstate], $us / 1000, $us % 1000);
+      ntop(10, args->saddr_v6), $sport, ntop(10, args->daddr_v6), $dport,
+      @st[$old], @st[$new], $us / 1000, $us % 1000);
   }
-  if (args->newstate == 7) {
+  if ($new == 7) {
     delete(@start[$sk]);
   } else {
     @start[$sk] = nsecs;
@@ -872,7 +942,16 @@ fn run_one_inner(ctx: &Ctx, v: &Variant, r: &mut RunResult) -> Result<()> {
     if let Some(t) = &tracer {
         r.startup_ms = Some(t.startup.as_secs_f64() * 1e3);
     }
+    let j0 = cpu_jiffies();
     let load = run_load(ctx);
+    let j1 = cpu_jiffies();
+    let busy = |cpu: usize| {
+        let (b0, t0) = *j0.get(cpu)?;
+        let (b1, t1) = *j1.get(cpu)?;
+        (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
+    };
+    r.load_cpu_busy = busy(ctx.cli.load_cpu);
+    r.tracer_cpu_busy = busy(ctx.cli.tracer_cpu);
     let mut notes = Vec::new();
     let Some(t) = tracer.as_mut() else {
         let (c, s) = load?;
@@ -1125,6 +1204,7 @@ fn run(cli: &Cli) -> Result<bool> {
         .connections
         .unwrap_or(if cli.smoke { 300 } else { 100_000 });
 
+    let idle_wait = Duration::from_secs(cli.idle_wait.unwrap_or(if cli.smoke { 0 } else { 600 }));
     // The runner itself stays off the tracer's CPU; it sleeps while the load runs.
     pin_self(cli.load_cpu)?;
     let (netns, sysctls) = Netns::create(&format!("tcpstate-bench-{}", std::process::id()))?;
@@ -1205,7 +1285,20 @@ fn run(cli: &Cli) -> Result<bool> {
         for i in 0..variants.len() {
             interrupted()?;
             let v = &variants[(i + round) % variants.len()];
-            let r = run_one(&ctx, v, round);
+            let cpus = [cli.load_cpu, cli.tracer_cpu];
+            let busy = if idle_wait.is_zero() {
+                None
+            } else {
+                wait_idle(&cpus, cli.idle_threshold / 100.0, idle_wait).err()
+            };
+            let mut r = run_one(&ctx, v, round);
+            if let Some(b) = busy {
+                let n = format!("machine busy before the run ({:.0}% CPU)", b * 100.0);
+                r.note = Some(match r.note.take() {
+                    Some(x) => format!("{n}; {x}"),
+                    None => n,
+                });
+            }
             print_progress(&r, &v.info.label, round, rounds);
             report.runs.push(r);
             std::thread::sleep(Duration::from_millis(cli.settle_ms));

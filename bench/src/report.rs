@@ -51,6 +51,10 @@ pub struct RunResult {
     pub startup_ms: Option<f64>,
     /// ns per run of the tracer's BPF programs (`--bpf-stats` only).
     pub bpf_ns_per_event: Option<f64>,
+    /// How busy the load's CPU and the tracer's CPU were while the load ran (0..1, from
+    /// /proc/stat): the tracer CPU's figure in an untraced run is other work on the machine.
+    pub load_cpu_busy: Option<f64>,
+    pub tracer_cpu_busy: Option<f64>,
     pub note: Option<String>,
     /// Set when the run failed; its figures are not used.
     pub error: Option<String>,
@@ -431,9 +435,12 @@ impl Report {
         let _ = writeln!(s, "## Every run, in the order run\n");
         let _ = writeln!(
             s,
-            "| round | tracer | connections | s | conn/s | received / expected | lost | recursion misses | CPU s (total) | RSS MB | startup ms | BPF ns/run | note |"
+            "| round | tracer | connections | s | conn/s | received / expected | lost | recursion misses | CPU s (total) | RSS MB | startup ms | BPF ns/run | load / tracer CPU busy | note |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         let label = |id: &str| {
             self.variants
                 .iter()
@@ -449,7 +456,7 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.round + 1,
                 label(&r.variant),
                 thousands(r.connections as f64),
@@ -465,6 +472,11 @@ impl Report {
                 o(r.rss_kb.map(|k| mb(k as f64))),
                 o(r.startup_ms.map(|m| format!("{m:.1}"))),
                 o(r.bpf_ns_per_event.map(|n| format!("{n:.0}"))),
+                o(r.load_cpu_busy.zip(r.tracer_cpu_busy).map(|(a, b)| format!(
+                    "{:.0}% / {:.0}%",
+                    a * 100.0,
+                    b * 100.0
+                ))),
                 note
             );
         }
