@@ -206,10 +206,16 @@ fn attach_half_open(ebpf: &mut Ebpf, synack_layout: bool, say: &mut dyn FnMut(&s
     }
 }
 
+/// `--verbose` narration of the setup steps, with the time since start so
+/// slow steps show.
 fn say(verbose: bool) -> impl FnMut(&str) {
+    let start = std::time::Instant::now();
     move |msg: &str| {
         if verbose {
-            eprintln!("tcpstate: {msg}");
+            eprintln!(
+                "tcpstate: [{:6.1} ms] {msg}",
+                start.elapsed().as_secs_f64() * 1e3
+            );
         }
     }
 }
@@ -370,6 +376,7 @@ impl Probe {
         let listeners = (opts.max_sockets / 16).max(256);
         let ports = opts.ports.len().max(1) as u32;
         #[allow(deprecated)] // override_global is the newer name; same call.
+        say("loading the eBPF object");
         let mut ebpf = EbpfLoader::new()
             // No CO-RE relocations in a Rust program: don't let aya parse the
             // kernel's BTF (it costs tens of MB of memory at start).
@@ -406,6 +413,7 @@ impl Probe {
 
         seed_netns_cookies(&mut ebpf, opts.netns.is_some().then_some(netns), &mut say);
 
+        say("maps created; loading the tracepoint program");
         let program: &mut TracePoint = ebpf
             .program_mut(names::PROGRAM)
             .expect("program is in the object")
