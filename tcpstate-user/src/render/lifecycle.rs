@@ -99,6 +99,9 @@ struct History {
     /// The latest event with a complete tuple (early events may lack ports).
     tuple: TcpEvent,
     last_ns: u64,
+    /// On FIN_WAIT2/CLOSING -> CLOSE: whether the peer's FIN had arrived
+    /// (the timewait socket taking over is in TIME_WAIT) or not (FIN_WAIT2).
+    peer_fin: Option<bool>,
 }
 
 impl History {
@@ -112,6 +115,7 @@ impl History {
             owner: ev.owner,
             tuple: *ev,
             last_ns: ev.ts_ns,
+            peer_fin: None,
         };
         if ev.note == Some(Note::Snapshot) {
             // Already in `new` when tracing started; since when is unknown.
@@ -174,6 +178,17 @@ impl History {
             self.tuple = *ev;
         }
         self.last_ns = self.last_ns.max(ev.ts_ns);
+        if ev.new == TcpState::Close {
+            self.peer_fin = ev.peer_fin;
+        }
+    }
+
+    /// The state of the timewait socket that took over at CLOSE, if known.
+    fn timewait(&self) -> Option<TcpState> {
+        match self.peer_fin? {
+            true => Some(TcpState::TimeWait),
+            false => Some(TcpState::FinWait2),
+        }
     }
 
     fn complete(&self) -> bool {
@@ -548,6 +563,14 @@ fn write_text(
             out.push(b'+');
         }
     }
+    if let (End::Closed, Some(tw)) = (end, h.timewait()) {
+        let (on, off) = palette.dim();
+        out.extend_from_slice(on.as_bytes());
+        out.extend_from_slice(b" (then ");
+        buf::state(out, tw);
+        out.push(b')');
+        out.extend_from_slice(off.as_bytes());
+    }
     if end == End::Unfinished {
         let (on, off) = palette.dim();
         out.extend_from_slice(on.as_bytes());
@@ -577,6 +600,11 @@ fn write_json(h: &History, end: End, end_ns: u64, time: &mut TimeWriter, out: &m
     json::key(out, "close");
     match h.close_kind() {
         Some(k) => buf::json_str(out, k.name()),
+        None => out.extend_from_slice(b"null"),
+    }
+    json::key(out, "timewait");
+    match h.timewait() {
+        Some(st) => json::state(out, st),
         None => out.extend_from_slice(b"null"),
     }
     json::key(out, "complete");
@@ -693,6 +721,8 @@ mod tests {
     #[test]
     fn golden_text_client_active_close() {
         let mut l = text();
+        let mut events = client();
+        events[4].peer_fin = Some(false);
         let mut out = Vec::new();
         l.header(&mut out);
         assert_eq!(
@@ -700,9 +730,9 @@ mod tests {
             "TIME(s)      PID     COMM             LOCAL                 REMOTE                ROLE     CLOSE        TOTAL       PATH\n"
         );
         assert_eq!(
-            run(&mut l, &client(), true),
+            run(&mut l, &events, true),
             "1.812468     77      tcppeer          127.0.0.1:10050       127.0.0.2:48008       client   active       812.468ms   \
-             SYN_SENT 0.041ms > ESTABLISHED 812.345ms > FIN_WAIT1 0.050ms > FIN_WAIT2 0.032ms > CLOSE\n"
+             SYN_SENT 0.041ms > ESTABLISHED 812.345ms > FIN_WAIT1 0.050ms > FIN_WAIT2 0.032ms > CLOSE (then FIN_WAIT2)\n"
         );
     }
 
@@ -756,7 +786,9 @@ mod tests {
     #[test]
     fn golden_json_record() {
         let mut l = json();
-        let out = run(&mut l, &client(), false);
+        let mut events = client();
+        events[4].peer_fin = Some(true);
+        let out = run(&mut l, &events, false);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
             v,
@@ -777,6 +809,7 @@ mod tests {
                 "rport": 48008,
                 "role": "client",
                 "close": "active",
+                "timewait": "TIME_WAIT",
                 "complete": true,
                 "start_ns": 5_000_000_000u64,
                 "ms": 812.468,
@@ -826,6 +859,7 @@ mod tests {
             serde_json::json!({"state": "ESTABLISHED", "ms": null})
         );
         assert_eq!(recs[1]["close"], "abort");
+        assert_eq!(recs[1]["timewait"], serde_json::Value::Null);
         assert_eq!(recs[1]["role"], "client");
         assert_eq!(recs[1]["complete"], true);
     }

@@ -89,6 +89,9 @@ pub struct Trigger {
     pub dropped_events: u64,
     /// Sockets that reached the trigger.
     pub triggered: u64,
+    /// The history of the socket that closed last, untriggered: the
+    /// timewait row that follows a CLOSE (same address) may still trigger it.
+    last_closed: Option<(u64, Vec<TcpEvent>)>,
 }
 
 impl Trigger {
@@ -103,6 +106,7 @@ impl Trigger {
             evicted: 0,
             dropped_events: 0,
             triggered: 0,
+            last_closed: None,
         }
     }
 
@@ -142,6 +146,13 @@ impl Render for Trigger {
 
     fn event(&mut self, ev: &TcpEvent, out: &mut Vec<u8>) {
         let hit = self.specs.iter().any(|s| s.matches(ev));
+        if self
+            .last_closed
+            .as_ref()
+            .is_some_and(|(a, _)| *a != ev.skaddr)
+        {
+            self.last_closed = None;
+        }
         if ev.skaddr == 0 {
             // Snapshot rows (sock_diag gives no kernel address): on their own.
             if hit {
@@ -172,7 +183,10 @@ impl Render for Trigger {
                         self.sockets.insert(ev.skaddr, Entry::Live { seq });
                     }
                 } else if ends(ev) {
-                    self.sockets.remove(&ev.skaddr);
+                    if let Some(Entry::Held { mut events, .. }) = self.sockets.remove(&ev.skaddr) {
+                        events.push(*ev);
+                        self.last_closed = Some((ev.skaddr, events));
+                    }
                 } else {
                     if events.len() == MAX_EVENTS {
                         events.remove(0);
@@ -181,16 +195,35 @@ impl Render for Trigger {
                     events.push(*ev);
                 }
             }
+            None if ev.source != Source::Tracepoint
+                && self
+                    .last_closed
+                    .as_ref()
+                    .is_some_and(|(a, _)| *a == ev.skaddr) =>
+            {
+                // A row about the socket that just closed (its timewait).
+                let (_, held) = self.last_closed.take().expect("checked");
+                if hit {
+                    self.triggered += 1;
+                    for e in &held {
+                        self.inner.event(e, out);
+                    }
+                    self.inner.event(ev, out);
+                }
+            }
             None => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                // Only kernel transitions start a history: rows about
+                // sockets not seen (timewait, stuck) stand alone.
+                let tracepoint = ev.source == Source::Tracepoint;
                 if hit {
                     self.triggered += 1;
                     self.inner.event(ev, out);
-                    if !ends(ev) {
+                    if tracepoint && !ends(ev) {
                         self.insert(ev.skaddr, Entry::Live { seq });
                     }
-                } else if !ends(ev) {
+                } else if tracepoint && !ends(ev) {
                     let mut events = Vec::with_capacity(8);
                     events.push(*ev);
                     self.insert(ev.skaddr, Entry::Held { seq, events });
@@ -336,6 +369,35 @@ mod tests {
         let (mut t, seen) = trigger(&["FIN_WAIT2->TIME_WAIT"], 100);
         t.event(&tw, &mut Vec::new());
         assert!(seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_timewait_row_after_close_triggers_the_closed_history() {
+        let (mut t, seen) = trigger(&["TIME_WAIT"], 100);
+        let mut out = Vec::new();
+        for e in plain_path(9) {
+            t.event(&e, &mut out);
+        }
+        assert!(seen.borrow().is_empty());
+        let mut tw = ev(9, FinWait2, TimeWait);
+        tw.source = Source::Tracker;
+        tw.note = Some(Note::TimeWait);
+        t.event(&tw, &mut out);
+        assert_eq!(
+            seen.borrow().len(),
+            6,
+            "the 5 transitions and the timewait row"
+        );
+        // Only once, and only right after the close.
+        t.event(&tw, &mut out);
+        assert_eq!(seen.borrow().len(), 7);
+        let (mut t, seen) = trigger(&["TIME_WAIT"], 100);
+        for e in plain_path(9) {
+            t.event(&e, &mut out);
+        }
+        t.event(&ev(10, Close, SynSent), &mut out);
+        t.event(&tw, &mut out);
+        assert_eq!(seen.borrow().len(), 1, "history dropped, the row alone");
     }
 
     #[test]
