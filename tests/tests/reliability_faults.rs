@@ -166,6 +166,38 @@ fn sigpipe_at_any_moment_is_survived_and_leaves_nothing_behind() {
     signals_at_every_moment(libc::SIGPIPE, 43004);
 }
 
+/// "Tracing TCP state changes. Hit Ctrl-C to end." is a promise: from that
+/// line on, Ctrl-C (and SIGTERM, SIGHUP) must stop the tracer cleanly, with
+/// its summary and status 0, not kill it by the default disposition. The
+/// signal is sent by the stderr reader the moment the line arrives.
+#[test]
+fn signal_right_after_the_ready_line_is_handled() {
+    let ns = Netns::new();
+    let netns = ns.path().to_string_lossy().into_owned();
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        for _ in 0..8 {
+            let mut cmd = tracer();
+            cmd.args(["--netns", &netns]).stdout(Stdio::null());
+            let mut t = Background::spawn_signalled_on_ready(cmd, Some(sig));
+            let (status, objs) = t.wait(HANG_TIMEOUT);
+            objs.assert_released("signal right after the ready line");
+            runs += 1;
+            let stderr = t.stderr();
+            if status.code() != Some(0) || summary_counts(&stderr).is_none() {
+                failures.push(format!("signal {sig}: {}", describe(status)));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} tracers signalled right after printing the ready line were not \
+         stopped cleanly (handlers installed after the line?): {failures:?}",
+        failures.len()
+    );
+}
+
 /// SIGKILL cannot be handled: the kernel must still free everything (nothing
 /// is pinned or attached beyond the process's own file descriptors).
 #[test]

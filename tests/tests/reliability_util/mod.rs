@@ -225,23 +225,35 @@ impl Background {
 
     /// Starts `cmd` (its stdout as the caller set it; stdin null, stderr
     /// collected), sampling its BPF objects from the first moment.
-    pub fn spawn(mut cmd: Command) -> Background {
+    pub fn spawn(cmd: Command) -> Background {
+        Background::spawn_signalled_on_ready(cmd, None)
+    }
+
+    /// Like [`Background::spawn`]; with `sig`, the stderr reader sends it the
+    /// moment the ready line arrives (the tightest "just started" race).
+    pub fn spawn_signalled_on_ready(mut cmd: Command, sig: Option<libc::c_int>) -> Background {
         cmd.stdin(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let pid = child.id();
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
         let mut pipe = child.stderr.take().unwrap();
         thread::spawn(move || {
             let mut buf = [0u8; 4096];
+            let mut sent = false;
             loop {
                 match pipe.read(&mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Ok(n) => {
+                        let mut text = sink.lock().unwrap();
+                        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                        if let Some(sig) = sig.filter(|_| !sent && text.contains(READY_LINE)) {
+                            kill(pid, sig);
+                            sent = true;
+                        }
+                    }
                 }
             }
         });
@@ -283,8 +295,18 @@ impl Background {
         self.stderr().contains(READY_LINE)
     }
 
-    /// Waits until the tracer says it is tracing; panics if it exits first.
+    /// Waits until the tracer says it is tracing, plus a short settle time:
+    /// the tracer prints its ready line before it installs its signal
+    /// handlers (see `signal_right_after_the_ready_line_is_handled`), and
+    /// tests that stop it early must not trip over that. Panics if it exits
+    /// first.
     pub fn wait_ready(&mut self) {
+        self.wait_ready_line();
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Waits until the tracer prints its ready line; panics if it exits first.
+    pub fn wait_ready_line(&mut self) {
         let deadline = Instant::now() + tcpstate_tests::READY_TIMEOUT;
         while !self.is_ready() {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -723,11 +745,25 @@ pub fn tune_for_churn(ns: &Netns) {
     ]);
 }
 
+/// Like [`tune_for_churn`] but keeping TIME_WAIT sockets (reused by new
+/// connections after a second, `tcp_tw_reuse`), as on a real busy host.
+pub fn tune_for_churn_with_timewait(ns: &Netns) {
+    ns.exec(&[
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ip_local_port_range=1024 65535",
+        "net.ipv4.tcp_tw_reuse=1",
+    ]);
+}
+
 /// A running connection generator: `total` loopback connections to
-/// 127.0.0.1:`port`, each opened by a client thread, accepted and read to
-/// EOF by a server thread, and closed by both (10 transitions each).
+/// 127.0.0.1:`port`, each opened by a client thread, accepted by a server
+/// thread, and closed at once by both (10 transitions each).
 pub struct Churn {
     pub done: Arc<AtomicU64>,
+    /// connect() calls that failed and were retried (ports exhausted).
+    pub retries: Arc<AtomicU64>,
     pub total: u64,
     handles: Vec<JoinHandle<()>>,
 }
@@ -747,21 +783,24 @@ impl Churn {
         let accepted = Arc::new(AtomicU64::new(0));
         let started = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicU64::new(0));
+        let retries = Arc::new(AtomicU64::new(0));
         let mut handles = Vec::new();
         for _ in 0..threads {
             let (l, accepted) = (listener.clone(), accepted.clone());
             handles.push(thread::spawn(move || {
                 while accepted.fetch_add(1, Ordering::Relaxed) < total {
-                    let (mut s, _) = l.accept().expect("accept");
-                    let mut buf = [0u8; 64];
-                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                    // Closed at once: whichever side closes first, each
+                    // end makes 5 transitions (a simultaneous close goes
+                    // through CLOSING instead of FIN_WAIT2/CLOSE_WAIT).
+                    let (s, _) = l.accept().expect("accept");
+                    drop(s);
                 }
                 // The listener closes when the last server thread drops it.
             }));
         }
         drop(listener);
         for _ in 0..threads {
-            let (started, done) = (started.clone(), done.clone());
+            let (started, done, retries) = (started.clone(), done.clone(), retries.clone());
             handles.push(in_netns(path.clone(), move || {
                 while started.fetch_add(1, Ordering::Relaxed) < total {
                     let mut tries = 0;
@@ -773,6 +812,7 @@ impl Churn {
                             }
                             Err(e) => {
                                 tries += 1;
+                                retries.fetch_add(1, Ordering::Relaxed);
                                 assert!(tries < 1000, "connect keeps failing: {e}");
                                 thread::sleep(Duration::from_millis(1));
                             }
@@ -784,6 +824,7 @@ impl Churn {
         }
         Churn {
             done,
+            retries,
             total,
             handles,
         }
