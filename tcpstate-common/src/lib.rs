@@ -220,7 +220,11 @@ pub mod stat {
     pub const LISTEN_MAP_FAIL: u32 = 2;
     /// Events submitted to the ring buffer.
     pub const SUBMITTED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Events of a socket with no tracking entry that is not a new socket:
+    /// it existed before tracing started, or was evicted from the full
+    /// (LRU) socket map. Their dwell time and owner are unknown.
+    pub const UNTRACKED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Owner of a socket: the process in whose context it was connected, listened,

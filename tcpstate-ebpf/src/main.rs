@@ -395,6 +395,9 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
         emit_copy(&cfg, unsafe { &(*t).pending });
     }
     emit_copy(&cfg, &st.pending);
+    if !birth && tracked.is_none() {
+        count(stat::UNTRACKED);
+    }
 
     if new == tcp_state::CLOSE {
         let _ = SOCKS.remove(skaddr);

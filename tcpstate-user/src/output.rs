@@ -104,6 +104,19 @@ impl Output {
         }
     }
 
+    /// True when stdout is a pipe whose reader has gone (`| head` done),
+    /// noticed even while there is nothing to write.
+    pub fn reader_gone(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: 1,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1 && p.revents & libc::POLLERR != 0
+    }
+
     /// The batch being filled.
     pub fn buf(&mut self) -> &mut Vec<u8> {
         &mut self.buf

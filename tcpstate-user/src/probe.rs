@@ -76,6 +76,9 @@ pub struct KernelStats {
     pub sock_map_fail: u64,
     pub listen_map_fail: u64,
     pub submitted: u64,
+    /// Events of sockets met mid-life: opened before tracing, or evicted
+    /// from the full socket map (then --max-sockets is too small).
+    pub untracked: u64,
     /// Runs of our program the kernel skipped because another BPF program was
     /// already running on that CPU (`recursion_misses` in the program info).
     pub recursion_misses: u64,
@@ -477,6 +480,7 @@ impl Probe {
             sock_map_fail: sum(stat::SOCK_MAP_FAIL),
             listen_map_fail: sum(stat::LISTEN_MAP_FAIL),
             submitted: sum(stat::SUBMITTED),
+            untracked: sum(stat::UNTRACKED),
             recursion_misses: recursion_misses(self.prog_fd).unwrap_or(0),
         }
     }

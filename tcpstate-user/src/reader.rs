@@ -171,7 +171,12 @@ pub async fn run(
                     stages.tick(out.buf());
                 }
             }
-            _ = stats_tick.tick() => warn_new_losses(&mut last_stats, probe.stats()),
+            _ = stats_tick.tick() => {
+                warn_new_losses(&mut last_stats, probe.stats());
+                if out.reader_gone() {
+                    break Stop::ClosedPipe;
+                }
+            }
             _ = sigint.recv() => break Stop::Signal,
             _ = sigterm.recv() => break Stop::Signal,
             _ = sighup.recv() => break Stop::Signal,

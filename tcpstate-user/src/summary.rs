@@ -46,6 +46,13 @@ impl Summary {
                 self.derived
             );
         }
+        if k.untracked > 0 {
+            let _ = writeln!(
+                s,
+                "tcpstate: {} events of sockets met mid-life (opened before tracing, or evicted from the full socket map of --max-sockets): their owner and MS may be unknown",
+                k.untracked
+            );
+        }
         if k.sock_map_fail + k.listen_map_fail > 0 {
             let _ = writeln!(
                 s,

@@ -19,11 +19,11 @@ pub mod snapshot;
 pub mod stuck;
 pub mod timewait;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use crate::{
     diag::Diag,
-    event::{Source, TcpEvent, TcpState},
+    event::{Source, Task, TcpEvent, TcpState},
 };
 
 /// A socket's identity when it has no address we can use: namespace and
@@ -106,6 +106,10 @@ pub struct Counters {
 
 pub struct Enricher {
     diag: Diag,
+    /// Owners of sockets that existed before tracing (from the snapshot):
+    /// the kernel side never saw them connect or listen, so their events
+    /// would otherwise have no owner.
+    snapshot_owners: HashMap<TupleKey, Task>,
     halfopen: halfopen::HalfOpen,
     timewait: timewait::TimeWait,
     stuck: Option<stuck::Stuck>,
@@ -120,6 +124,7 @@ impl Enricher {
     pub fn new(opts: Options) -> Self {
         Enricher {
             diag: Diag::default(),
+            snapshot_owners: HashMap::new(),
             halfopen: halfopen::HalfOpen::new(opts.max_tracked),
             timewait: timewait::TimeWait::new(opts.max_tracked),
             stuck: opts.stuck.map(|d| stuck::Stuck::new(d, opts.max_tracked)),
@@ -130,6 +135,14 @@ impl Enricher {
 
     /// Handles one decoded kernel event: emits it, then what it implies.
     pub fn on_event(&mut self, ev: &TcpEvent, emit: &mut Emit<'_>) {
+        let filled;
+        let ev = match self.owner_from_snapshot(ev) {
+            Some(e) => {
+                filled = e;
+                &filled
+            }
+            None => ev,
+        };
         match ev.source {
             Source::SockOps => {
                 if let Some(e) = self.halfopen.created(ev, &mut self.counters) {
@@ -171,6 +184,23 @@ impl Enricher {
         }
     }
 
+    /// The owner of a pre-existing socket, as the snapshot found it.
+    fn owner_from_snapshot(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
+        if self.snapshot_owners.is_empty() || ev.source != Source::Tracepoint {
+            return None;
+        }
+        let key = TupleKey::of(ev);
+        let owner = if ev.new == TcpState::Close {
+            self.snapshot_owners.remove(&key)
+        } else {
+            self.snapshot_owners.get(&key).copied()
+        }?;
+        ev.owner.is_none().then_some(TcpEvent {
+            owner: Some(owner),
+            ..*ev
+        })
+    }
+
     /// Periodic work: targeted lookups that are due, stuck sockets.
     pub fn on_tick(&mut self, now_ns: u64, emit: &mut Emit<'_>) {
         let mut budget = self.opts.lookups_per_tick;
@@ -205,6 +235,11 @@ impl Enricher {
         let events = snapshot::take(&mut self.diag, netns, filter)?;
         for ev in &events {
             emit(ev);
+            if let Some(owner) = ev.owner
+                && self.snapshot_owners.len() < self.opts.max_tracked
+            {
+                self.snapshot_owners.insert(TupleKey::of(ev), owner);
+            }
             match ev.new {
                 TcpState::SynRecv if ev.owner.is_none() && ev.lport != 0 => {
                     self.halfopen.adopt(ev, &mut self.counters)
