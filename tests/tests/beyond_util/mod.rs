@@ -1,0 +1,187 @@
+//! Helpers shared by the tests of what tcpstate reports beyond the state
+//! tracepoint (issue #3): half-open request sockets, timewait sockets, the
+//! start-up snapshot and `--stuck`. Those events come from other sources
+//! (`sock_ops`, `synack_tracepoint`, `sock_diag`, `tracker`) and some carry
+//! no socket address, so a connection end is identified by its tuple: the
+//! tracepoint events of the sockets that had that tuple, plus the events of
+//! other sources with that tuple, in the tracer's output order.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use tcpstate_tests::states::*;
+pub use tcpstate_tests::{Event, Netns, Peer, Trace, Tracer};
+
+pub const PORT: u16 = 10050;
+
+/// Sets a per-namespace sysctl, e.g. `net.ipv4.tcp_fin_timeout=1`.
+pub fn sysctl(ns: &Netns, setting: &str) {
+    ns.exec(&["sysctl", "-qw", setting]);
+}
+
+/// The events of one connection end (`local` -> `remote`), every source, in
+/// output order: the tracepoint events of the socket lives that had this
+/// tuple (including a client's CLOSE->SYN_SENT, whose local port is still 0)
+/// and the other sources' events with this tuple.
+pub fn end_events(t: &Trace, local: SocketAddr, remote: SocketAddr) -> Vec<Event> {
+    let lives: Vec<Vec<Event>> = t
+        .sockets()
+        .into_iter()
+        .filter(|s| {
+            s.events
+                .iter()
+                .any(|e| e.local() == Some(local) && e.remote() == Some(remote))
+        })
+        .map(|s| s.events)
+        .collect();
+    let in_lives = |e: &Event| {
+        lives.iter().flatten().any(|s| {
+            s.skaddr == e.skaddr
+                && s.time_ns == e.time_ns
+                && s.oldstate == e.oldstate
+                && s.newstate == e.newstate
+        })
+    };
+    t.all
+        .iter()
+        .filter(|e| {
+            if e.source == "tracepoint" {
+                in_lives(e)
+            } else {
+                e.local() == Some(local) && e.remote() == Some(remote)
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// `source[/note] OLD->NEW` of each event.
+pub fn labels(events: &[Event]) -> Vec<String> {
+    events.iter().map(Event::labelled).collect()
+}
+
+/// Asserts that the end `local` -> `remote` produced exactly `expected`
+/// (`source[/note] OLD->NEW` each) and returns its events for further checks.
+pub fn assert_end(
+    t: &Trace,
+    what: &str,
+    local: SocketAddr,
+    remote: SocketAddr,
+    expected: &[&str],
+) -> Vec<Event> {
+    let events = end_events(t, local, remote);
+    let actual = labels(&events);
+    if actual != expected {
+        panic!(
+            "the {what} ({local} -> {remote}) produced the wrong events\n  expected:\n    {}\n  actual:\n    {}\n{}",
+            expected.join("\n    "),
+            actual.join("\n    "),
+            t.dump_all()
+        );
+    }
+    events
+}
+
+/// The single event with this label among `events`.
+pub fn the<'a>(t: &Trace, events: &'a [Event], label: &str) -> &'a Event {
+    let found: Vec<&Event> = events.iter().filter(|e| e.labelled() == label).collect();
+    match found.as_slice() {
+        [one] => one,
+        _ => panic!(
+            "expected exactly one `{label}` event, found {}\n{}",
+            found.len(),
+            t.dump_all()
+        ),
+    }
+}
+
+/// Asserts `lo <= ms <= hi` for an event's `ms` (or `age_ms`).
+pub fn assert_ms(t: &Trace, what: &str, ms: Option<f64>, lo: f64, hi: f64) {
+    match ms {
+        Some(v) if (lo..=hi).contains(&v) => {}
+        other => panic!(
+            "{what}: expected between {lo} and {hi} ms, got {other:?}\n{}",
+            t.dump_all()
+        ),
+    }
+}
+
+/// Asserts that an event names the owner `pid` (`comm` tcppeer).
+pub fn assert_owner(t: &Trace, what: &str, e: &Event, pid: u32) {
+    if e.pid != Some(pid) || e.comm.as_deref() != Some("tcppeer") {
+        panic!(
+            "{what}: expected pid {pid}/tcppeer, got {:?}/{:?}: {}\n{}",
+            e.pid,
+            e.comm,
+            e.row(),
+            t.dump_all()
+        );
+    }
+}
+
+/// Waits up to `timeout` until `cond` holds on the tracer's output; on
+/// timeout panics with every event seen.
+pub fn wait_for(tracer: &Tracer, timeout: Duration, what: &str, cond: impl Fn(&Trace) -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t = tracer.snapshot();
+        if cond(&t) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                t.dump_all()
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the end `local` -> `remote` has an event labelled `label`.
+pub fn wait_end(
+    tracer: &Tracer,
+    timeout: Duration,
+    local: SocketAddr,
+    remote: SocketAddr,
+    label: &str,
+) {
+    wait_for(
+        tracer,
+        timeout,
+        &format!("`{label}` on {local} -> {remote}"),
+        |t| {
+            end_events(t, local, remote)
+                .iter()
+                .any(|e| e.labelled() == label)
+        },
+    );
+}
+
+/// The `ss -tanH` state of the socket `local` -> `remote` (`SYN-RECV`, ...).
+pub fn ss_state(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> Option<String> {
+    ns.ss().lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 5 && f[3] == local.to_string() && f[4] == remote.to_string())
+            .then(|| f[0].to_string())
+    })
+}
+
+/// The server's address of the connection a client made (the server's
+/// listening address may be a wildcard).
+pub fn server_side(client: &Peer) -> SocketAddr {
+    client.remote.expect("a client peer")
+}
+
+/// Stops the tracer; with `TCPSTATE_TEST_DUMP` set (and `--nocapture`),
+/// prints every event of every source.
+pub fn stop(tracer: Tracer) -> Trace {
+    let t = tracer.stop();
+    if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
+        eprintln!("{}", t.dump_all());
+    }
+    t
+}

@@ -1,0 +1,264 @@
+//! The start-up snapshot (issue #3): with a port filter (or `--snapshot`)
+//! tcpstate first lists the sockets that already exist on the filtered
+//! ports, as `ss -tanp` would, with `source:"sock_diag"`, note `snapshot`,
+//! oldstate == newstate == the current state and the owning process (none
+//! for timewait and request sockets, which no process holds).
+
+mod beyond_util;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use beyond_util::*;
+
+/// `(local, remote, state, pid)` of every snapshot event, sorted.
+fn snapshot_rows(t: &Trace) -> Vec<(SocketAddr, SocketAddr, String, Option<u32>)> {
+    let mut rows: Vec<_> = t
+        .all
+        .iter()
+        .filter(|e| e.note.as_deref() == Some("snapshot"))
+        .map(|e| {
+            assert_eq!(e.source, "sock_diag", "{}", e.row());
+            assert_eq!(e.oldstate, e.newstate, "{}", e.row());
+            assert_eq!(
+                e.comm.is_some(),
+                e.pid.is_some(),
+                "pid and comm go together: {}",
+                e.row()
+            );
+            if e.pid.is_some() {
+                assert_eq!(e.comm.as_deref(), Some("tcppeer"), "{}", e.row());
+            }
+            (
+                e.local().unwrap(),
+                e.remote().unwrap(),
+                e.newstate.clone(),
+                e.pid,
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A listener, an established connection (both ends) and a TIME_WAIT left by
+/// an earlier connection, all made before the tracer starts; plus a socket
+/// on another port that the filter leaves out. The snapshot comes first and
+/// lists exactly the four sockets on the port, each with its owner; the
+/// established connection's later transitions follow.
+#[test]
+fn snapshot_lists_existing_sockets_with_their_owners() {
+    let ns = Netns::new();
+    let mut server = Peer::server(&ns, "127.0.0.1:10050");
+    // An earlier connection, closed: its client end is left in TIME_WAIT.
+    let mut old = Peer::client(&ns, "127.0.0.1:10050");
+    server.accept();
+    old.cmd("shutdown wr");
+    server.expect_reply("wait-eof", "eof 0");
+    server.close();
+    old.expect_reply("wait-eof", "eof 0");
+    old.close();
+    let old_local = old.local;
+    // The live connection.
+    let mut client = Peer::client(&ns, "127.0.0.1:10050");
+    let conn = server.accept();
+    let (s, c) = (conn.local, conn.peer);
+    // Elsewhere: not on the filtered port.
+    let mut other = Peer::server(&ns, "127.0.0.1:10051");
+    let mut other_client = Peer::client(&ns, "127.0.0.1:10051");
+    other.accept();
+
+    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    // The snapshot is printed before anything else (stdout may reach us
+    // after the ready line on stderr).
+    wait_for(&tracer, Duration::from_secs(5), "the snapshot", |t| {
+        snapshot_rows(t).len() >= 4
+    });
+    let start = tracer.snapshot();
+    assert_eq!(
+        snapshot_rows(&start),
+        vec![
+            (old_local, s, TIME_WAIT.to_string(), None),
+            (s, addr("0.0.0.0:0"), LISTEN.to_string(), Some(server.pid)),
+            (s, c, ESTABLISHED.to_string(), Some(server.pid)),
+            (c, s, ESTABLISHED.to_string(), Some(client.pid)),
+        ]
+        .tap_sort(),
+        "{}",
+        start.dump_all()
+    );
+    assert_eq!(start.all.len(), 4, "{}", start.dump_all());
+
+    client.close();
+    server.expect_reply("wait-eof", "eof 0");
+    tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
+    server.close();
+    wait_end(
+        &tracer,
+        Duration::from_secs(5),
+        c,
+        s,
+        "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
+    );
+    server.expect_reply("close-listener", "listener-closed");
+    tracer.wait_for(PORT, 0, LISTEN, CLOSE);
+    other_client.close();
+    let t = stop(tracer);
+    assert!(
+        t.all[..4]
+            .iter()
+            .all(|e| e.note.as_deref() == Some("snapshot")),
+        "the snapshot should come first\n{}",
+        t.dump_all()
+    );
+
+    let srv = assert_end(
+        &t,
+        "server end",
+        s,
+        c,
+        &[
+            "sock_diag/snapshot ESTABLISHED->ESTABLISHED",
+            "tracepoint ESTABLISHED->CLOSE_WAIT",
+            "tracepoint CLOSE_WAIT->LAST_ACK",
+            "tracepoint LAST_ACK->CLOSE",
+        ],
+    );
+    assert_owner(&t, "server end, snapshot", &srv[0], server.pid);
+    // close() runs in the owner's context: the kernel side learns it there.
+    assert_owner(&t, "server end, close()", &srv[2], server.pid);
+    let cli = assert_end(
+        &t,
+        "client end",
+        c,
+        s,
+        &[
+            "sock_diag/snapshot ESTABLISHED->ESTABLISHED",
+            "tracepoint ESTABLISHED->FIN_WAIT1",
+            "tracepoint FIN_WAIT1->FIN_WAIT2",
+            "tracepoint FIN_WAIT2->CLOSE",
+            "tracker/timewait FIN_WAIT2->FIN_WAIT2",
+            "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
+        ],
+    );
+    assert_owner(&t, "client end, snapshot", &cli[0], client.pid);
+    assert_owner(&t, "client end, close()", &cli[1], client.pid);
+    assert_end(
+        &t,
+        "listener",
+        s,
+        addr("0.0.0.0:0"),
+        &[
+            "sock_diag/snapshot LISTEN->LISTEN",
+            "tracepoint LISTEN->CLOSE",
+        ],
+    );
+    // The earlier connection's TIME_WAIT: listed, then nothing (it lasts 60 s).
+    assert_end(
+        &t,
+        "earlier connection's TIME_WAIT",
+        old_local,
+        s,
+        &["sock_diag/snapshot TIME_WAIT->TIME_WAIT"],
+    );
+    assert!(
+        t.all.iter().all(|e| e.lport == PORT || e.rport == PORT),
+        "only port {PORT} should be traced\n{}",
+        t.dump_all()
+    );
+}
+
+/// `--no-snapshot` with a port filter: no snapshot, only what happens next.
+#[test]
+fn no_snapshot_lists_nothing() {
+    let ns = Netns::new();
+    let mut server = Peer::server(&ns, "127.0.0.1:10050");
+    let mut client = Peer::client(&ns, "127.0.0.1:10050");
+    server.accept();
+    let tracer = Tracer::start(&ns, &["--port", "10050", "--no-snapshot"]);
+    client.exit();
+    server.exit();
+    tracer.wait_for_closes(3);
+    let t = stop(tracer);
+    assert!(
+        t.all.iter().all(|e| e.note.as_deref() != Some("snapshot")),
+        "{}",
+        t.dump_all()
+    );
+}
+
+/// Request sockets are listed too (pid null), and followed: a half-open
+/// connection that was already waiting when the tracer started is reported
+/// expired when the server gives up on it (tcp_synack_retries=1: ~3 s).
+#[test]
+fn snapshot_lists_a_half_open_connection_and_follows_it() {
+    let ns = Netns::new();
+    sysctl(&ns, "net.ipv4.tcp_synack_retries=1");
+    // Every ACK to 127.0.0.2:10050 is dropped: connections made to that
+    // address stay half-open on the server's side.
+    ns.nft(
+        "table inet tcpst_ack {
+            chain input {
+                type filter hook input priority 0; policy accept;
+                ip daddr 127.0.0.2 tcp dport 10050 tcp flags & (syn|ack|fin|rst) == ack counter drop
+            }
+        }",
+    );
+    let server = Peer::server(&ns, "0.0.0.0:10050");
+    let client = Peer::client(&ns, "127.0.0.2:10050");
+    let (s, c) = (addr("127.0.0.2:10050"), client.local);
+    assert_eq!(ss_state(&ns, s, c).as_deref(), Some("SYN-RECV"));
+
+    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    wait_end(
+        &tracer,
+        Duration::from_secs(8),
+        s,
+        c,
+        "sock_diag/half-open-expired SYN_RECV->CLOSE",
+    );
+    let t = stop(tracer);
+    assert_eq!(
+        snapshot_rows(&t),
+        vec![
+            (s, c, SYN_RECV.to_string(), None),
+            (c, s, ESTABLISHED.to_string(), Some(client.pid)),
+            (
+                addr("0.0.0.0:10050"),
+                addr("0.0.0.0:0"),
+                LISTEN.to_string(),
+                Some(server.pid)
+            ),
+        ]
+        .tap_sort(),
+        "{}",
+        t.dump_all()
+    );
+    // Between the snapshot and the expiry, the server resends its SYN-ACK
+    // once (at ~1 s of the request's life) unless that happened before the
+    // tracer started.
+    let snap = "sock_diag/snapshot SYN_RECV->SYN_RECV";
+    let resent = "synack_tracepoint/synack-retransmit SYN_RECV->SYN_RECV";
+    let expired = "sock_diag/half-open-expired SYN_RECV->CLOSE";
+    let labels = labels(&end_events(&t, s, c));
+    assert!(
+        labels == [snap, resent, expired] || labels == [snap, expired],
+        "request socket: {labels:?}\n{}",
+        t.dump_all()
+    );
+}
+
+trait TapSort {
+    fn tap_sort(self) -> Self;
+}
+
+impl<T: Ord> TapSort for Vec<T> {
+    fn tap_sort(mut self) -> Self {
+        self.sort();
+        self
+    }
+}
