@@ -33,11 +33,18 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "tcpstate: {} events, {} lost (ring buffer full: {}, skipped by the kernel while another BPF program ran: {})",
+            "tcpstate: {} events, {} lost (ring buffer full: {}, skipped by the kernel while another BPF program ran: {}{})",
             self.events,
             k.lost(),
             k.ringbuf_full,
-            k.recursion_misses
+            k.recursion_misses,
+            // A skipped run is counted before any filter: it may have been a
+            // socket outside the filter. Counted as lost all the same.
+            if k.recursion_misses > 0 {
+                ", some may be outside the filter"
+            } else {
+                ""
+            }
         );
         if self.derived > 0 {
             let _ = writeln!(
@@ -102,7 +109,7 @@ mod tests {
         let r = sum.report(&k);
         assert_eq!(
             r,
-            "tcpstate: 3 events, 4 lost (ring buffer full: 3, skipped by the kernel while another BPF program ran: 1)\n\
+            "tcpstate: 3 events, 4 lost (ring buffer full: 3, skipped by the kernel while another BPF program ran: 1, some may be outside the filter)\n\
              \x20    COUNT  TRANSITION\n\
              \x20        2  ESTABLISHED -> FIN_WAIT1\n\
              \x20        1  FIN_WAIT1 -> FIN_WAIT2\n"
