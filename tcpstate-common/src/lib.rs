@@ -225,6 +225,11 @@ pub mod stat {
     /// (LRU) socket map. Their dwell time and owner are unknown.
     pub const UNTRACKED: u32 = 4;
     pub const COUNT: u32 = 5;
+    /// Counter rows per CPU: one for the tracepoint programs, one for the
+    /// sock_ops program (which may interrupt them).
+    pub const ROWS: u32 = 2;
+    pub const ROW_TRACING: u32 = 0;
+    pub const ROW_SOCK_OPS: u32 = 1;
 }
 
 /// Owner of a socket: the process in whose context it was connected, listened,

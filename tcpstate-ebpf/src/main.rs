@@ -15,15 +15,15 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_ANY, BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
         BPF_SOCK_OPS_TIMEOUT_INIT,
     },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_netns_cookie,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
     },
     macros::{map, sock_ops, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{SockOpsContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
@@ -94,8 +94,14 @@ static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 static NETNS_COOKIES: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 0);
 
+/// Counters, one row of `stat::COUNT` per CPU. A plain mmap-able array
+/// rather than a per-CPU one so userspace reads it from memory: a map-lookup
+/// syscall disables BPF tracing programs on its CPU while it runs (the kernel
+/// then skips our tracepoint: a "recursion miss"), so polling counters with
+/// syscalls would itself lose events. The loader sizes it to
+/// CPUs x ROWS x COUNT.
 #[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+static STATS: Array<u64> = Array::with_max_entries(stat::COUNT, BPF_F_MMAPABLE);
 
 /// Per-CPU scratch space: the event and socket state are built here because
 /// they do not fit the 512-byte BPF stack together.
@@ -117,7 +123,17 @@ fn config() -> Config {
 
 #[inline(always)]
 fn count(slot: u32) {
-    if let Some(c) = STATS.get_ptr_mut(slot) {
+    count_in(stat::ROW_TRACING, slot)
+}
+
+/// Plain increments are exact: a row is only written by programs that cannot
+/// interrupt each other on one CPU (tracepoint programs never nest; the
+/// sock_ops program, which can interrupt them from softirq, has its own row).
+#[inline(always)]
+fn count_in(row: u32, slot: u32) {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let i = (cpu * stat::ROWS + row) * stat::COUNT + slot;
+    if let Some(c) = STATS.get_ptr_mut(i) {
         unsafe { *c += 1 };
     }
 }
@@ -243,9 +259,14 @@ fn wakeup_flags(cfg: &Config) -> u64 {
 
 #[inline(always)]
 fn emit_copy(cfg: &Config, ev: &Event) {
+    emit_copy_in(stat::ROW_TRACING, cfg, ev)
+}
+
+#[inline(always)]
+fn emit_copy_in(row: u32, cfg: &Config, ev: &Event) {
     match EVENTS.output::<Event>(ev, wakeup_flags(cfg)) {
-        Ok(()) => count(stat::SUBMITTED),
-        Err(_) => count(stat::RINGBUF_FULL),
+        Ok(()) => count_in(row, stat::SUBMITTED),
+        Err(_) => count_in(row, stat::RINGBUF_FULL),
     }
 }
 
@@ -465,7 +486,12 @@ fn emit_request_event(cfg: &Config, src: u8, req: u64, netns: u32, tuple: &Tuple
     ev._pad = [0; 2];
     ev.saddr = tuple.saddr;
     ev.daddr = tuple.daddr;
-    emit_copy(cfg, ev);
+    let row = if src == source::SOCK_OPS {
+        stat::ROW_SOCK_OPS
+    } else {
+        stat::ROW_TRACING
+    };
+    emit_copy_in(row, cfg, ev);
 }
 
 struct Tuple {

@@ -6,7 +6,7 @@ use std::{os::fd::AsRawFd, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, RingBuf},
     programs::{
         CgroupAttachMode, ProgramError, SockOps, TracePoint, trace_point::TracePointLinkId,
     },
@@ -94,7 +94,7 @@ impl KernelStats {
 pub struct Probe {
     ebpf: Ebpf,
     _link: TracePointLinkId,
-    stats: PerCpuArray<MapData, u64>,
+    stats: StatsView,
     prog_fd: i32,
     pub ring_size: u32,
     /// Socket-map capacity, for the summary.
@@ -377,6 +377,11 @@ impl Probe {
             verbose: u8::from(opts.verbose),
         };
         let listeners = (opts.max_sockets / 16).max(256);
+        // Possible CPUs (not online ones): the kernel program indexes the
+        // counters by CPU id, which can be any possible CPU.
+        let ncpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| UserError::runtime(format!("counting CPUs ({what}): {e}")))?
+            as u32;
         let ports = opts.ports.len().max(1) as u32;
         #[allow(deprecated)] // override_global is the newer name; same call.
         say("loading the eBPF object");
@@ -389,6 +394,7 @@ impl Probe {
             .map_max_entries(names::SOCKS, opts.max_sockets)
             .map_max_entries(names::LISTENERS, listeners)
             .map_max_entries(names::PORTS, ports)
+            .map_max_entries(names::STATS, ncpus * stat::ROWS * stat::COUNT)
             .load(PROGRAM)
             .map_err(load_error)?;
 
@@ -446,8 +452,8 @@ impl Probe {
         say("attached to sock:inet_sock_set_state");
         let half_open = attach_half_open(&mut ebpf, synack.present != 0, &mut say);
 
-        let stats = PerCpuArray::try_from(ebpf.take_map(names::STATS).expect("STATS map"))
-            .map_err(|e| UserError::runtime(format!("STATS map: {e}")))?;
+        let stats = StatsView::map(&ebpf, ncpus)
+            .map_err(|e| UserError::runtime(format!("mapping the STATS counters: {e}")))?;
         Ok(Probe {
             ebpf,
             _link: link,
@@ -469,12 +475,7 @@ impl Probe {
     }
 
     pub fn stats(&self) -> KernelStats {
-        let sum = |slot: u32| -> u64 {
-            self.stats
-                .get(&slot, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
+        let sum = |slot: u32| self.stats.sum(slot);
         KernelStats {
             ringbuf_full: sum(stat::RINGBUF_FULL),
             sock_map_fail: sum(stat::SOCK_MAP_FAIL),
@@ -483,6 +484,65 @@ impl Probe {
             untracked: sum(stat::UNTRACKED),
             recursion_misses: recursion_misses(self.prog_fd).unwrap_or(0),
         }
+    }
+}
+
+/// The kernel's counters, read from memory (the map is BPF_F_MMAPABLE): no
+/// syscall, so reading them cannot make the kernel skip our program.
+struct StatsView {
+    ptr: *const u64,
+    len_bytes: usize,
+    ncpus: u32,
+}
+
+impl StatsView {
+    fn map(ebpf: &Ebpf, ncpus: u32) -> std::io::Result<StatsView> {
+        use std::os::fd::AsFd;
+        let map = ebpf
+            .map(names::STATS)
+            .ok_or_else(|| std::io::Error::other("STATS map missing"))?;
+        let fd = match map {
+            aya::maps::Map::Array(d) => d.fd().as_fd().as_raw_fd(),
+            _ => return Err(std::io::Error::other("STATS is not an array")),
+        };
+        let len_bytes = (ncpus * stat::ROWS * stat::COUNT) as usize * 8;
+        // SAFETY: mapping a BPF array map fd read-only for its byte size.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(StatsView {
+            ptr: ptr.cast(),
+            len_bytes,
+            ncpus,
+        })
+    }
+
+    fn sum(&self, slot: u32) -> u64 {
+        (0..self.ncpus * stat::ROWS)
+            .map(|row| {
+                let i = (row * stat::COUNT + slot) as usize;
+                // SAFETY: i < ncpus * ROWS * COUNT, inside the mapping;
+                // aligned u64 words, each written whole by the kernel.
+                unsafe { std::ptr::read_volatile(self.ptr.add(i)) }
+            })
+            .sum()
+    }
+}
+
+impl Drop for StatsView {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.ptr.cast_mut().cast(), self.len_bytes) };
     }
 }
 
