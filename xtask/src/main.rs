@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod compare;
 mod install;
 mod run;
 mod setup;
@@ -41,6 +42,9 @@ enum Command {
     /// Setup (with the peer tracers), build, then measure how much tcpstate and its peers slow
     /// a connect/close workload; writes bench-results/latest.md. `--smoke`: short CI check.
     Bench(bench::Options),
+    /// Count the connections `ss` polling catches in SYN_RECV, FIN_WAIT1, CLOSING and LAST_ACK
+    /// during a burst, against tcpstate; writes bench-results/polling.md.
+    Compare(compare::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Test(opts) => test::run(opts),
         Command::Install(opts) => install::run(opts),
         Command::Bench(opts) => bench::run(opts),
+        Command::Compare(opts) => compare::run(opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
