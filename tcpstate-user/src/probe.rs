@@ -386,8 +386,9 @@ impl Probe {
         #[allow(deprecated)] // override_global is the newer name; same call.
         say("loading the eBPF object");
         let mut ebpf = EbpfLoader::new()
-            // No CO-RE relocations in a Rust program: don't let aya parse the
-            // kernel's BTF (it costs tens of MB of memory at start).
+            // No CO-RE relocations in a Rust program: no kernel BTF needed
+            // (our patched aya no longer parses it in `new()`, see
+            // third_party/aya/PATCHED.md; this keeps it so if unpatched).
             .btf(None)
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_size)
