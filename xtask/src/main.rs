@@ -5,9 +5,11 @@
 mod bench;
 mod build;
 mod compare;
+mod fuzz;
 mod install;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -45,6 +47,10 @@ enum Command {
     /// Count the connections `ss` polling catches in SYN_RECV, FIN_WAIT1, CLOSING and LAST_ACK
     /// during a burst, against tcpstate; writes bench-results/polling.md.
     Compare(compare::Options),
+    /// Bounded cargo-fuzz run of every target in fuzz/ (installs cargo-fuzz if missing).
+    Fuzz(fuzz::Options),
+    /// The long reliability soak: 2M connections through the tracer (RSS and maps flat).
+    Soak(soak::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +64,8 @@ fn main() -> std::process::ExitCode {
         Command::Install(opts) => install::run(opts),
         Command::Bench(opts) => bench::run(opts),
         Command::Compare(opts) => compare::run(opts),
+        Command::Fuzz(opts) => fuzz::run(opts),
+        Command::Soak(opts) => soak::run(opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
