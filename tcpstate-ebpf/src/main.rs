@@ -210,11 +210,13 @@ fn current_owner() -> Owner {
 }
 
 /// Transitions the kernel makes in the context of the process that owns the
-/// socket: connect(), listen(), and close()/shutdown(). Everything else runs
+/// socket: connect(), listen(), and close()/shutdown() (of a connection or a
+/// listener). Everything else runs
 /// in softirq or timer context, where the on-CPU task is whoever was there.
 #[inline(always)]
 fn in_owner_context(old: u8, new: u8) -> bool {
     (old == tcp_state::CLOSE && (new == tcp_state::SYN_SENT || new == tcp_state::LISTEN))
+        || (old == tcp_state::LISTEN && new == tcp_state::CLOSE)
         || new == tcp_state::FIN_WAIT1
         || (old == tcp_state::CLOSE_WAIT && new == tcp_state::LAST_ACK)
 }

@@ -160,7 +160,12 @@ impl Diag {
             states: StateFlags::from_bits_retain(u32::MAX),
             socket_id: id,
         };
-        Ok(self.request(netns, NLM_F_REQUEST, req)?.into_iter().next())
+        // When the exact socket is gone the kernel may answer with the
+        // listener on the local port: only an exact match counts.
+        Ok(self
+            .request(netns, NLM_F_REQUEST, req)?
+            .into_iter()
+            .find(|s| s.local == local && s.remote == remote))
     }
 
     /// Every TCP socket of one family in namespace `netns` (for the start-up

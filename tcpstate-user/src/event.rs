@@ -195,6 +195,18 @@ pub struct Task {
     pub comm: [u8; common::COMM_LEN],
 }
 
+impl Task {
+    /// tcpstate's own process.
+    pub fn current() -> Task {
+        let mut comm = [0u8; common::COMM_LEN];
+        comm[..8].copy_from_slice(b"tcpstate");
+        Task {
+            pid: std::process::id(),
+            comm,
+        }
+    }
+}
+
 /// One decoded event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TcpEvent {
@@ -326,6 +338,13 @@ impl TcpEvent {
         ts_ns: u64,
         dwell_ns: Option<u64>,
     ) -> TcpEvent {
+        // Found by tcpstate's own lookups or timers, not while the kernel ran
+        // some task: the on-CPU task is tcpstate itself.
+        let on_cpu = if source == Source::SockDiag || matches!(note, Note::Stuck(_)) {
+            Task::current()
+        } else {
+            self.on_cpu
+        };
         TcpEvent {
             source,
             note: Some(note),
@@ -333,6 +352,7 @@ impl TcpEvent {
             new,
             ts_ns,
             dwell_ns,
+            on_cpu,
             replayed: false,
             peer_fin: None,
             ..*self

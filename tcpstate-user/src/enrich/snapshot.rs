@@ -39,10 +39,7 @@ fn event(s: &DiagSocket, netns: u32, now: u64, owner: Option<Task>) -> TcpEvent 
         skaddr: 0,
         dwell_ns: None,
         owner,
-        on_cpu: Task {
-            pid: std::process::id(),
-            comm: *b"tcpstate\0\0\0\0\0\0\0\0",
-        },
+        on_cpu: Task::current(),
         netns,
         family: s.family,
         laddr: s.local.ip(),
