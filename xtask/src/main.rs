@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod compare;
+mod dist;
 mod fuzz;
 mod install;
 mod run;
@@ -51,6 +52,8 @@ enum Command {
     Fuzz(fuzz::Options),
     /// The long reliability soak: 2M connections through the tracer (RSS and maps flat).
     Soak(soak::Options),
+    /// Build, then write the binary, man page and shell completions under target/dist.
+    Dist(dist::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Compare(opts) => compare::run(opts),
         Command::Fuzz(opts) => fuzz::run(opts),
         Command::Soak(opts) => soak::run(opts),
+        Command::Dist(opts) => dist::run(opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
