@@ -20,6 +20,8 @@ Common jobs:
   find CLOSE_WAIT leaks (connections the application never closes):
     tcpstate --port 8080 --trigger CLOSE_WAIT --lifecycle --duration 5m
                                    unfinished ones listed at exit are still open
+    tcpstate --port 8080 --stuck 30s
+                                   or flag each one, with its owner, as it happens
   log to JSON (schema in docs/json.md), or CSV:
     tcpstate -j --port 8080 > log.jsonl
     tcpstate --csv --port 8080 > log.csv
@@ -109,8 +111,8 @@ pub struct Cli {
     pub lifecycle: bool,
 
     /// Print only the history of sockets that reach STATE or make the
-    /// transition OLD->NEW (e.g. CLOSING, CLOSE_WAIT, ESTABLISHED->CLOSE);
-    /// repeatable.
+    /// transition OLD->NEW (e.g. CLOSING, CLOSE_WAIT, 'ESTABLISHED->CLOSE':
+    /// quote it, `>` is a shell redirection); repeatable.
     #[arg(long, value_name = "STATE|OLD->NEW", value_parser = crate::render::trigger::parse_spec, conflicts_with = "summary")]
     pub trigger: Vec<crate::render::trigger::TriggerSpec>,
 
@@ -297,8 +299,16 @@ pub fn one_line(e: &clap::Error) -> (String, String) {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
     let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // clap's own advice: `tip: ...` or `[possible values: a, b]`.
     let hint = lines
-        .find_map(|l| l.strip_prefix("tip: "))
+        .find_map(|l| {
+            l.strip_prefix("tip: ").map(str::to_string).or_else(|| {
+                l.strip_prefix('[')
+                    .and_then(|l| l.strip_suffix(']'))
+                    .filter(|l| l.starts_with("possible values: "))
+                    .map(str::to_string)
+            })
+        })
         .map(|tip| format!("{tip}; see tcpstate --help"))
         .unwrap_or_else(|| "see tcpstate --help".to_string());
     (message, hint)
@@ -459,6 +469,8 @@ mod tests {
             "invalid value '0' for '--port <PORT>': port 0 is out of range 1-65535"
         );
         assert_eq!(hint, "see tcpstate --help");
+        let (_, hint) = one_line(&parse(&["--color", "sometimes"]).unwrap_err());
+        assert!(hint.starts_with("possible values: "), "{hint}");
         let (msg, hint) = one_line(&parse(&["--prot", "1"]).unwrap_err());
         assert_eq!(msg, "unexpected argument '--prot' found");
         assert!(hint.contains("'--port'"), "{hint}");
