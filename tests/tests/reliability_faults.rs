@@ -302,15 +302,28 @@ fn two_instances_run_at_once() {
         v
     };
     let (ka, kb) = (keys(out_a.join().unwrap()), keys(out_b.join().unwrap()));
+    // Events an instance could not get (skipped by the kernel while another
+    // BPF program ran on that CPU, e.g. a concurrent test's tracer) are
+    // counted in its summary: only those may differ.
+    let lost = |t: &Background| summary_counts(&t.stderr()).map_or(0, |(_, l)| l as usize);
+    let (la, lb) = (lost(&a), lost(&b));
     let expected = n as usize * 10 + 2;
-    assert_eq!(ka.len(), expected, "first instance's events");
-    assert_eq!(kb.len(), expected, "second instance's events");
+    assert!(
+        ka.len() <= expected && ka.len() + la >= expected,
+        "first instance: {} events, {la} lost, {expected} made",
+        ka.len()
+    );
+    assert!(
+        kb.len() <= expected && kb.len() + lb >= expected,
+        "second instance: {} events, {lb} lost, {expected} made",
+        kb.len()
+    );
     let only_a: Vec<_> = ka.iter().filter(|k| !kb.contains(k)).collect();
     let only_b: Vec<_> = kb.iter().filter(|k| !ka.contains(k)).collect();
     assert!(
-        only_a.is_empty() && only_b.is_empty(),
+        only_a.len() <= lb && only_b.len() <= la,
         "both instances should see the same events; only the first: {only_a:?}; \
-         only the second: {only_b:?}"
+         only the second: {only_b:?} (lost: {la}, {lb})"
     );
 }
 

@@ -189,6 +189,10 @@ fn hostile_process_names_never_reach_the_output_raw() {
         let hazards = terminal_hazards(stderr.as_bytes());
         assert!(hazards.is_empty(), "{mode}: stderr: {hazards:?}\n{stderr}");
         let text = String::from_utf8(stdout).unwrap();
+        // Events the kernel could not deliver (ring full, or skipped while
+        // another BPF program ran on that CPU: concurrent tests' tracers) are
+        // counted in the summary; only those may be missing.
+        let lost = summary_counts(&stderr).map_or(0, |(_, l)| l as usize);
         match mode {
             "json" => {
                 let mut seen = Vec::new();
@@ -199,13 +203,23 @@ fn hostile_process_names_never_reach_the_output_raw() {
                         seen.push(v["comm"].as_str().unwrap_or("<null>").to_string());
                     }
                 }
-                assert_eq!(seen.len(), total, "json: events\n{text}");
+                assert!(
+                    seen.len() <= total && seen.len() + lost >= total,
+                    "json: {} events, {lost} lost, {total} made\n{text}",
+                    seen.len()
+                );
+                let odd: Vec<&String> = seen
+                    .iter()
+                    .filter(|c| !NAMES.iter().any(|(_, shown)| c == shown))
+                    .collect();
+                assert!(odd.is_empty(), "json: unexpected comm values {odd:?}");
                 for (raw, shown) in NAMES {
                     let n = seen.iter().filter(|c| c == shown).count();
-                    assert_eq!(
-                        n, EVENTS_PER_NAME,
-                        "json: name {raw:?} should show as {shown:?} on all its events; \
-                         comms seen: {seen:?}"
+                    assert!(
+                        n == EVENTS_PER_NAME
+                            || (n < EVENTS_PER_NAME && n + lost >= EVENTS_PER_NAME),
+                        "json: name {raw:?} should show as {shown:?} on all its {EVENTS_PER_NAME} \
+                         events, found on {n} ({lost} lost); comms seen: {seen:?}"
                     );
                 }
             }
@@ -218,7 +232,7 @@ fn hostile_process_names_never_reach_the_output_raw() {
                     .position(|h| h == "comm")
                     .unwrap_or_else(|| panic!("csv: no comm column: {header:?}"));
                 let rows = &records[1..];
-                assert!(rows.len() >= total, "csv: rows\n{text}");
+                assert!(rows.len() + lost >= total, "csv: rows\n{text}");
                 for row in rows {
                     assert_eq!(row.len(), header.len(), "csv: ragged row {row:?}");
                 }
@@ -230,7 +244,11 @@ fn hostile_process_names_never_reach_the_output_raw() {
                         .filter(tracepoint)
                         .filter(|r| r[comm] == *shown)
                         .count();
-                    assert_eq!(n, EVENTS_PER_NAME, "csv: name {raw:?} as {shown:?}\n{text}");
+                    assert!(
+                        n == EVENTS_PER_NAME
+                            || (n < EVENTS_PER_NAME && n + lost >= EVENTS_PER_NAME),
+                        "csv: name {raw:?} as {shown:?} on {n} rows ({lost} lost)\n{text}"
+                    );
                 }
             }
             _ => {
@@ -244,7 +262,7 @@ fn hostile_process_names_never_reach_the_output_raw() {
                     .filter(|l| l.contains(" -> "))
                     .collect();
                 assert!(
-                    events.len() >= total,
+                    events.len() + lost >= total,
                     "{mode}: expected at least {total} event lines\n{text}"
                 );
                 assert_eq!(
@@ -255,7 +273,7 @@ fn hostile_process_names_never_reach_the_output_raw() {
                 for (raw, shown) in NAMES {
                     let n = events.iter().filter(|l| l.contains(shown)).count();
                     assert!(
-                        n >= EVENTS_PER_NAME,
+                        n + lost >= EVENTS_PER_NAME,
                         "{mode}: name {raw:?} should show as {shown:?} on its {EVENTS_PER_NAME} \
                          events, found on {n}\n{text}"
                     );

@@ -100,9 +100,10 @@ fn assert_traced(r: &Run, what: &str) {
         .lines()
         .filter(|l| l.contains("\"source\":\"tracepoint\""))
         .count();
+    let lost = summary_counts(&r.stderr).map_or(0, |(_, l)| l as usize);
     assert!(
-        events >= 50,
-        "{what}: expected the 52 events of 5 connections, got {events}\n{}\n{}",
+        events + lost >= 52,
+        "{what}: expected the 52 events of 5 connections, got {events} ({lost} lost)\n{}\n{}",
         r.stdout_text(),
         r.stderr
     );
