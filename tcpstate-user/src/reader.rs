@@ -192,7 +192,12 @@ pub async fn run(
             break Stop::ClosedPipe;
         }
     };
-    if stop != Stop::ClosedPipe {
+    if stop == Stop::ClosedPipe {
+        // Nobody reads stdout any more, but renderers may also write files
+        // (--diagram): let them finish, and drop what they print.
+        let mut discard = Vec::new();
+        stages.render.finish(&mut discard);
+    } else {
         // Events the kernel produced before we stopped are still delivered.
         stages.drain(ring.get_mut(), out.buf());
         stages.render.finish(out.buf());
