@@ -687,7 +687,8 @@ struct Tracer {
     startup: Duration,
     cpu_at_ready: u64,
     stats_fd: Option<OwnedFd>,
-    runs_at_ready: (u64, u64),
+    /// (tracepoint runs, their ns, ns of all the tracer's programs) when it became ready.
+    runs_at_ready: (u64, u64, u64),
 }
 
 fn tail(path: &Path, n: usize) -> String {
@@ -754,10 +755,7 @@ fn start_tracer(ctx: &Ctx, v: &Variant, round: usize) -> Result<Tracer> {
     }
     let startup = t0.elapsed();
     let progs = procfs::bpf_progs(pid);
-    let runs_at_ready = progs
-        .iter()
-        .filter(|p| p.is_tracepoint())
-        .fold((0, 0), |a, p| (a.0 + p.run_cnt, a.1 + p.run_time_ns));
+    let runs_at_ready = bpf_runs(&progs);
     Ok(Tracer {
         _child: child,
         pid,
@@ -767,6 +765,17 @@ fn start_tracer(ctx: &Ctx, v: &Variant, round: usize) -> Result<Tracer> {
         cpu_at_ready: procfs::cpu_ns(pid).unwrap_or(0),
         stats_fd: if ctx.cli.bpf_stats { stats_fd } else { None },
         runs_at_ready,
+    })
+}
+
+/// (runs of the tracepoint programs, their run time, run time of all programs), in ns.
+fn bpf_runs(progs: &[procfs::ProgInfo]) -> (u64, u64, u64) {
+    progs.iter().fold((0, 0, 0), |a, p| {
+        if p.is_tracepoint() {
+            (a.0 + p.run_cnt, a.1 + p.run_time_ns, a.2 + p.run_time_ns)
+        } else {
+            (a.0, a.1, a.2 + p.run_time_ns)
+        }
     })
 }
 
@@ -789,8 +798,9 @@ fn child_stderr(c: &mut Child) -> String {
     s.trim().to_string()
 }
 
-/// Server, then client; returns when both are done.
-fn run_load(ctx: &Ctx) -> Result<(ClientReport, ServerReport)> {
+/// Server, then client; returns their reports and the share of the load CPU their processes
+/// got while the load ran (well under 1: something else ran there too).
+fn run_load(ctx: &Ctx) -> Result<(ClientReport, ServerReport, f64)> {
     let port = ctx.cli.port.to_string();
     let mut server = spawn_loadgen(ctx, &["server".into(), "--port".into(), port.clone()])?;
     let mut sout = BufReader::new(server.stdout.take().expect("piped"));
@@ -822,7 +832,7 @@ fn run_load(ctx: &Ctx) -> Result<(ClientReport, ServerReport)> {
         .take()
         .expect("piped")
         .read_to_string(&mut cout)?;
-    let cstatus = client.wait()?;
+    let (cstatus, ccpu) = wait_rusage(&mut client)?;
     if !cstatus.success() {
         let _ = server.kill();
         let _ = server.wait();
@@ -833,7 +843,7 @@ fn run_load(ctx: &Ctx) -> Result<(ClientReport, ServerReport)> {
     }
     let mut sjson = String::new();
     sout.read_to_string(&mut sjson)?;
-    let sstatus = server.wait()?;
+    let (sstatus, scpu) = wait_rusage(&mut server)?;
     if !sstatus.success() {
         bail!(
             "loadgen server failed ({sstatus}): {}",
@@ -851,7 +861,32 @@ fn run_load(ctx: &Ctx) -> Result<(ClientReport, ServerReport)> {
             c.ok
         );
     }
-    Ok((c, s))
+    let share = (ccpu + scpu) / (s.end_ns.saturating_sub(c.start_ns) as f64 / 1e9);
+    Ok((c, s, share))
+}
+
+/// Reaps `child` with its rusage: (exit status, user + system CPU seconds).
+fn wait_rusage(child: &mut Child) -> Result<(std::process::ExitStatus, f64)> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let pid = child.id() as libc::pid_t;
+    loop {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is valid; wait4 fills it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: our own child; valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            return Ok((
+                std::process::ExitStatus::from_raw(status),
+                tv(ru.ru_utime) + tv(ru.ru_stime),
+            ));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).context("wait4");
+        }
+    }
 }
 
 /// Waits until the tracer's output and CPU time stop growing (it has drained what the load
@@ -954,8 +989,9 @@ fn run_one_inner(ctx: &Ctx, v: &Variant, r: &mut RunResult) -> Result<()> {
     r.tracer_cpu_busy = busy(ctx.cli.tracer_cpu);
     let mut notes = Vec::new();
     let Some(t) = tracer.as_mut() else {
-        let (c, s) = load?;
+        let (c, s, share) = load?;
         fill_load(r, &c, &s, &mut notes);
+        r.load_cpu_share = Some(share);
         r.note = (!notes.is_empty()).then(|| notes.join("; "));
         return Ok(());
     };
@@ -964,19 +1000,16 @@ fn run_one_inner(ctx: &Ctx, v: &Variant, r: &mut RunResult) -> Result<()> {
         notes.push("output still growing after 120 s".into());
     }
     let cpu_end = procfs::cpu_ns(t.pid).unwrap_or(0);
-    let progs: Vec<_> = procfs::bpf_progs(t.pid)
-        .into_iter()
-        .filter(procfs::ProgInfo::is_tracepoint)
-        .collect();
+    let progs = procfs::bpf_progs(t.pid);
     let misses: u64 = progs.iter().map(|p| p.recursion_misses).sum();
+    let mut bpf_ns_all = None;
     if t.stats_fd.is_some() {
-        let (cnt, ns) = progs
-            .iter()
-            .fold((0, 0), |a, p| (a.0 + p.run_cnt, a.1 + p.run_time_ns));
-        let (c0, n0) = t.runs_at_ready;
+        let (cnt, ns, all) = bpf_runs(&progs);
+        let (c0, n0, a0) = t.runs_at_ready;
         if cnt > c0 {
-            r.bpf_ns_per_event = Some((ns - n0) as f64 / (cnt - c0) as f64);
+            r.bpf_ns_per_run = Some((ns - n0) as f64 / (cnt - c0) as f64);
         }
+        bpf_ns_all = Some(all.saturating_sub(a0));
     }
     let exit = stop_tracer(t)?;
     t.stats_fd = None;
@@ -987,8 +1020,12 @@ fn run_one_inner(ctx: &Ctx, v: &Variant, r: &mut RunResult) -> Result<()> {
     r.total_cpu_s = Some(exit.cpu_s);
     r.cpu_s = Some(cpu_end.saturating_sub(t.cpu_at_ready) as f64 / 1e9);
     r.recursion_misses = Some(misses);
-    let (c, s) = load?;
+    let (c, s, share) = load?;
     fill_load(r, &c, &s, &mut notes);
+    r.load_cpu_share = Some(share);
+    if let Some(ns) = bpf_ns_all {
+        r.bpf_ns_per_conn = Some(ns as f64 / r.connections as f64);
+    }
     let expected = Load::from_reports(&c, &s).expected_events();
     let stderr = fs::read_to_string(&t.err).unwrap_or_default();
     match v.counting {
@@ -1193,11 +1230,18 @@ fn run(cli: &Cli) -> Result<bool> {
             );
         }
     }
-    let target = tcpstate
+    // Run private copies: the tree's target/release may be rebuilt while the benchmark runs,
+    // and every run must use the same binaries.
+    let bin_dir = work_dir_for(cli, &tcpstate).join("bin");
+    fs::create_dir_all(&bin_dir)?;
+    let original = tcpstate.clone();
+    let tcpstate = copy_to(&tcpstate, &bin_dir)?;
+    let loadgen = copy_to(&loadgen, &bin_dir)?;
+    let target = original
         .parent()
         .and_then(Path::parent)
         .map_or_else(|| PathBuf::from("target"), Path::to_path_buf);
-    let work = cli.work_dir.clone().unwrap_or_else(|| target.join("bench"));
+    let work = work_dir_for(cli, &original);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let rounds = cli.rounds.unwrap_or(if cli.smoke { 1 } else { 3 });
     let connections = cli
@@ -1238,9 +1282,10 @@ fn run(cli: &Cli) -> Result<bool> {
             (
                 "tcpstate".into(),
                 format!(
-                    "{} ({}), commit {}",
-                    tcpstate.display(),
+                    "{} ({}, {} bytes, copied for the runs), commit {}",
+                    original.display(),
                     cmd_output(&tcpstate.display().to_string(), &["--version"]).unwrap_or_default(),
+                    fs::metadata(&tcpstate).map_or(0, |m| m.len()),
                     git_describe()
                 ),
             ),
@@ -1334,6 +1379,25 @@ fn run(cli: &Cli) -> Result<bool> {
     })
 }
 
+/// `--work-dir`, else `<target>/bench` for the target directory holding `tcpstate`.
+fn work_dir_for(cli: &Cli, tcpstate: &Path) -> PathBuf {
+    cli.work_dir.clone().unwrap_or_else(|| {
+        tcpstate
+            .parent()
+            .and_then(Path::parent)
+            .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+            .join("bench")
+    })
+}
+
+fn copy_to(bin: &Path, dir: &Path) -> Result<PathBuf> {
+    let dest = dir.join(bin.file_name().unwrap_or_default());
+    let tmp = dest.with_extension("tmp");
+    fs::copy(bin, &tmp).with_context(|| format!("copying {}", bin.display()))?;
+    fs::rename(&tmp, &dest)?;
+    Ok(dest)
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1377,8 +1441,11 @@ fn print_progress(r: &RunResult, label: &str, round: usize, rounds: usize) {
         if let Some(c) = r.cpu_s {
             line.push_str(&format!(", CPU {c:.2} s"));
         }
-        if let Some(n) = r.bpf_ns_per_event {
+        if let Some(n) = r.bpf_ns_per_run {
             line.push_str(&format!(", BPF {n:.0} ns/run"));
+        }
+        if let Some(n) = r.bpf_ns_per_conn {
+            line.push_str(&format!(" ({n:.0} ns/connection, all programs)"));
         }
         if let Some(n) = &r.note {
             line.push_str(&format!(" [{n}]"));

@@ -49,12 +49,17 @@ pub struct RunResult {
     pub total_cpu_s: Option<f64>,
     pub rss_kb: Option<u64>,
     pub startup_ms: Option<f64>,
-    /// ns per run of the tracer's BPF programs (`--bpf-stats` only).
-    pub bpf_ns_per_event: Option<f64>,
+    /// ns per run of the tracer's tracepoint programs (`--bpf-stats` only).
+    pub bpf_ns_per_run: Option<f64>,
+    /// ns of all the tracer's BPF programs per connection (`--bpf-stats` only).
+    pub bpf_ns_per_conn: Option<f64>,
     /// How busy the load's CPU and the tracer's CPU were while the load ran (0..1, from
     /// /proc/stat): the tracer CPU's figure in an untraced run is other work on the machine.
     pub load_cpu_busy: Option<f64>,
     pub tracer_cpu_busy: Option<f64>,
+    /// CPU time of the load generator's two processes over the load's wall time: near 1 when
+    /// they had their CPU to themselves (softirq work on their behalf included).
+    pub load_cpu_share: Option<f64>,
     pub note: Option<String>,
     /// Set when the run failed; its figures are not used.
     pub error: Option<String>,
@@ -178,7 +183,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| tracer | conn/s | vs untraced | events received / expected | lost | tracer CPU s | peak RSS MB | startup ms |"
+            "| tracer | conn/s | vs untraced | events received / expected | lost (as reported) | tracer CPU s | peak RSS MB | startup ms |"
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for v in &self.variants {
@@ -435,11 +440,11 @@ impl Report {
         let _ = writeln!(s, "## Every run, in the order run\n");
         let _ = writeln!(
             s,
-            "| round | tracer | connections | s | conn/s | received / expected | lost | recursion misses | CPU s (total) | RSS MB | startup ms | BPF ns/run | load / tracer CPU busy | note |"
+            "| round | tracer | connections | s | conn/s | received / expected | lost | recursion misses | CPU s (total) | RSS MB | startup ms | BPF ns/run (ns/conn) | load / tracer CPU busy | loadgen CPU share | note |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         let label = |id: &str| {
             self.variants
@@ -456,7 +461,7 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.round + 1,
                 label(&r.variant),
                 thousands(r.connections as f64),
@@ -471,12 +476,16 @@ impl Report {
                     .map(|c| format!("{c:.2} ({:.2})", r.total_cpu_s.unwrap_or(c)))),
                 o(r.rss_kb.map(|k| mb(k as f64))),
                 o(r.startup_ms.map(|m| format!("{m:.1}"))),
-                o(r.bpf_ns_per_event.map(|n| format!("{n:.0}"))),
+                o(r.bpf_ns_per_run.map(|n| match r.bpf_ns_per_conn {
+                    Some(c) => format!("{n:.0} ({c:.0})"),
+                    None => format!("{n:.0}"),
+                })),
                 o(r.load_cpu_busy.zip(r.tracer_cpu_busy).map(|(a, b)| format!(
                     "{:.0}% / {:.0}%",
                     a * 100.0,
                     b * 100.0
                 ))),
+                o(r.load_cpu_share.map(|x| format!("{:.0}%", x * 100.0))),
                 note
             );
         }
