@@ -105,6 +105,9 @@ struct Cli {
     /// Most CPU use (percent, each of the two CPUs) that counts as idle.
     #[arg(long, default_value_t = 10.0)]
     idle_threshold: f64,
+    /// Most NET_RX softirqs per second (all CPUs) that count as idle.
+    #[arg(long, default_value_t = 300.0)]
+    idle_net_rx: f64,
     /// Where criterion keeps its results (default: <target>/criterion); the decode/format
     /// micro-benchmark's figures found there are added to the report.
     #[arg(long)]
@@ -313,36 +316,55 @@ fn cpu_jiffies() -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The busiest of `cpus` over `window`, as a fraction.
-fn busiest(cpus: &[usize], window: Duration) -> f64 {
+/// NET_RX softirqs so far, all CPUs (loopback traffic in any namespace raises them).
+fn net_rx_softirqs() -> u64 {
+    fs::read_to_string("/proc/softirqs")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("NET_RX:"))
+        .map_or(0, |l| {
+            l.split_whitespace()
+                .filter_map(|x| x.parse::<u64>().ok())
+                .sum()
+        })
+}
+
+/// The busiest of `cpus` over `window` (a fraction), and NET_RX softirqs per second.
+fn busiest(cpus: &[usize], window: Duration) -> (f64, f64) {
     let a = cpu_jiffies();
+    let n0 = net_rx_softirqs();
     std::thread::sleep(window);
     let b = cpu_jiffies();
-    cpus.iter()
+    let n1 = net_rx_softirqs();
+    let busy = cpus
+        .iter()
         .filter_map(|&c| {
             let (b0, t0) = *a.get(c)?;
             let (b1, t1) = *b.get(c)?;
             (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
         })
-        .fold(0.0, f64::max)
+        .fold(0.0, f64::max);
+    (busy, n1.saturating_sub(n0) as f64 / window.as_secs_f64())
 }
 
-/// Waits until `cpus` are idle for a whole window; Err(busy fraction) after `max`.
-fn wait_idle(cpus: &[usize], threshold: f64, max: Duration) -> Result<(), f64> {
+/// Waits until `cpus` are idle and the machine carries little network traffic (other TCP
+/// traffic costs every tracer, and the peers, which cannot filter by namespace, print it)
+/// for a whole window; Err(why) after `max`.
+fn wait_idle(cpus: &[usize], threshold: f64, net_rx: f64, max: Duration) -> Result<(), String> {
     let start = Instant::now();
     let mut told = false;
     loop {
-        let busy = busiest(cpus, Duration::from_millis(500));
-        if busy <= threshold {
+        let (busy, rx) = busiest(cpus, Duration::from_millis(500));
+        let why = format!("CPU {:.0}% busy, {rx:.0} NET_RX softirqs/s", busy * 100.0);
+        if busy <= threshold && rx <= net_rx {
             return Ok(());
         }
         if start.elapsed() >= max || INTERRUPTED.load(Ordering::SeqCst) {
-            return Err(busy);
+            return Err(why);
         }
         if !told {
             eprintln!(
-                "tcpstate-bench: waiting for the machine to be idle (CPU {:.0}% busy; up to {} s)",
-                busy * 100.0,
+                "tcpstate-bench: waiting for the machine to be idle ({why}; up to {} s)",
                 max.as_secs()
             );
             told = true;
@@ -1334,11 +1356,17 @@ fn run(cli: &Cli) -> Result<bool> {
             let busy = if idle_wait.is_zero() {
                 None
             } else {
-                wait_idle(&cpus, cli.idle_threshold / 100.0, idle_wait).err()
+                wait_idle(
+                    &cpus,
+                    cli.idle_threshold / 100.0,
+                    cli.idle_net_rx,
+                    idle_wait,
+                )
+                .err()
             };
             let mut r = run_one(&ctx, v, round);
             if let Some(b) = busy {
-                let n = format!("machine busy before the run ({:.0}% CPU)", b * 100.0);
+                let n = format!("machine busy before the run ({b})");
                 r.note = Some(match r.note.take() {
                     Some(x) => format!("{n}; {x}"),
                     None => n,
