@@ -126,9 +126,13 @@ fn soak_keeps_memory_and_maps_flat() {
         rss_end <= rss_10 + (rss_10 / 4).max(8 * 1024),
         "RSS grew from {rss_10} KiB (10 %) to {rss_end} KiB (end) over {total} connections"
     );
+    // An entry is removed by its socket's CLOSE event; one can only stay
+    // behind when the kernel skipped the program for that event (counted as
+    // lost). The LRU bounds them anyway.
     assert!(
-        socks.0 <= 16,
-        "SOCKS still holds {} entries after every connection closed:\n{table}",
+        socks.0 as u64 <= 16 + lost,
+        "SOCKS still holds {} entries after every connection closed, more than the {lost} \
+         events lost can explain:\n{table}",
         socks.0
     );
     if let Some((n, _)) = listeners {
