@@ -16,6 +16,10 @@ pub enum LayoutError {
         size: usize,
         expected: &'static str,
     },
+    BadOffset {
+        field: &'static str,
+        offset: usize,
+    },
     Malformed(String),
 }
 
@@ -28,6 +32,12 @@ impl fmt::Display for LayoutError {
                 size,
                 expected,
             } => write!(f, "field `{field}` has size {size}, expected {expected}"),
+            LayoutError::BadOffset { field, offset } => {
+                write!(
+                    f,
+                    "field `{field}` has offset {offset}, expected one below 65536"
+                )
+            }
             LayoutError::Malformed(line) => write!(f, "cannot parse line `{line}`"),
         }
     }
@@ -101,10 +111,9 @@ fn finder<'a>(
             });
         }
         // Offsets are handed to the program as u16; records are < 4 KiB.
-        let offset = u16::try_from(f.offset).map_err(|_| LayoutError::BadSize {
+        let offset = u16::try_from(f.offset).map_err(|_| LayoutError::BadOffset {
             field: name,
-            size: f.offset,
-            expected: "an offset below 65536",
+            offset: f.offset,
         })?;
         Ok((offset, f.size))
     }

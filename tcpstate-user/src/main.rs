@@ -53,7 +53,6 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
         } else {
             None
         };
-        eprintln!("Tracing TCP state changes. Hit Ctrl-C to end.");
         let mut stages = reader::Stages {
             enrich: &mut enrich,
             render: render.as_mut(),

@@ -18,9 +18,24 @@ pub fn resolve(spec: &str) -> Result<u32, UserError> {
     } else {
         Path::new("/run/netns").join(spec)
     };
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        UserError::usage(format!("--netns {spec}: {}: {e}", path.display()))
-            .hint("give a name from `ip netns list`, a path like /proc/PID/ns/net, or an inode")
+    let hint = "give a name from `ip netns list`, a path like /proc/PID/ns/net, or an inode";
+    let file = std::fs::File::open(&path).map_err(|e| {
+        UserError::usage(format!("--netns {spec}: {}: {e}", path.display())).hint(hint)
+    })?;
+    // NS_GET_NSTYPE (linux/nsfs.h): any other file would be accepted by
+    // inode alone and silently match nothing.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl without arguments on a file we own.
+    let ty = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&file), NS_GET_NSTYPE) };
+    if ty != libc::CLONE_NEWNET {
+        return Err(UserError::usage(format!(
+            "--netns {spec}: {} is not a network namespace",
+            path.display()
+        ))
+        .hint(hint));
+    }
+    let meta = file.metadata().map_err(|e| {
+        UserError::usage(format!("--netns {spec}: {}: {e}", path.display())).hint(hint)
     })?;
     u32::try_from(meta.ino())
         .map_err(|_| UserError::usage(format!("--netns {spec}: inode out of range")))
@@ -129,6 +144,19 @@ mod tests {
     fn inode_numbers_pass_through() {
         assert_eq!(resolve("4026531840").unwrap(), 4026531840);
         assert!(resolve("0").is_err());
+    }
+
+    #[test]
+    fn files_that_are_not_network_namespaces_are_refused() {
+        for p in ["/etc/hostname", "/tmp", "/proc/self/ns/mnt"] {
+            let e = resolve(p).unwrap_err();
+            assert_eq!(e.exit_code, 2, "{p}");
+            assert!(
+                e.message.contains("not a network namespace"),
+                "{p}: {}",
+                e.message
+            );
+        }
     }
 
     #[test]

@@ -296,11 +296,20 @@ impl Probe {
         let tracing = tracefs::ensure(&mut say)?;
         let format_path = tracing.join("events/sock/inet_sock_set_state/format");
         let format = std::fs::read_to_string(&format_path).map_err(|e| {
-            UserError::runtime(format!(
-                "tracepoint sock:inet_sock_set_state is not available ({}: {e})",
+            let err = UserError::runtime(format!(
+                "cannot read the layout of tracepoint sock:inet_sock_set_state ({}: {e})",
                 format_path.display()
-            ))
-            .hint("it exists since Linux 4.16; this kernel may lack CONFIG_NET or tracepoints")
+            ));
+            match e.kind() {
+                std::io::ErrorKind::NotFound => err.hint(
+                    "the tracepoint exists since Linux 4.16; this kernel may lack CONFIG_NET or tracepoints",
+                ),
+                std::io::ErrorKind::PermissionDenied => err.hint(
+                    "tracefs is readable by root only: run as root, or let this user read it \
+                     (e.g. mount -o remount,mode=755 /sys/kernel/tracing); see docs/security.md",
+                ),
+                _ => err.hint("the format file is not valid text; is this tracefs?"),
+            }
         })?;
         let layout = layout::parse(&format).map_err(|e| {
             UserError::runtime(format!(

@@ -130,6 +130,15 @@ pub async fn run(
     // for as long as the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| UserError::runtime(format!("polling the ring buffer: {e}")))?;
+    // Handlers first, then the ready line: a signal sent as soon as the user
+    // (or a script) sees it must stop us cleanly, not kill us.
+    let sig =
+        |k| signal(k).map_err(|e| UserError::runtime(format!("installing signal handler: {e}")));
+    let mut sigint = sig(SignalKind::interrupt())?;
+    let mut sigterm = sig(SignalKind::terminate())?;
+    let mut sighup = sig(SignalKind::hangup())?;
+    eprintln!("Tracing TCP state changes. Hit Ctrl-C to end.");
+
     let mut out = Output::stdout();
     stages.render.header(out.buf());
     if let Some((netns, filter)) = &opts.snapshot
@@ -141,11 +150,6 @@ pub async fn run(
         return Ok(Stop::ClosedPipe);
     }
 
-    let sig =
-        |k| signal(k).map_err(|e| UserError::runtime(format!("installing signal handler: {e}")));
-    let mut sigint = sig(SignalKind::interrupt())?;
-    let mut sigterm = sig(SignalKind::terminate())?;
-    let mut sighup = sig(SignalKind::hangup())?;
     let deadline = opts.duration.map(|d| Instant::now() + d);
     let far = Instant::now() + Duration::from_secs(100 * 365 * 86400);
     let mut tick = interval(opts.flush_interval);
