@@ -128,6 +128,10 @@ fn root_with_only_cap_bpf_and_cap_perfmon_traces() {
 #[test]
 fn setcap_binary_traces_for_an_unprivileged_user() {
     tracefs_mounted();
+    // Classic tracepoints are found through tracefs (`format` and `id`),
+    // which is root-only by default: the documented set-up for non-root use
+    // lets the user's group read it (docs/security.md).
+    let _tracefs = TracefsGroupRead::grant(65534);
     let ns = Netns::new();
     let netns = ns.path().to_string_lossy().into_owned();
     let (_dir, bin) = setcap_copy("cap_bpf,cap_perfmon+ep");
@@ -135,6 +139,31 @@ fn setcap_binary_traces_for_an_unprivileged_user() {
     cmd.args(["--json", "--netns", &netns]);
     let r = trace_some_traffic(cmd, &ns, 45002, true);
     assert_traced(&r, "nobody running a cap_bpf,cap_perfmon+ep binary");
+}
+
+/// Lets group `gid` read tracefs for the life of the guard (as documented
+/// for setcap use), then restores the default root-only access.
+struct TracefsGroupRead;
+
+impl TracefsGroupRead {
+    fn grant(gid: u32) -> TracefsGroupRead {
+        let opts = format!("remount,gid={gid},mode=0750");
+        let ok = Command::new("mount")
+            .args(["-o", &opts, "/sys/kernel/tracing"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "mount -o {opts} /sys/kernel/tracing failed");
+        TracefsGroupRead
+    }
+}
+
+impl Drop for TracefsGroupRead {
+    fn drop(&mut self) {
+        let _ = Command::new("mount")
+            .args(["-o", "remount,gid=0,mode=0700", "/sys/kernel/tracing"])
+            .status();
+    }
 }
 
 /// The tracefs testing hook must not let an unprivileged caller steer a
