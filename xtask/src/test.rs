@@ -51,6 +51,12 @@ pub fn run(opts: &Options) -> Result<()> {
             "bench smoke",
             util::cargo().args(["xtask", "bench", "--smoke"]),
         );
+        // A short bounded fuzz of the decoder and the format-file parser
+        // (`cargo xtask fuzz --seconds 600` for a long one).
+        phase(
+            "fuzz smoke",
+            util::cargo().args(["xtask", "fuzz", "--seconds", "20"]),
+        );
     }
     if !opts.no_lint {
         phase(
