@@ -82,10 +82,12 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     tracer_cpu: usize,
     /// The load's server port.
-    #[arg(long, default_value_t = 7201)]
+    /// (The peers cannot filter by namespace: they count this port's lines in every namespace,
+    /// so it should be one nothing else on the machine uses.)
+    #[arg(long, default_value_t = 23571)]
     port: u16,
     /// The port given to `tcpstate --port` in the idle-port variant (carries no load).
-    #[arg(long, default_value_t = 7299)]
+    #[arg(long, default_value_t = 23579)]
     idle_port: u16,
     /// Keep BPF run statistics on during the load and report ns per program run (adds a
     /// little overhead to every traced run).
