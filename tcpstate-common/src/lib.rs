@@ -145,6 +145,26 @@ pub struct TracepointLayout {
     pub daddr_v6: u16,
 }
 
+impl TracepointLayout {
+    /// The layout of Linux >= 5.6 (`protocol` is u16). When the format file
+    /// describes exactly this, the program reads the record with direct,
+    /// constant-offset context loads instead of a helper call per field.
+    pub const SINCE_5_6: TracepointLayout = TracepointLayout {
+        skaddr: 8,
+        oldstate: 16,
+        newstate: 20,
+        sport: 24,
+        dport: 26,
+        family: 28,
+        protocol: 30,
+        protocol_size: 2,
+        saddr: 32,
+        daddr: 36,
+        saddr_v6: 40,
+        daddr_v6: 56,
+    };
+}
+
 /// Byte offsets of the `tcp:tcp_retransmit_synack` record fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,6 +221,9 @@ pub struct Config {
     pub port_filter: u8,
     /// Non-zero: emit aya-log diagnostics from the kernel (`--verbose`).
     pub verbose: u8,
+    /// Non-zero when `layout` is `TracepointLayout::SINCE_5_6`.
+    pub fast_layout: u8,
+    pub _pad: [u8; 3],
 }
 
 /// `PORTS` map values: which end of a connection a port filter applies to.
@@ -277,7 +300,7 @@ pub struct SockState {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
-const _: () = assert!(core::mem::size_of::<Config>() == 76);
+const _: () = assert!(core::mem::size_of::<Config>() == 80);
 const _: () = assert!(core::mem::size_of::<SockState>() == 152);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 

@@ -14,6 +14,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{
         BPF_ANY, BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
         BPF_SOCK_OPS_TIMEOUT_INIT,
@@ -29,7 +30,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tcpstate_common::{
     AF_INET, COMM_LEN, Config, DWELL_UNKNOWN, Event, IPPROTO_TCP, ListenKey, Owner, SockState,
-    flag, port_match, source, stat, tcp_state,
+    TracepointLayout, flag, port_match, source, stat, tcp_state,
 };
 
 /// Written by the loader before load (`EbpfLoader::set_global`).
@@ -73,6 +74,8 @@ static CONFIG: Config = Config {
     family: 0,
     port_filter: 0,
     verbose: 0,
+    fast_layout: 0,
+    _pad: [0; 3],
 };
 
 // Sizes here are defaults; the loader resizes every map from its flags.
@@ -141,6 +144,65 @@ fn count_in(row: u32, slot: u32) {
 #[inline(always)]
 fn read<T>(ctx: &TracePointContext, off: u16) -> Result<T, i32> {
     unsafe { ctx.read_at::<T>(off as usize) }
+}
+
+/// A field of the `inet_sock_set_state` record. With the layout of Linux >=
+/// 5.6 (checked against the format file at load time) the offset is a
+/// constant and the field is loaded straight from the context, which the
+/// verifier allows for tracepoints; any other layout is read with a helper
+/// call at the offset the format file gave. `fast_layout` is read-only data,
+/// so the verifier drops the branch not taken.
+#[inline(always)]
+fn field<T: Copy>(
+    ctx: &TracePointContext,
+    cfg: &Config,
+    known: u16,
+    runtime: u16,
+) -> Result<T, i32> {
+    if cfg.fast_layout != 0 {
+        // Volatile: one load instruction at ctx + constant, never a copy
+        // through a computed pointer (the verifier refuses those).
+        Ok(unsafe {
+            core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(known as usize).cast::<T>())
+        })
+    } else {
+        read(ctx, runtime)
+    }
+}
+
+/// An IPv4 address field, as bytes in network order.
+#[inline(always)]
+fn field_v4(
+    ctx: &TracePointContext,
+    cfg: &Config,
+    known: u16,
+    runtime: u16,
+) -> Result<[u8; 4], i32> {
+    if cfg.fast_layout != 0 {
+        Ok(field::<u32>(ctx, cfg, known, runtime)?.to_ne_bytes())
+    } else {
+        read(ctx, runtime)
+    }
+}
+
+/// An IPv6 address field: two 8-byte loads on the fast path.
+#[inline(always)]
+fn field_v6(
+    ctx: &TracePointContext,
+    cfg: &Config,
+    known: u16,
+    runtime: u16,
+) -> Result<[u8; 16], i32> {
+    if cfg.fast_layout != 0 {
+        let hi = field::<u64>(ctx, cfg, known, runtime)?.to_ne_bytes();
+        let lo = field::<u64>(ctx, cfg, known + 8, runtime)?.to_ne_bytes();
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&hi);
+        a[8..].copy_from_slice(&lo);
+        Ok(a)
+    } else {
+        read(ctx, runtime)
+    }
 }
 
 /// `sk->__sk_common.skc_net.net`, or 0 when BTF gave no offsets.
@@ -277,7 +339,10 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     let l = cfg.layout;
 
     // Cheapest rejections first: MPTCP and SCTP share this tracepoint.
-    let protocol: u16 = if l.protocol_size == 1 {
+    const K: TracepointLayout = TracepointLayout::SINCE_5_6;
+    let protocol: u16 = if cfg.fast_layout != 0 {
+        field(ctx, &cfg, K.protocol, l.protocol)?
+    } else if l.protocol_size == 1 {
         read::<u8>(ctx, l.protocol)? as u16
     } else {
         read::<u16>(ctx, l.protocol)?
@@ -285,20 +350,20 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let family: u16 = read(ctx, l.family)?;
+    let family: u16 = field(ctx, &cfg, K.family, l.family)?;
     if cfg.family != 0 && family != cfg.family {
         return Ok(());
     }
-    let skaddr: u64 = read(ctx, l.skaddr)?;
+    let skaddr: u64 = field(ctx, &cfg, K.skaddr, l.skaddr)?;
     let net = net_of(&cfg, skaddr);
     let netns = netns_inode(&cfg, net);
     if cfg.netns != 0 && netns != cfg.netns {
         return Ok(());
     }
-    let old = read::<i32>(ctx, l.oldstate)? as u8;
-    let new = read::<i32>(ctx, l.newstate)? as u8;
-    let sport: u16 = read(ctx, l.sport)?;
-    let dport: u16 = read(ctx, l.dport)?;
+    let old = field::<i32>(ctx, &cfg, K.oldstate, l.oldstate)? as u8;
+    let new = field::<i32>(ctx, &cfg, K.newstate, l.newstate)? as u8;
+    let sport: u16 = field(ctx, &cfg, K.sport, l.sport)?;
+    let dport: u16 = field(ctx, &cfg, K.dport, l.dport)?;
     let now = unsafe { bpf_ktime_get_boot_ns() };
 
     // Listener owners are tracked whatever the filter, so a followed accepted
@@ -387,11 +452,11 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     if family == AF_INET {
         ev.saddr = [0; 16];
         ev.daddr = [0; 16];
-        ev.saddr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, l.saddr)?);
-        ev.daddr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, l.daddr)?);
+        ev.saddr[..4].copy_from_slice(&field_v4(ctx, &cfg, K.saddr, l.saddr)?);
+        ev.daddr[..4].copy_from_slice(&field_v4(ctx, &cfg, K.daddr, l.daddr)?);
     } else {
-        ev.saddr = read(ctx, l.saddr_v6)?;
-        ev.daddr = read(ctx, l.daddr_v6)?;
+        ev.saddr = field_v6(ctx, &cfg, K.saddr_v6, l.saddr_v6)?;
+        ev.daddr = field_v6(ctx, &cfg, K.daddr_v6, l.daddr_v6)?;
     }
 
     if !matched {

@@ -384,6 +384,8 @@ impl Probe {
             family: opts.family,
             port_filter: u8::from(!opts.ports.is_empty()),
             verbose: u8::from(opts.verbose),
+            fast_layout: u8::from(layout == tcpstate_common::TracepointLayout::SINCE_5_6),
+            _pad: [0; 3],
         };
         let listeners = (opts.max_sockets / 16).max(256);
         // Possible CPUs (not online ones): the kernel program indexes the
