@@ -1511,7 +1511,8 @@ fn smoke_verdict(report: &Report) -> bool {
             continue;
         };
         let misses = r.recursion_misses.unwrap_or(0);
-        let explained = rec < exp && exp - rec <= misses && r.lost == Some(misses);
+        // Missing events that tcpstate itself reported as skipped by the kernel.
+        let explained = rec < exp && exp - rec <= misses.min(r.lost.unwrap_or(0));
         if rec != exp {
             if explained {
                 eprintln!(
