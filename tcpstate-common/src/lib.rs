@@ -295,7 +295,9 @@ pub struct SockState {
     /// 1 when `pending` holds the socket's first event, held back because it
     /// could not match yet (e.g. CLOSE->SYN_SENT still has local port 0).
     pub has_pending: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The socket's namespace inode, so later events need not read it again.
+    pub netns: u32,
     pub pending: Event,
 }
 

@@ -355,13 +355,26 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let skaddr: u64 = field(ctx, &cfg, K.skaddr, l.skaddr)?;
-    let net = net_of(&cfg, skaddr);
-    let netns = netns_inode(&cfg, net);
+    let old = field::<i32>(ctx, &cfg, K.oldstate, l.oldstate)? as u8;
+    let new = field::<i32>(ctx, &cfg, K.newstate, l.newstate)? as u8;
+
+    let birth = is_birth(old, new);
+    let tracked: Option<*mut SockState> = if birth {
+        None
+    } else {
+        SOCKS.get_ptr_mut(skaddr)
+    };
+    // A tracked socket's namespace was read at its first event.
+    let (net, netns) = match tracked {
+        Some(t) => (0, unsafe { (*t).netns }),
+        None => {
+            let net = net_of(&cfg, skaddr);
+            (net, netns_inode(&cfg, net))
+        }
+    };
     if cfg.netns != 0 && netns != cfg.netns {
         return Ok(());
     }
-    let old = field::<i32>(ctx, &cfg, K.oldstate, l.oldstate)? as u8;
-    let new = field::<i32>(ctx, &cfg, K.newstate, l.newstate)? as u8;
     let sport: u16 = field(ctx, &cfg, K.sport, l.sport)?;
     let dport: u16 = field(ctx, &cfg, K.dport, l.dport)?;
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -389,12 +402,6 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
         let _ = LISTENERS.remove(&lkey);
     }
 
-    let birth = is_birth(old, new);
-    let tracked: Option<*mut SockState> = if birth {
-        None
-    } else {
-        SOCKS.get_ptr_mut(skaddr)
-    };
     let followed = match tracked {
         Some(st) => unsafe { (*st).followed != 0 },
         None => false,
@@ -424,6 +431,7 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     st.owner = owner;
     st.followed = 1;
     st.has_pending = 0;
+    st.netns = netns;
     let ev = &mut st.pending;
     ev.ts_ns = now;
     ev.skaddr = skaddr;
