@@ -217,7 +217,8 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// Only this address family (`AF_INET`/`AF_INET6`), 0 = both.
     pub family: u16,
-    /// Non-zero when the `PORTS` map holds a port filter.
+    /// The union of the `port_match` bits in the `PORTS` map: 0 = no port
+    /// filter; LOCAL / REMOTE when some port applies to that end.
     pub port_filter: u8,
     /// Non-zero: emit aya-log diagnostics from the kernel (`--verbose`).
     pub verbose: u8,

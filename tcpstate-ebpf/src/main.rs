@@ -409,8 +409,31 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     let matched = cfg.port_filter == 0 || followed || port_matches(sport, dport);
 
     // Owner: from the current task where it is the owner, else inherited.
+    // Not matched: hold the event back only if a later event of this socket
+    // could still match, i.e. its first event lacks the port the filter is
+    // about (CLOSE->SYN_SENT has local port 0 before the ephemeral port is
+    // chosen; LISTEN->SYN_RECV may lack the remote port). Otherwise drop it
+    // here, before any work.
+    let may_match_later = birth
+        && new != tcp_state::LISTEN
+        && ((sport == 0 && cfg.port_filter & port_match::LOCAL != 0)
+            || (dport == 0 && cfg.port_filter & port_match::REMOTE != 0));
+    if !matched && !may_match_later {
+        if tracked.is_some() {
+            // Its tuple is complete now and still does not match: forget it.
+            let _ = SOCKS.remove(skaddr);
+        }
+        return Ok(());
+    }
+
+    let cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let cpu_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
     let owner = if in_owner_context(old, new) {
-        current_owner()
+        Owner {
+            pid: cpu_pid,
+            _pad: 0,
+            comm: cpu_comm,
+        }
     } else if old == tcp_state::LISTEN && new == tcp_state::SYN_RECV {
         unsafe { LISTENERS.get(&lkey) }
             .copied()
@@ -441,8 +464,8 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     };
     ev.owner_pid = owner.pid;
     ev.owner_comm = owner.comm;
-    ev.cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    ev.cpu_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    ev.cpu_pid = cpu_pid;
+    ev.cpu_comm = cpu_comm;
     ev.netns = netns;
     ev.sport = sport;
     ev.dport = dport;
@@ -468,19 +491,13 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     }
 
     if !matched {
-        if birth && new != tcp_state::LISTEN {
-            // Its port may not be known yet (CLOSE->SYN_SENT has local port 0,
-            // LISTEN->SYN_RECV can lack the tuple): hold the event back until a
-            // later event of this socket matches or proves it never will.
-            ev.flags |= flag::REPLAYED;
-            st.followed = 0;
-            st.has_pending = 1;
-            if SOCKS.insert(skaddr, &*st, BPF_ANY as u64).is_err() {
-                count(stat::SOCK_MAP_FAIL);
-            }
-        } else if tracked.is_some() {
-            // Its tuple is complete now and still does not match: forget it.
-            let _ = SOCKS.remove(skaddr);
+        // may_match_later: hold the event back until a later event of this
+        // socket matches or proves it never will.
+        ev.flags |= flag::REPLAYED;
+        st.followed = 0;
+        st.has_pending = 1;
+        if SOCKS.insert(skaddr, &*st, BPF_ANY as u64).is_err() {
+            count(stat::SOCK_MAP_FAIL);
         }
         return Ok(());
     }

@@ -145,7 +145,7 @@ pub struct Cli {
     pub duration: Option<Duration>,
 
     /// Ring-buffer size in bytes (power of two; K/M suffixes allowed).
-    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = ring_size)]
+    #[arg(long, value_name = "BYTES", default_value = "2M", value_parser = ring_size)]
     pub ring_size: u32,
 
     /// Most sockets tracked at once for dwell time and owner (LRU beyond).
@@ -443,7 +443,7 @@ mod tests {
     fn defaults() {
         let c = parse(&[]).unwrap();
         assert!(!c.has_port_filter());
-        assert_eq!(c.ring_size, 4 << 20);
+        assert_eq!(c.ring_size, 2 << 20);
         assert_eq!(c.max_sockets, 65536);
         assert_eq!(c.flush_interval, Duration::from_millis(10));
         assert!(c.validate().is_ok());

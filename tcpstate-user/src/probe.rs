@@ -382,7 +382,7 @@ impl Probe {
             // make the peer tools slow the traced workload (NOTES.md §4).
             wakeup_bytes: opts.ring_size / 4,
             family: opts.family,
-            port_filter: u8::from(!opts.ports.is_empty()),
+            port_filter: opts.ports.iter().fold(0, |bits, (_, b)| bits | b),
             verbose: u8::from(opts.verbose),
             fast_layout: u8::from(layout == tcpstate_common::TracepointLayout::SINCE_5_6),
             _pad: [0; 3],
