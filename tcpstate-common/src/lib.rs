@@ -14,6 +14,7 @@ pub mod names {
     pub const NETNS_COOKIES: &str = "NETNS_COOKIES";
     pub const EVENTS: &str = "EVENTS";
     pub const SOCKS: &str = "SOCKS";
+    pub const PENDING: &str = "PENDING";
     pub const LISTENERS: &str = "LISTENERS";
     pub const PORTS: &str = "PORTS";
     pub const STATS: &str = "STATS";
@@ -293,18 +294,18 @@ pub struct SockState {
     pub owner: Owner,
     /// 1 once an event of this socket matched the filter: it stays followed.
     pub followed: u8,
-    /// 1 when `pending` holds the socket's first event, held back because it
-    /// could not match yet (e.g. CLOSE->SYN_SENT still has local port 0).
+    /// 1 when the `PENDING` map holds the socket's first event, held back
+    /// because it could not match yet (e.g. CLOSE->SYN_SENT still has local
+    /// port 0).
     pub has_pending: u8,
     pub _pad: [u8; 2],
     /// The socket's namespace inode, so later events need not read it again.
     pub netns: u32,
-    pub pending: Event,
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
 const _: () = assert!(core::mem::size_of::<Config>() == 80);
-const _: () = assert!(core::mem::size_of::<SockState>() == 152);
+const _: () = assert!(core::mem::size_of::<SockState>() == 40);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 
 #[cfg(feature = "user")]

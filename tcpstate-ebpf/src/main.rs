@@ -106,10 +106,17 @@ static NETNS_COOKIES: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 
 #[map]
 static STATS: Array<u64> = Array::with_max_entries(stat::COUNT, BPF_F_MMAPABLE);
 
-/// Per-CPU scratch space: the event and socket state are built here because
-/// they do not fit the 512-byte BPF stack together.
+/// Per-CPU scratch space for events that are not written straight into the
+/// ring buffer (held-back first events, half-open events): an Event is too
+/// large to build on the 512-byte BPF stack next to everything else.
 #[map]
-static SCRATCH: PerCpuArray<SockState> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+/// First events held back until their socket matches the filter (see
+/// `may_match_later`), by socket address; `SockState::has_pending` says one
+/// is here.
+#[map]
+static PENDING: LruHashMap<u64, Event> = LruHashMap::with_max_entries(16384, 0);
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -445,58 +452,53 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
         }
     };
 
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return Ok(());
-    };
-    // SAFETY: per-CPU map value, exclusively ours for this program run.
-    let st = unsafe { &mut *scratch };
-    st.since_ns = now;
-    st.owner = owner;
-    st.followed = 1;
-    st.has_pending = 0;
-    st.netns = netns;
-    let ev = &mut st.pending;
-    ev.ts_ns = now;
-    ev.skaddr = skaddr;
-    ev.dwell_ns = match tracked {
+    let dwell = match tracked {
         Some(t) => now.saturating_sub(unsafe { (*t).since_ns }),
         None => DWELL_UNKNOWN,
     };
-    ev.owner_pid = owner.pid;
-    ev.owner_comm = owner.comm;
-    ev.cpu_pid = cpu_pid;
-    ev.cpu_comm = cpu_comm;
-    ev.netns = netns;
-    ev.sport = sport;
-    ev.dport = dport;
-    ev.family = family;
-    ev.oldstate = old;
-    ev.newstate = new;
-    ev.source = source::TRACEPOINT;
-    ev.flags =
+    let fin =
         if new == tcp_state::CLOSE && (old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING) {
             fin_flags(&cfg, skaddr)
         } else {
             0
         };
-    ev._pad = [0; 2];
-    if family == AF_INET {
-        ev.saddr = [0; 16];
-        ev.daddr = [0; 16];
-        ev.saddr[..4].copy_from_slice(&field_v4(ctx, &cfg, K.saddr, l.saddr)?);
-        ev.daddr[..4].copy_from_slice(&field_v4(ctx, &cfg, K.daddr, l.daddr)?);
-    } else {
-        ev.saddr = field_v6(ctx, &cfg, K.saddr_v6, l.saddr_v6)?;
-        ev.daddr = field_v6(ctx, &cfg, K.daddr_v6, l.daddr_v6)?;
-    }
+    let fields = EventFields {
+        now,
+        skaddr,
+        dwell,
+        owner: &owner,
+        cpu_pid,
+        cpu_comm: &cpu_comm,
+        netns,
+        sport,
+        dport,
+        family,
+        old,
+        new,
+        flags: fin,
+    };
 
     if !matched {
         // may_match_later: hold the event back until a later event of this
         // socket matches or proves it never will.
+        let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+            return Ok(());
+        };
+        // SAFETY: per-CPU map value, exclusively ours for this program run.
+        let ev = unsafe { &mut *scratch };
+        fill_event(ev, ctx, &cfg, &fields)?;
         ev.flags |= flag::REPLAYED;
-        st.followed = 0;
-        st.has_pending = 1;
-        if SOCKS.insert(skaddr, &*st, BPF_ANY as u64).is_err() {
+        let st = SockState {
+            since_ns: now,
+            owner,
+            followed: 0,
+            has_pending: 1,
+            _pad: [0; 2],
+            netns,
+        };
+        if PENDING.insert(skaddr, &*ev, BPF_ANY as u64).is_err()
+            || SOCKS.insert(skaddr, &st, BPF_ANY as u64).is_err()
+        {
             count(stat::SOCK_MAP_FAIL);
         }
         return Ok(());
@@ -505,9 +507,27 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     if let Some(t) = tracked
         && unsafe { (*t).has_pending } != 0
     {
-        emit_copy(&cfg, unsafe { &(*t).pending });
+        if let Some(p) = PENDING.get_ptr(skaddr) {
+            emit_copy(&cfg, unsafe { &*p });
+        }
+        let _ = PENDING.remove(skaddr);
     }
-    emit_copy(&cfg, &st.pending);
+    // Written straight into the ring buffer: no copy.
+    let wake = wakeup_flags(&cfg);
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            // SAFETY: the reserved slot is ours until submitted; every field
+            // is written by fill_event.
+            let ev = unsafe { &mut *entry.as_mut_ptr() };
+            if fill_event(ev, ctx, &cfg, &fields).is_ok() {
+                entry.submit(wake);
+                count(stat::SUBMITTED);
+            } else {
+                entry.discard(0);
+            }
+        }
+        None => count(stat::RINGBUF_FULL),
+    }
     if !birth && tracked.is_none() {
         count(stat::UNTRACKED);
     }
@@ -524,7 +544,15 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
             (*t).has_pending = 0;
         },
         None => {
-            if SOCKS.insert(skaddr, &*st, BPF_ANY as u64).is_err() {
+            let st = SockState {
+                since_ns: now,
+                owner,
+                followed: 1,
+                has_pending: 0,
+                _pad: [0; 2],
+                netns,
+            };
+            if SOCKS.insert(skaddr, &st, BPF_ANY as u64).is_err() {
                 if cfg.verbose == 0 {
                     count(stat::SOCK_MAP_FAIL);
                 } else {
@@ -532,6 +560,61 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// What one state change carries, gathered before the event is written.
+struct EventFields<'a> {
+    now: u64,
+    skaddr: u64,
+    dwell: u64,
+    owner: &'a Owner,
+    cpu_pid: u32,
+    cpu_comm: &'a [u8; COMM_LEN],
+    netns: u32,
+    sport: u16,
+    dport: u16,
+    family: u16,
+    old: u8,
+    new: u8,
+    flags: u8,
+}
+
+/// Writes every field of `ev` (ring-buffer or map memory).
+#[inline(always)]
+fn fill_event(
+    ev: &mut Event,
+    ctx: &TracePointContext,
+    cfg: &Config,
+    f: &EventFields<'_>,
+) -> Result<(), i32> {
+    const K: TracepointLayout = TracepointLayout::SINCE_5_6;
+    let l = cfg.layout;
+    ev.ts_ns = f.now;
+    ev.skaddr = f.skaddr;
+    ev.dwell_ns = f.dwell;
+    ev.owner_pid = f.owner.pid;
+    ev.owner_comm = f.owner.comm;
+    ev.cpu_pid = f.cpu_pid;
+    ev.cpu_comm = *f.cpu_comm;
+    ev.netns = f.netns;
+    ev.sport = f.sport;
+    ev.dport = f.dport;
+    ev.family = f.family;
+    ev.oldstate = f.old;
+    ev.newstate = f.new;
+    ev.source = source::TRACEPOINT;
+    ev.flags = f.flags;
+    ev._pad = [0; 2];
+    if f.family == AF_INET {
+        ev.saddr = [0; 16];
+        ev.daddr = [0; 16];
+        ev.saddr[..4].copy_from_slice(&field_v4(ctx, cfg, K.saddr, l.saddr)?);
+        ev.daddr[..4].copy_from_slice(&field_v4(ctx, cfg, K.daddr, l.daddr)?);
+    } else {
+        ev.saddr = field_v6(ctx, cfg, K.saddr_v6, l.saddr_v6)?;
+        ev.daddr = field_v6(ctx, cfg, K.daddr_v6, l.daddr_v6)?;
     }
     Ok(())
 }
@@ -555,7 +638,7 @@ fn emit_request_event(cfg: &Config, src: u8, req: u64, netns: u32, tuple: &Tuple
     .copied()
     .unwrap_or(Owner::UNKNOWN);
     // SAFETY: per-CPU map value, exclusively ours for this program run.
-    let ev = unsafe { &mut (*scratch).pending };
+    let ev = unsafe { &mut *scratch };
     ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
     ev.skaddr = req;
     ev.dwell_ns = DWELL_UNKNOWN;

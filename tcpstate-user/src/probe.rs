@@ -404,6 +404,9 @@ impl Probe {
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_size)
             .map_max_entries(names::SOCKS, opts.max_sockets)
+            // Held-back first events live only until their socket's second
+            // event (microseconds): a quarter of the socket map is plenty.
+            .map_max_entries(names::PENDING, (opts.max_sockets / 4).max(64))
             .map_max_entries(names::LISTENERS, listeners)
             .map_max_entries(names::PORTS, ports)
             .map_max_entries(names::STATS, ncpus * stat::ROWS * stat::COUNT)
