@@ -24,7 +24,7 @@ use aya_ebpf::{
         bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
     },
     macros::{map, sock_ops, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{SockOpsContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
@@ -89,7 +89,7 @@ static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65536, 0
 static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(4096, 0);
 
 #[map]
-static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+static PORTS: Array<u8> = Array::with_max_entries(65536, 0);
 
 /// Netns cookie -> inode. The sock_ops program only has the cookie
 /// (`bpf_get_netns_cookie`); the tracepoint program learns the pair when a
@@ -264,8 +264,9 @@ fn fin_flags(cfg: &Config, skaddr: u64) -> u8 {
 
 #[inline(always)]
 fn port_matches(sport: u16, dport: u16) -> bool {
-    let local = unsafe { PORTS.get(sport) }.copied().unwrap_or(0);
-    let remote = unsafe { PORTS.get(dport) }.copied().unwrap_or(0);
+    // An array indexed by port: the verifier inlines the lookup, no hashing.
+    let local = PORTS.get(sport as u32).copied().unwrap_or(0);
+    let remote = PORTS.get(dport as u32).copied().unwrap_or(0);
     local & port_match::LOCAL != 0 || remote & port_match::REMOTE != 0
 }
 
@@ -371,13 +372,18 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
     } else {
         SOCKS.get_ptr_mut(skaddr)
     };
-    // A tracked socket's namespace was read at its first event.
-    let (net, netns) = match tracked {
-        Some(t) => (0, unsafe { (*t).netns }),
-        None => {
+    // A tracked socket's namespace was read at its first event. Otherwise
+    // read it (two kernel reads) only when something needs it before the
+    // port filter has spoken: the --netns filter, no port filter at all, or
+    // a listener event (its key includes the namespace).
+    let listen_event = old == tcp_state::LISTEN || new == tcp_state::LISTEN;
+    let (net, netns, netns_known) = match tracked {
+        Some(t) => (0, unsafe { (*t).netns }, true),
+        None if cfg.netns != 0 || cfg.port_filter == 0 || listen_event => {
             let net = net_of(&cfg, skaddr);
-            (net, netns_inode(&cfg, net))
+            (net, netns_inode(&cfg, net), true)
         }
+        None => (0, 0, false),
     };
     if cfg.netns != 0 && netns != cfg.netns {
         return Ok(());
@@ -432,6 +438,11 @@ fn try_handle(ctx: &TracePointContext) -> Result<(), i32> {
         }
         return Ok(());
     }
+    let netns = if netns_known {
+        netns
+    } else {
+        netns_inode(&cfg, net_of(&cfg, skaddr))
+    };
 
     let cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let cpu_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);

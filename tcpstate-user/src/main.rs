@@ -59,7 +59,7 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
             summary: &mut summary,
         };
         let stop = reader::run(
-            &probe,
+            &mut probe,
             ring,
             &mut stages,
             reader::Options {

@@ -95,7 +95,7 @@ pub struct Probe {
     ebpf: Ebpf,
     _link: TracePointLinkId,
     stats: StatsView,
-    prog_fd: i32,
+    prog_fd: std::os::fd::OwnedFd,
     pub ring_size: u32,
     /// Socket-map capacity, for the summary.
     pub max_sockets: u32,
@@ -393,7 +393,6 @@ impl Probe {
         let ncpus = aya::util::nr_cpus()
             .map_err(|(what, e)| UserError::runtime(format!("counting CPUs ({what}): {e}")))?
             as u32;
-        let ports = opts.ports.len().max(1) as u32;
         #[allow(deprecated)] // override_global is the newer name; same call.
         say("loading the eBPF object");
         let mut ebpf = EbpfLoader::new()
@@ -408,7 +407,6 @@ impl Probe {
             // event (microseconds): a quarter of the socket map is plenty.
             .map_max_entries(names::PENDING, (opts.max_sockets / 4).max(64))
             .map_max_entries(names::LISTENERS, listeners)
-            .map_max_entries(names::PORTS, ports)
             .map_max_entries(names::STATS, ncpus * stat::ROWS * stat::COUNT)
             .load(PROGRAM)
             .map_err(load_error)?;
@@ -426,11 +424,11 @@ impl Probe {
         }
 
         if !opts.ports.is_empty() {
-            let mut map: HashMap<_, u16, u8> =
-                HashMap::try_from(ebpf.map_mut(names::PORTS).expect("PORTS map"))
+            let mut map: aya::maps::Array<_, u8> =
+                aya::maps::Array::try_from(ebpf.map_mut(names::PORTS).expect("PORTS map"))
                     .map_err(|e| UserError::runtime(format!("PORTS map: {e}")))?;
             for &(port, bits) in &opts.ports {
-                map.insert(port, bits, 0)
+                map.set(u32::from(port), bits, 0)
                     .map_err(|e| UserError::runtime(format!("setting port filter: {e}")))?;
             }
         }
@@ -456,13 +454,17 @@ impl Probe {
                 err
             }
         })?;
+        // Our own handle on the program: its skip counter stays readable
+        // after aya detaches and unloads it at exit (the kernel keeps a
+        // program alive while a descriptor refers to it).
         let prog_fd = {
             use std::os::fd::AsFd;
             program
                 .fd()
                 .map_err(|e| program_error("program fd", e))?
                 .as_fd()
-                .as_raw_fd()
+                .try_clone_to_owned()
+                .map_err(|e| UserError::runtime(format!("duplicating the program fd: {e}")))?
         };
         say("attached to sock:inet_sock_set_state");
         let half_open = attach_half_open(&mut ebpf, synack.present != 0, &mut say);
@@ -478,6 +480,25 @@ impl Probe {
             max_sockets: opts.max_sockets,
             half_open,
         })
+    }
+
+    /// Detaches and unloads the programs, so nothing more enters the ring
+    /// buffer: draining it afterwards delivers every event produced while
+    /// tracing (events made between a last drain and detaching would
+    /// otherwise vanish uncounted). Counters stay readable.
+    pub fn detach(&mut self) {
+        for name in [names::PROGRAM, names::SYNACK_PROGRAM] {
+            if let Some(p) = self.ebpf.program_mut(name)
+                && let Ok(tp) = <&mut TracePoint>::try_from(p)
+            {
+                let _ = tp.unload();
+            }
+        }
+        if let Some(p) = self.ebpf.program_mut(names::SOCKOPS_PROGRAM)
+            && let Ok(so) = <&mut SockOps>::try_from(p)
+        {
+            let _ = so.unload();
+        }
     }
 
     /// Takes the ring buffer for the reader.
@@ -497,7 +518,8 @@ impl Probe {
             listen_map_fail: sum(stat::LISTEN_MAP_FAIL),
             submitted: sum(stat::SUBMITTED),
             untracked: sum(stat::UNTRACKED),
-            recursion_misses: recursion_misses(self.prog_fd).unwrap_or(0),
+            // Through our own descriptor: still readable once detached.
+            recursion_misses: recursion_misses(self.prog_fd.as_raw_fd()).unwrap_or(0),
         }
     }
 }

@@ -121,7 +121,7 @@ fn warn_new_losses(prev: &mut KernelStats, now: KernelStats) {
 }
 
 pub async fn run(
-    probe: &Probe,
+    probe: &mut Probe,
     ring: RingBuf<MapData>,
     stages: &mut Stages<'_>,
     opts: Options,
@@ -202,7 +202,9 @@ pub async fn run(
         let mut discard = Vec::new();
         stages.render.finish(&mut discard);
     } else {
-        // Events the kernel produced before we stopped are still delivered.
+        // Detach first, then drain: every event the kernel produced while we
+        // were attached is delivered, none is left in the buffer.
+        probe.detach();
         stages.drain(ring.get_mut(), out.buf());
         stages.render.finish(out.buf());
         match out.finish(FINISH_TIMEOUT) {
