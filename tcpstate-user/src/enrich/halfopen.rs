@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::{Counters, Emit, TupleKey};
+use super::{Counters, Emit, TupleKey, budgeted_lookup};
 use crate::{
     diag::Diag,
     event::{Note, Source, TcpEvent, TcpState},
@@ -125,16 +125,9 @@ impl HalfOpen {
             .take(*budget)
             .collect();
         for key in due {
-            *budget -= 1;
-            counters.lookups += 1;
-            let found = match diag.lookup(key.netns, key.local, key.remote) {
-                Ok(f) => f,
-                Err(_) => {
-                    counters.lookup_errors += 1;
-                    // Cannot look (namespace gone?): stop following it.
-                    self.pending.remove(&key);
-                    continue;
-                }
+            let Some(found) = budgeted_lookup(diag, &key, budget, counters) else {
+                self.pending.remove(&key);
+                continue;
             };
             match found {
                 Some(s) if s.state == TcpState::SynRecv => {

@@ -95,6 +95,26 @@ pub struct Options {
     pub lookups_per_tick: usize,
 }
 
+/// One targeted sock_diag lookup of `key`, paid from the tick's `budget` and
+/// counted. `None` when it failed (the namespace is gone, say): the caller
+/// stops following that socket.
+pub(crate) fn budgeted_lookup(
+    diag: &mut Diag,
+    key: &TupleKey,
+    budget: &mut usize,
+    counters: &mut Counters,
+) -> Option<Option<crate::diag::DiagSocket>> {
+    *budget = budget.saturating_sub(1);
+    counters.lookups += 1;
+    match diag.lookup(key.netns, key.local, key.remote) {
+        Ok(found) => Some(found),
+        Err(_) => {
+            counters.lookup_errors += 1;
+            None
+        }
+    }
+}
+
 /// Counters for the exit report.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::{Counters, Emit, TupleKey};
+use super::{Counters, Emit, TupleKey, budgeted_lookup};
 use crate::{
     diag::Diag,
     event::{Note, Source, TcpEvent, TcpState},
@@ -121,15 +121,9 @@ impl TimeWait {
             .collect();
         due.sort_unstable_by_key(|(t, _)| *t);
         for (_, key) in due.into_iter().take(*budget) {
-            *budget -= 1;
-            counters.lookups += 1;
-            let found = match diag.lookup(key.netns, key.local, key.remote) {
-                Ok(f) => f,
-                Err(_) => {
-                    counters.lookup_errors += 1;
-                    self.socks.remove(&key);
-                    continue;
-                }
+            let Some(found) = budgeted_lookup(diag, &key, budget, counters) else {
+                self.socks.remove(&key);
+                continue;
             };
             let tw = self.socks.get_mut(&key).expect("due key is followed");
             match found {
