@@ -55,81 +55,86 @@ Exit status: 0 ok, 1 runtime error, 2 usage error.";
 )]
 pub struct Cli {
     /// Trace connections with this port at either end (repeatable).
-    #[arg(short = 'p', long = "port", value_name = "PORT", value_parser = port)]
+    #[arg(short = 'p', long = "port", value_name = "PORT", value_parser = port, help_heading = "Filters")]
     pub ports: Vec<u16>,
 
     /// Trace sockets with this local port (repeatable).
-    #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = port)]
+    #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = port, help_heading = "Filters")]
     pub lports: Vec<u16>,
 
     /// Trace sockets with this remote port (repeatable).
-    #[arg(short = 'D', long = "rport", value_name = "PORT", value_parser = port)]
+    #[arg(short = 'D', long = "rport", value_name = "PORT", value_parser = port, help_heading = "Filters")]
     pub rports: Vec<u16>,
 
     /// IPv4 sockets only.
-    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    #[arg(
+        short = '4',
+        long = "ipv4",
+        conflicts_with = "ipv6",
+        help_heading = "Filters"
+    )]
     pub ipv4: bool,
 
     /// IPv6 sockets only (IPv4 on an AF_INET6 socket shows as ::ffff:a.b.c.d).
-    #[arg(short = '6', long = "ipv6")]
+    #[arg(short = '6', long = "ipv6", help_heading = "Filters")]
     pub ipv6: bool,
 
     /// Only sockets in this network namespace: a name under /run/netns, a path
     /// (e.g. /proc/PID/ns/net) or a namespace inode number.
-    #[arg(long, value_name = "NAME|PATH|INODE")]
+    #[arg(long, value_name = "NAME|PATH|INODE", help_heading = "Filters")]
     pub netns: Option<String>,
 
     /// Print JSON Lines, one object per event (schema in docs/json.md).
-    #[arg(short = 'j', long, conflicts_with = "wide")]
+    #[arg(short = 'j', long, conflicts_with = "wide", help_heading = "Output")]
     pub json: bool,
 
     /// Wide output: add socket address, netns, family and the on-CPU task.
-    #[arg(short = 'w', long)]
+    #[arg(short = 'w', long, help_heading = "Output")]
     pub wide: bool,
 
     /// Print CSV with a header row (the JSON fields; docs/output.md).
-    #[arg(long, conflicts_with_all = ["json", "wide", "lifecycle", "summary"])]
+    #[arg(long, conflicts_with_all = ["json", "wide", "lifecycle", "summary"], help_heading = "Output")]
     pub csv: bool,
 
     /// TIME as the full local date and time, YYYY-MM-DDTHH:MM:SS.uuuuuu.
-    #[arg(short = 'T', long, conflicts_with_all = ["timestamp", "json", "csv"])]
+    #[arg(short = 'T', long, conflicts_with_all = ["timestamp", "json", "csv"], help_heading = "Output")]
     pub datetime: bool,
 
     /// TIME as seconds since tracing started, with microseconds.
-    #[arg(short = 't', long, conflicts_with_all = ["json", "csv"])]
+    #[arg(short = 't', long, conflicts_with_all = ["json", "csv"], help_heading = "Output")]
     pub timestamp: bool,
 
     /// Colour states: auto (when stdout is a terminal and NO_COLOR is unset),
     /// always or never.
-    #[arg(long, value_name = "WHEN", value_enum, default_value_t = crate::render::color::ColorChoice::Auto)]
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = crate::render::color::ColorChoice::Auto, help_heading = "Output")]
     pub color: crate::render::color::ColorChoice,
 
     /// One line per connection when it closes: its path through the states
     /// with the time spent in each, its role and who closed first.
     /// Unfinished connections are printed at exit.
-    #[arg(long, conflicts_with = "wide")]
+    #[arg(long, conflicts_with = "wide", help_heading = "Views")]
     pub lifecycle: bool,
 
     /// Print only the history of sockets that reach STATE or make the
     /// transition OLD->NEW (e.g. CLOSING, CLOSE_WAIT, 'ESTABLISHED->CLOSE':
     /// quote it, `>` is a shell redirection); repeatable.
-    #[arg(long, value_name = "STATE|OLD->NEW", value_parser = crate::render::trigger::parse_spec, conflicts_with = "summary")]
+    #[arg(long, value_name = "STATE|OLD->NEW", value_parser = crate::render::trigger::parse_spec, conflicts_with = "summary", help_heading = "Views")]
     pub trigger: Vec<crate::render::trigger::TriggerSpec>,
 
     /// Most socket histories held at once by --lifecycle and --trigger (the
     /// oldest is evicted beyond, and counted).
-    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Views")]
     pub max_histories: u32,
 
     /// At exit, print counts per transition and log2 histograms of the time
     /// spent in each state, instead of a line per event (with -j: one JSON
     /// record).
-    #[arg(long)]
+    #[arg(long, help_heading = "Views")]
     pub summary: bool,
 
     /// At exit, write the observed transitions as a Graphviz state diagram
     /// with counts and median times (and FILE.svg when `dot` is installed).
-    #[arg(long, value_name = "FILE.dot")]
+    #[arg(long, value_name = "FILE.dot", help_heading = "Views")]
     pub diagram: Option<std::path::PathBuf>,
 
     /// Print a shell completion script and exit.
@@ -141,44 +146,52 @@ pub struct Cli {
     pub man: bool,
 
     /// Stop after this long (e.g. 30s, 5m), then print the summary.
-    #[arg(short = 'd', long, value_name = "DURATION", value_parser = duration)]
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = duration, help_heading = "Run")]
     pub duration: Option<Duration>,
 
     /// Ring-buffer size in bytes (power of two; K/M suffixes allowed).
-    #[arg(long, value_name = "BYTES", default_value = "2M", value_parser = ring_size)]
+    #[arg(long, value_name = "BYTES", default_value = "2M", value_parser = ring_size, help_heading = "Run")]
     pub ring_size: u32,
 
     /// Most sockets tracked at once for dwell time and owner (LRU beyond).
-    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216), help_heading = "Run")]
     pub max_sockets: u32,
 
     /// How often the reader drains the ring buffer when it is not full enough
     /// to wake it (bounds the output latency).
-    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = flush_interval)]
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = flush_interval, help_heading = "Run")]
     pub flush_interval: Duration,
 
     /// List the sockets that already exist (state and owner) when tracing
     /// starts. On by default when a port filter is given.
-    #[arg(long, overrides_with = "no_snapshot")]
+    #[arg(
+        long,
+        overrides_with = "no_snapshot",
+        help_heading = "Beyond the tracepoint"
+    )]
     pub snapshot: bool,
 
     /// Do not list existing sockets at start.
-    #[arg(long, overrides_with = "snapshot")]
+    #[arg(
+        long,
+        overrides_with = "snapshot",
+        help_heading = "Beyond the tracepoint"
+    )]
     pub no_snapshot: bool,
 
     /// Flag, once, a socket that stays longer than this in CLOSE_WAIT (its
     /// application never called close()), FIN_WAIT2 (the peer never sent
     /// FIN), LAST_ACK or SYN_SENT, e.g. --stuck 5s.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration, help_heading = "Beyond the tracepoint")]
     pub stuck: Option<Duration>,
 
     /// Most half-open, timewait and --stuck candidate sockets followed at once
     /// (beyond it they are counted as untracked in the exit report).
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Beyond the tracepoint")]
     pub max_tracked: u32,
 
     /// Explain setup steps and show kernel-side diagnostics and verifier logs.
-    #[arg(short = 'v', long, action = ArgAction::SetTrue)]
+    #[arg(short = 'v', long, action = ArgAction::SetTrue, help_heading = "Run")]
     pub verbose: bool,
 }
 
