@@ -32,6 +32,8 @@ pub struct ProbeOptions {
     pub ring_size: u32,
     pub max_sockets: u32,
     pub verbose: bool,
+    /// Attach the half-open helpers (sock_ops program, SYN-ACK tracepoint).
+    pub half_open: bool,
 }
 
 impl ProbeOptions {
@@ -63,6 +65,7 @@ impl ProbeOptions {
             ring_size: cli.ring_size,
             max_sockets: cli.max_sockets,
             verbose: cli.verbose,
+            half_open: !cli.no_half_open,
         }
     }
 }
@@ -467,7 +470,12 @@ impl Probe {
                 .map_err(|e| UserError::runtime(format!("duplicating the program fd: {e}")))?
         };
         say("attached to sock:inet_sock_set_state");
-        let half_open = attach_half_open(&mut ebpf, synack.present != 0, &mut say);
+        let half_open = if opts.half_open {
+            attach_half_open(&mut ebpf, synack.present != 0, &mut say)
+        } else {
+            say("--no-half-open: sock_ops and the SYN-ACK tracepoint not attached");
+            false
+        };
 
         let stats = StatsView::map(&ebpf, ncpus)
             .map_err(|e| UserError::runtime(format!("mapping the STATS counters: {e}")))?;
