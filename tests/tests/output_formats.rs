@@ -843,10 +843,14 @@ fn diagram_of_both_close_orders() {
         "{dot}"
     );
 
-    let dot_installed = Command::new("dot").arg("-V").output().is_ok();
-    if dot_installed {
-        let svg = std::fs::read_to_string(&svg_path).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("ESTABLISHED"), "{svg}");
-    }
+    // `cargo xtask setup` installs graphviz for the tests, so the SVG is
+    // always checked here (without `dot`, tcpstate writes only the .dot file;
+    // render::diagram's unit tests cover that).
+    assert!(
+        Command::new("dot").arg("-V").output().is_ok(),
+        "graphviz's `dot` is missing: run `cargo xtask setup`"
+    );
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("ESTABLISHED"), "{svg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

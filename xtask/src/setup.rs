@@ -21,7 +21,15 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use crate::util::{self, run_captured, secs, step, which};
 
 /// Debian packages the integration tests use. The one place to add a test dependency.
-pub const TEST_PACKAGES: &[&str] = &["nftables", "iproute2", "libcap2-bin", "bpftool", "strace"];
+/// graphviz: `--diagram` also writes SVG when `dot` is there, and the tests check it.
+pub const TEST_PACKAGES: &[&str] = &[
+    "nftables",
+    "iproute2",
+    "libcap2-bin",
+    "bpftool",
+    "strace",
+    "graphviz",
+];
 
 /// Optional peer tracers for `cargo xtask bench`, installed by `setup --bench`.
 /// One that apt cannot install is reported and skipped.
