@@ -63,6 +63,11 @@ pub struct Diag {
     sockets: HashMap<u32, Socket>,
 }
 
+/// Most namespaces with an open netlink socket. A socket keeps its namespace
+/// alive, so with namespaces coming and going (containers) the cache must
+/// not grow without bound; reopening one costs a thread and a setns.
+const MAX_NAMESPACES: usize = 32;
+
 fn open_socket() -> io::Result<Socket> {
     let mut s = Socket::new(NETLINK_SOCK_DIAG)?;
     s.bind_auto()?;
@@ -72,19 +77,24 @@ fn open_socket() -> io::Result<Socket> {
 
 impl Diag {
     fn socket(&mut self, netns: u32) -> io::Result<&Socket> {
-        if let std::collections::hash_map::Entry::Vacant(e) = self.sockets.entry(netns) {
-            let s = match netns::find_path(netns) {
-                // 0 = namespace unknown: ours.
-                _ if netns == 0 => open_socket()?,
-                Some(path) => netns::run_in(&path, open_socket)?,
-                None => {
-                    return Err(io::Error::new(
+        if !self.sockets.contains_key(&netns) {
+            let s = if netns == 0 {
+                // Namespace unknown: ours.
+                open_socket()?
+            } else {
+                let path = netns::find_path(netns).ok_or_else(|| {
+                    io::Error::new(
                         io::ErrorKind::NotFound,
                         format!("no way to enter network namespace {netns}"),
-                    ));
-                }
+                    )
+                })?;
+                netns::run_in(&path, open_socket)?
             };
-            e.insert(s);
+            if self.sockets.len() >= MAX_NAMESPACES {
+                // Drop them all rather than track use: rare, and cheap to redo.
+                self.sockets.clear();
+            }
+            self.sockets.insert(netns, s);
         }
         Ok(&self.sockets[&netns])
     }
