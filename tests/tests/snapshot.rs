@@ -191,7 +191,8 @@ fn no_snapshot_lists_nothing() {
     );
 }
 
-/// Request sockets are listed too (pid null), and followed: a half-open
+/// Request sockets are listed too (credited to their listener's owner, as
+/// the kernel side credits accepted sockets), and followed: a half-open
 /// connection that was already waiting when the tracer started is reported
 /// expired when the server gives up on it (tcp_synack_retries=1: ~3 s).
 #[test]
@@ -225,7 +226,7 @@ fn snapshot_lists_a_half_open_connection_and_follows_it() {
     assert_eq!(
         snapshot_rows(&t),
         vec![
-            (s, c, SYN_RECV.to_string(), None),
+            (s, c, SYN_RECV.to_string(), Some(server.pid)),
             (c, s, ESTABLISHED.to_string(), Some(client.pid)),
             (
                 addr("0.0.0.0:10050"),
@@ -244,7 +245,17 @@ fn snapshot_lists_a_half_open_connection_and_follows_it() {
     let snap = "sock_diag/snapshot SYN_RECV->SYN_RECV";
     let resent = "synack_tracepoint/synack-retransmit SYN_RECV->SYN_RECV";
     let expired = "sock_diag/half-open-expired SYN_RECV->CLOSE";
-    let labels = labels(&end_events(&t, s, c));
+    let request = end_events(&t, s, c);
+    for e in &request {
+        assert_eq!(
+            e.pid,
+            Some(server.pid),
+            "owner of {}\n{}",
+            e.row(),
+            t.dump_all()
+        );
+    }
+    let labels = labels(&request);
     assert!(
         labels == [snap, resent, expired] || labels == [snap, expired],
         "request socket: {labels:?}\n{}",

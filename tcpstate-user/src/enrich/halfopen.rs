@@ -69,17 +69,21 @@ impl HalfOpen {
 
     /// Its SYN-ACK was resent: the client's ACK has not arrived.
     pub fn synack_retransmit(&mut self, ev: &TcpEvent) -> TcpEvent {
-        let (n, waited) = match self.pending.get_mut(&TupleKey::of(ev)) {
+        let (n, waited, owner) = match self.pending.get_mut(&TupleKey::of(ev)) {
             Some(p) => {
                 p.retransmits += 1;
                 (
                     p.retransmits,
                     Some(ev.ts_ns.saturating_sub(p.created.ts_ns)),
+                    // The kernel knows no owner when the listener predates
+                    // tracing; the snapshot may have found it.
+                    ev.owner.or(p.created.owner),
                 )
             }
             // Created before tracing started: count from here.
-            None => (1, None),
+            None => (1, None, ev.owner),
         };
+        let ev = TcpEvent { owner, ..*ev };
         ev.derived(
             Source::SynackTracepoint,
             Note::SynackRetransmit(n),

@@ -261,10 +261,10 @@ impl Enricher {
                 self.snapshot_owners.insert(TupleKey::of(ev), owner);
             }
             match ev.new {
-                TcpState::SynRecv if ev.owner.is_none() && ev.lport != 0 => {
-                    self.halfopen.adopt(ev, &mut self.counters)
-                }
-                TcpState::TimeWait | TcpState::FinWait2 if ev.skaddr == 0 => {
+                // A request socket (half-open), credited to its listener's owner.
+                TcpState::SynRecv if ev.lport != 0 => self.halfopen.adopt(ev, &mut self.counters),
+                // No owner: a timewait socket (an orphan FIN_WAIT2 or TIME_WAIT).
+                TcpState::TimeWait | TcpState::FinWait2 if ev.owner.is_none() => {
                     self.timewait.adopt(ev, &mut self.counters)
                 }
                 _ => {}

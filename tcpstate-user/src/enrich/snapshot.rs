@@ -9,7 +9,7 @@ use super::{Filter, owners::owners_of};
 use crate::{
     clock::boot_ns,
     diag::{Diag, DiagSocket},
-    event::{Note, Source, Task, TcpEvent},
+    event::{Note, Source, Task, TcpEvent, TcpState},
 };
 use tcpstate_common::{AF_INET, AF_INET6};
 
@@ -27,10 +27,30 @@ pub fn take(diag: &mut Diag, netns: u32, filter: &Filter) -> std::io::Result<Vec
     let inodes: HashSet<u32> = socks.iter().map(|s| s.inode).filter(|i| *i != 0).collect();
     let owners = owners_of(&inodes);
     let now = boot_ns();
-    Ok(socks
+    let mut events: Vec<TcpEvent> = socks
         .iter()
         .map(|s| event(s, netns, now, owners.get(&s.inode).copied()))
-        .collect())
+        .collect();
+    inherit_listener_owners(&mut events);
+    Ok(events)
+}
+
+/// Request sockets (half-open, SYN_RECV) have no file, hence no owner of
+/// their own: like the kernel side, credit them to their listener's owner.
+fn inherit_listener_owners(events: &mut [TcpEvent]) {
+    let listeners: Vec<(u16, Task)> = events
+        .iter()
+        .filter(|e| e.new == TcpState::Listen)
+        .filter_map(|e| e.owner.map(|o| (e.lport, o)))
+        .collect();
+    for e in events.iter_mut() {
+        if e.new == TcpState::SynRecv && e.owner.is_none() {
+            e.owner = listeners
+                .iter()
+                .find(|(port, _)| *port == e.lport)
+                .map(|(_, o)| *o);
+        }
+    }
 }
 
 fn event(s: &DiagSocket, netns: u32, now: u64, owner: Option<Task>) -> TcpEvent {
