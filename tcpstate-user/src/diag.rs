@@ -6,11 +6,7 @@
 //! A netlink socket answers for the network namespace it was created in, so
 //! one is opened per namespace, from a thread that entered it.
 
-use std::{
-    collections::HashMap,
-    io,
-    net::{IpAddr, SocketAddr},
-};
+use std::{collections::HashMap, io, net::SocketAddr};
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -194,11 +190,6 @@ impl Diag {
         };
         self.request(netns, NLM_F_REQUEST | NLM_F_DUMP, req)
     }
-}
-
-/// Addresses as the tracepoint reports them for a family.
-pub fn socket_addr(ip: IpAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(ip, port)
 }
 
 #[cfg(test)]
