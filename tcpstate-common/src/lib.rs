@@ -8,10 +8,12 @@
 
 /// Map and global names, shared so a rename cannot split the two sides.
 pub mod names {
+    /// The state-change handler on the BTF (raw) tracepoint: the default.
+    pub const BTF_PROGRAM: &str = "inet_sock_set_state_btf";
+    /// The same handler on the classic tracepoint, for kernels whose BTF
+    /// does not give the socket layout the BTF program reads.
     pub const PROGRAM: &str = "inet_sock_set_state";
     pub const SYNACK_PROGRAM: &str = "tcp_retransmit_synack";
-    pub const SOCKOPS_PROGRAM: &str = "request_sock_created";
-    pub const NETNS_COOKIES: &str = "NETNS_COOKIES";
     pub const EVENTS: &str = "EVENTS";
     pub const SOCKS: &str = "SOCKS";
     pub const PENDING: &str = "PENDING";
@@ -52,9 +54,9 @@ pub const OWNER_UNKNOWN: u32 = u32::MAX;
 /// the others are reported with their source so nothing synthesized passes as one.
 pub mod source {
     pub const TRACEPOINT: u8 = 0;
-    /// The sock_ops program saw a request socket created (half-open).
-    pub const SOCK_OPS: u8 = 1;
     /// `tcp:tcp_retransmit_synack`: a request socket's SYN-ACK was resent.
+    /// `dwell_ns` is the time since its first SYN-ACK, `retransmits` which
+    /// retransmit this is.
     pub const SYNACK: u8 = 2;
 }
 
@@ -94,7 +96,10 @@ pub struct Event {
     pub newstate: u8,
     pub source: u8,
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// SYN-ACK retransmit events: which retransmit of the request socket
+    /// this is (1 = the first), saturating at 255.
+    pub retransmits: u8,
+    pub _pad: u8,
     /// IPv4 addresses use the first 4 bytes; network byte order.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -117,7 +122,8 @@ impl Event {
         newstate: 0,
         source: source::TRACEPOINT,
         flags: 0,
-        _pad: [0; 2],
+        retransmits: 0,
+        _pad: 0,
         saddr: [0; 16],
         daddr: [0; 16],
         owner_comm: [0; COMM_LEN],
@@ -186,10 +192,11 @@ pub struct SynackLayout {
 }
 
 /// Struct offsets resolved from kernel BTF at load time (no CO-RE for Rust
-/// eBPF programs). `skc_net == 0` means unavailable: netns reads as 0.
+/// eBPF programs). `skc_net == 0` means unavailable: netns reads as 0; any
+/// other offset 0 means that field is unavailable.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetnsOffsets {
+pub struct KernelOffsets {
     /// `sock.__sk_common.skc_net.net`
     pub skc_net: u32,
     /// `net.ns.inum`
@@ -201,6 +208,49 @@ pub struct NetnsOffsets {
     /// The bit of SOCK_DONE (`enum sock_flags`) in `sk_flags`: set by
     /// `tcp_fin()` when the peer's FIN arrives.
     pub sock_done_bit: u32,
+    /// `sock.sk_protocol` (a u16 since Linux 5.6): the BTF program's
+    /// protocol filter.
+    pub sk_protocol: u32,
+    /// `sock.__sk_common.skc_v6_daddr`; `skc_v6_rcv_saddr` follows it
+    /// (checked at load time).
+    pub skc_v6_daddr: u32,
+    /// `tcp_sock.srtt_us`: on SYN_RECV->ESTABLISHED it holds the SYN-ACK's
+    /// round trip, i.e. how long the connection waited in SYN_RECV.
+    pub srtt_us: u32,
+    /// `tcp_request_sock.snt_synack`: when the first SYN-ACK went out (µs,
+    /// CLOCK_MONOTONIC).
+    pub snt_synack: u32,
+    /// `request_sock.num_retrans` (u8): SYN-ACK retransmits so far.
+    pub num_retrans: u32,
+    /// `inet_sock.inet_sport` (network order): the local port as the
+    /// classic tracepoint reports it. `skc_num` is already 0 when a socket
+    /// reaches CLOSE (its port is released first).
+    pub inet_sport: u32,
+}
+
+/// The head of `struct sock_common` as the BTF program reads it in one go:
+/// IPv4 addresses and both ports. Its offsets have not moved since Linux
+/// 2.6; the loader checks them against kernel BTF and falls back to the
+/// classic tracepoint if they ever do.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockHead {
+    /// `skc_daddr` (network order).
+    pub daddr: [u8; 4],
+    /// `skc_rcv_saddr` (network order).
+    pub rcv_saddr: [u8; 4],
+    pub hash: u32,
+    /// `skc_dport`, network order.
+    pub dport_be: u16,
+    /// `skc_num`: the local port, host order.
+    pub num: u16,
+    pub family: u16,
+    pub _pad: u16,
+}
+
+impl SockHead {
+    /// (`skc_daddr`, `skc_rcv_saddr`, `skc_dport`, `skc_num`, `skc_family`).
+    pub const OFFSETS: [u32; 5] = [0, 4, 12, 14, 16];
 }
 
 /// Load-time configuration, written into the program's `CONFIG` global.
@@ -209,7 +259,7 @@ pub struct NetnsOffsets {
 pub struct Config {
     pub layout: TracepointLayout,
     pub synack: SynackLayout,
-    pub netns_offsets: NetnsOffsets,
+    pub offsets: KernelOffsets,
     /// Only sockets of this network namespace (inode), 0 = all.
     pub netns: u32,
     /// Ring-buffer fill level (bytes) above which the producer wakes the reader;
@@ -250,11 +300,12 @@ pub mod stat {
     /// (LRU) socket map. Their dwell time and owner are unknown.
     pub const UNTRACKED: u32 = 4;
     pub const COUNT: u32 = 5;
-    /// Counter rows per CPU: one for the tracepoint programs, one for the
-    /// sock_ops program (which may interrupt them).
+    /// Counter rows per CPU: one for the state-change programs, one for the
+    /// SYN-ACK program (a classic tracepoint in softirq, which may interrupt
+    /// the BTF state-change program on its CPU).
     pub const ROWS: u32 = 2;
     pub const ROW_TRACING: u32 = 0;
-    pub const ROW_SOCK_OPS: u32 = 1;
+    pub const ROW_SYNACK: u32 = 1;
 }
 
 /// Owner of a socket: the process in whose context it was connected, listened,
@@ -304,7 +355,8 @@ pub struct SockState {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
-const _: () = assert!(core::mem::size_of::<Config>() == 80);
+const _: () = assert!(core::mem::size_of::<Config>() == 104);
+const _: () = assert!(core::mem::size_of::<SockHead>() == 20);
 const _: () = assert!(core::mem::size_of::<SockState>() == 40);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 
@@ -317,5 +369,5 @@ mod pod {
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::ListenKey {}
     unsafe impl aya::Pod for super::SockState {}
-    unsafe impl aya::Pod for super::NetnsOffsets {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

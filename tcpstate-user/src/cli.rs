@@ -185,15 +185,20 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = duration, help_heading = "Beyond the tracepoint")]
     pub stuck: Option<Duration>,
 
-    /// Do not watch half-open connections: leaves out the sock_ops program,
-    /// which runs on every TCP socket callback of the machine (~0.1 µs each,
-    /// ~9 per connection), and the SYN-ACK retransmit tracepoint.
+    /// Do not watch half-open connections (leaves out the SYN-ACK
+    /// retransmit tracepoint, which runs only when a SYN-ACK is resent).
     #[arg(long, help_heading = "Beyond the tracepoint")]
     pub no_half_open: bool,
 
+    /// Carry state changes on the classic tracepoint
+    /// sock:inet_sock_set_state even where the BTF tracepoint works (it is
+    /// chosen automatically when kernel BTF lacks what the BTF one needs).
+    #[arg(long, help_heading = "Run")]
+    pub classic_tracepoint: bool,
+
     /// Most half-open, timewait and --stuck candidate sockets followed at once
     /// (beyond it they are counted as untracked in the exit report).
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Beyond the tracepoint")]
+    #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..=4_000_000), help_heading = "Beyond the tracepoint")]
     pub max_tracked: u32,
 
     /// Explain setup steps and show kernel-side diagnostics and verifier logs.

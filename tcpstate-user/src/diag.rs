@@ -18,7 +18,11 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::{event::TcpState, netns};
+use crate::{
+    enrich::table::{SocketTable, Wanted},
+    event::TcpState,
+    netns,
+};
 
 /// TCP_NEW_SYN_RECV: request sockets are dumped only when this bit is asked.
 const NEW_SYN_RECV_BIT: u32 = 1 << 12;
@@ -57,6 +61,8 @@ impl DiagSocket {
 #[derive(Default)]
 pub struct Diag {
     sockets: HashMap<u32, Socket>,
+    /// How to enter namespaces found by the start-up walk.
+    paths: HashMap<u32, std::path::PathBuf>,
 }
 
 /// Most namespaces with an open netlink socket. A socket keeps its namespace
@@ -78,7 +84,8 @@ impl Diag {
                 // Namespace unknown: ours.
                 open_socket()?
             } else {
-                let path = netns::find_path(netns).ok_or_else(|| {
+                let known = self.paths.get(&netns).filter(|p| p.exists()).cloned();
+                let path = known.or_else(|| netns::find_path(netns)).ok_or_else(|| {
                     io::Error::new(
                         io::ErrorKind::NotFound,
                         format!("no way to enter network namespace {netns}"),
@@ -174,14 +181,19 @@ impl Diag {
             .find(|s| s.local == local && s.remote == remote))
     }
 
-    /// Every TCP socket of one family in namespace `netns` (for the start-up
-    /// snapshot), including request and timewait sockets.
-    pub fn dump(&mut self, netns: u32, ipv6: bool) -> io::Result<Vec<DiagSocket>> {
+    /// TCP sockets of one family in namespace `netns`, in the states of
+    /// `states` (inet_diag bits, `1 << state`; request sockets need bit 12).
+    pub fn dump_states(
+        &mut self,
+        netns: u32,
+        ipv6: bool,
+        states: u32,
+    ) -> io::Result<Vec<DiagSocket>> {
         let req = InetRequest {
             family: if ipv6 { AF_INET6 } else { AF_INET },
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
-            states: StateFlags::from_bits_retain(StateFlags::all().bits() | NEW_SYN_RECV_BIT),
+            states: StateFlags::from_bits_retain(states),
             socket_id: if ipv6 {
                 SocketId::new_v6()
             } else {
@@ -189,6 +201,33 @@ impl Diag {
             },
         };
         self.request(netns, NLM_F_REQUEST | NLM_F_DUMP, req)
+    }
+
+    /// Every TCP socket of one family in namespace `netns`, including request
+    /// and timewait sockets.
+    pub fn dump(&mut self, netns: u32, ipv6: bool) -> io::Result<Vec<DiagSocket>> {
+        self.dump_states(netns, ipv6, StateFlags::all().bits() | NEW_SYN_RECV_BIT)
+    }
+
+    /// Remembers how to enter namespace `inode` (found by a /proc walk that
+    /// already happened), so opening its netlink socket needs no new walk.
+    pub fn know_path(&mut self, inode: u32, path: std::path::PathBuf) {
+        self.paths.insert(inode, path);
+    }
+}
+
+impl SocketTable for Diag {
+    fn dump(&mut self, netns: u32, wanted: Wanted, family: u16) -> io::Result<Vec<DiagSocket>> {
+        let mut out = Vec::new();
+        for (fam, ipv6) in [(AF_INET as u16, false), (AF_INET6 as u16, true)] {
+            if family == 0 || family == fam {
+                out.extend(self.dump_states(netns, ipv6, wanted.state_bits())?);
+            }
+        }
+        // The kernel may add sockets in states we did not ask for (a full
+        // socket's listener, say): keep what was asked.
+        out.retain(|s| wanted.includes(s.state));
+        Ok(out)
     }
 }
 

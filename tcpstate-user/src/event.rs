@@ -113,10 +113,9 @@ impl fmt::Display for TcpState {
 /// reported; other sources are labelled so nothing synthesized passes as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// `sock:inet_sock_set_state`: a transition the kernel made.
+    /// `inet_sock_set_state` (BTF or classic tracepoint): a transition the
+    /// kernel made.
     Tracepoint,
-    /// The `sock_ops` program: a request socket (half-open) was created.
-    SockOps,
     /// `tcp:tcp_retransmit_synack`: a half-open connection's SYN-ACK was resent.
     SynackTracepoint,
     /// A NETLINK_SOCK_DIAG answer (snapshot, TIME_WAIT, request-socket expiry).
@@ -130,7 +129,6 @@ impl Source {
     pub fn name(self) -> &'static str {
         match self {
             Source::Tracepoint => "tracepoint",
-            Source::SockOps => "sock_ops",
             Source::SynackTracepoint => "synack_tracepoint",
             Source::SockDiag => "sock_diag",
             Source::Tracker => "tracker",
@@ -142,22 +140,27 @@ impl Source {
 /// What a non-tracepoint event means, beyond its states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Note {
-    /// Listed by the start-up snapshot: the socket already existed in `new`.
+    /// Listed by the start-up snapshot: the socket already existed in `new`
+    /// (a state row, not a transition).
     Snapshot,
-    /// A request socket waits for the client's ACK (netstat's SYN_RECV).
-    HalfOpen,
-    /// The half-open connection's SYN-ACK was retransmitted (count so far).
-    SynackRetransmit(u32),
-    /// The half-open connection completed: the full socket was created.
-    HalfOpenCompleted,
-    /// The request socket is gone without completing (timeout or reset).
-    HalfOpenExpired,
-    /// A timewait socket took over the closed full socket; `new` is its
-    /// substate: TIME_WAIT, or FIN_WAIT2 for an orphan awaiting the peer's FIN.
+    /// A half-open connection (request socket, netstat's SYN_RECV) whose
+    /// SYN-ACK had to be resent: its LISTEN->SYN_RECV, dated when the first
+    /// SYN-ACK went out. The count is the retransmit that revealed it.
+    HalfOpen(u32),
+    /// The request socket is gone without a child socket: the kernel
+    /// dropped it (SYN-ACK retransmits exhausted, or reset). The count is
+    /// the SYN-ACK retransmits seen.
+    HalfOpenExpired(u32),
+    /// A timewait socket took over the closed full socket (a state row);
+    /// `new` is its substate: TIME_WAIT, or FIN_WAIT2 for an orphan awaiting
+    /// the peer's FIN.
+    TimeWaitSocket,
+    /// The timewait socket's substate changed (FIN_WAIT2 -> TIME_WAIT).
     TimeWait,
     /// The timewait socket expired.
     TimeWaitExpired,
-    /// The socket stayed in `new` longer than `--stuck` (age in ns).
+    /// The socket stayed in `new` longer than `--stuck` (age in ns; a state
+    /// row).
     Stuck(u64),
 }
 
@@ -165,25 +168,54 @@ impl Note {
     pub fn name(self) -> &'static str {
         match self {
             Note::Snapshot => "snapshot",
-            Note::HalfOpen => "half-open",
-            Note::SynackRetransmit(_) => "synack-retransmit",
-            Note::HalfOpenCompleted => "half-open-completed",
-            Note::HalfOpenExpired => "half-open-expired",
+            Note::HalfOpen(_) => "half-open",
+            Note::HalfOpenExpired(_) => "half-open-expired",
+            Note::TimeWaitSocket => "timewait-socket",
             Note::TimeWait => "timewait",
             Note::TimeWaitExpired => "timewait-expired",
             Note::Stuck(_) => "stuck",
         }
     }
+
+    /// Rows that report a state a socket is in, not a change of state: shown
+    /// as `is STATE`, never as `OLD -> NEW`.
+    pub fn is_state_row(self) -> bool {
+        matches!(self, Note::Snapshot | Note::TimeWaitSocket | Note::Stuck(_))
+    }
 }
 
-impl fmt::Display for Note {
+/// The note as a person reads it; `new` is the row's new state.
+pub struct NoteText<'a>(pub &'a TcpEvent);
+
+impl fmt::Display for NoteText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Note::SynackRetransmit(n) => write!(f, "SYN-ACK retransmit #{n}"),
-            Note::Stuck(ns) => write!(f, "stuck for {:.1}s", *ns as f64 / 1e9),
-            Note::TimeWait => f.write_str("timewait socket"),
-            other => f.write_str(other.name()),
+        let ev = self.0;
+        match ev.note {
+            Some(Note::HalfOpen(n)) => write!(f, "half-open, SYN-ACK retransmit #{n}"),
+            Some(Note::HalfOpenExpired(n)) => {
+                write!(f, "half-open expired after {n} SYN-ACK retransmit")?;
+                f.write_str(if n == 1 { "" } else { "s" })
+            }
+            Some(Note::TimeWaitSocket) if ev.new == TcpState::FinWait2 => {
+                f.write_str("timewait socket, orphan")
+            }
+            Some(Note::TimeWaitSocket) => f.write_str("timewait socket"),
+            Some(Note::TimeWaitExpired) => f.write_str("timewait expired"),
+            Some(Note::Stuck(ns)) => write!(f, "stuck for {:.1}s", ns as f64 / 1e9),
+            Some(other) => f.write_str(other.name()),
+            None if ev.retransmits == 1 => f.write_str("after 1 SYN-ACK retransmit"),
+            None if ev.retransmits > 1 => {
+                write!(f, "after {} SYN-ACK retransmits", ev.retransmits)
+            }
+            None => Ok(()),
         }
+    }
+}
+
+impl NoteText<'_> {
+    /// Whether there is anything to show.
+    pub fn is_empty(&self) -> bool {
+        self.0.note.is_none() && self.0.retransmits == 0
     }
 }
 
@@ -236,6 +268,9 @@ pub struct TcpEvent {
     /// arrived (the timewait socket is in TIME_WAIT) or not (an orphaned
     /// FIN_WAIT2), when the kernel could tell.
     pub peer_fin: Option<bool>,
+    /// SYN-ACK retransmits: on a SYN-ACK event, which retransmit it is; on a
+    /// connection's SYN_RECV->ESTABLISHED, how many it took (0 otherwise).
+    pub retransmits: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,7 +337,6 @@ impl From<&common::Event> for TcpEvent {
             new: TcpState::from_raw(e.newstate),
             source: match e.source {
                 common::source::TRACEPOINT => Source::Tracepoint,
-                common::source::SOCK_OPS => Source::SockOps,
                 common::source::SYNACK => Source::SynackTracepoint,
                 other => Source::Unknown(other),
             },
@@ -310,6 +344,7 @@ impl From<&common::Event> for TcpEvent {
             note: None,
             peer_fin: (e.flags & common::flag::FIN_KNOWN != 0)
                 .then_some(e.flags & common::flag::FIN_RECEIVED != 0),
+            retransmits: e.retransmits as u32,
         }
     }
 }
@@ -355,8 +390,14 @@ impl TcpEvent {
             on_cpu,
             replayed: false,
             peer_fin: None,
+            retransmits: 0,
             ..*self
         }
+    }
+
+    /// A state row (`is STATE`), not a transition.
+    pub fn is_state_row(&self) -> bool {
+        self.note.is_some_and(Note::is_state_row)
     }
 
     pub fn family_name(&self) -> &'static str {

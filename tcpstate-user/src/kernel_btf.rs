@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use tcpstate_common::NetnsOffsets;
+use tcpstate_common::{KernelOffsets, SockHead};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -82,9 +82,23 @@ fn enum_value(btf: &Btf, enum_name: &str, name: &str) -> Result<u32> {
     bail!("enum {enum_name} has no {name}")
 }
 
-/// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum`, and (optional,
-/// 0 when missing) `net.net_cookie`, `sock.sk_flags` with SOCK_DONE's bit.
-pub fn netns_offsets(path: &str) -> Result<NetnsOffsets> {
+/// What the loader needs from kernel BTF.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelBtf {
+    pub offsets: KernelOffsets,
+    /// The id of the `btf_trace_inet_sock_set_state` typedef, when the BTF
+    /// program can be used: the tracepoint exists, `sock_common` starts as
+    /// [`SockHead`] says, `sk_protocol` is a plain u16, and the IPv6
+    /// addresses are adjacent. `None`: use the classic tracepoint.
+    pub state_change_btf_id: Option<u32>,
+    /// Why the BTF program cannot be used, for `--verbose`.
+    pub btf_program_unusable: Option<&'static str>,
+}
+
+/// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum` and the other
+/// fields the programs read (0 when missing), and whether the BTF state-change
+/// program can be used on this kernel.
+pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
     // Mmap: look up the few members we need without parsing (and keeping)
     // all of the kernel's types, which costs tens of MB of memory.
     let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
@@ -97,16 +111,83 @@ pub fn netns_offsets(path: &str) -> Result<NetnsOffsets> {
     if skc_net == 0 {
         bail!("unexpected zero offset for skc_net");
     }
-    Ok(NetnsOffsets {
+    let opt = |st: &btf_rs::Struct, path: &[&str]| offset_of(&btf, st, path).unwrap_or(0);
+    let tcp_sock = struct_by_name(&btf, "tcp_sock").ok();
+    let tcp_req = struct_by_name(&btf, "tcp_request_sock").ok();
+    let req = struct_by_name(&btf, "request_sock").ok();
+    let v6_daddr = opt(&sock, &["__sk_common", "skc_v6_daddr"]);
+    let v6_saddr = opt(&sock, &["__sk_common", "skc_v6_rcv_saddr"]);
+    let offsets = KernelOffsets {
         skc_net,
         ns_inum,
-        net_cookie: offset_of(&btf, &net, &["net_cookie"]).unwrap_or(0),
+        net_cookie: opt(&net, &["net_cookie"]),
         // `sk_flags` is a macro for `__sk_common.skc_flags` since 6.x.
         sk_flags: offset_of(&btf, &sock, &["__sk_common", "skc_flags"])
             .or_else(|_| offset_of(&btf, &sock, &["sk_flags"]))
             .unwrap_or(0),
         sock_done_bit: enum_value(&btf, "sock_flags", "SOCK_DONE").unwrap_or(1),
+        sk_protocol: u16_member(&btf, &sock, "sk_protocol").unwrap_or(0),
+        skc_v6_daddr: v6_daddr,
+        srtt_us: tcp_sock.as_ref().map_or(0, |t| opt(t, &["srtt_us"])),
+        snt_synack: tcp_req.as_ref().map_or(0, |t| opt(t, &["snt_synack"])),
+        num_retrans: req.as_ref().map_or(0, |t| opt(t, &["num_retrans"])),
+        inet_sport: struct_by_name(&btf, "inet_sock")
+            .ok()
+            .map_or(0, |t| opt(&t, &["inet_sport"])),
+    };
+    let head: Vec<u32> = [
+        "skc_daddr",
+        "skc_rcv_saddr",
+        "skc_dport",
+        "skc_num",
+        "skc_family",
+    ]
+    .iter()
+    .map(|m| opt(&sock, &["__sk_common", m]))
+    .collect();
+    let typedef = btf
+        .resolve_ids_by_name("btf_trace_inet_sock_set_state")
+        .ok()
+        .and_then(|ids| ids.into_iter().next());
+    let unusable = if typedef.is_none() {
+        Some("no btf_trace_inet_sock_set_state in kernel BTF")
+    } else if head != SockHead::OFFSETS {
+        Some("struct sock_common does not start as expected")
+    } else if offsets.inet_sport == 0 {
+        Some("no inet_sock.inet_sport")
+    } else if offsets.sk_protocol == 0 {
+        Some("sk_protocol is not a plain u16 (Linux < 5.6)")
+    } else if v6_daddr == 0 || v6_saddr != v6_daddr + 16 {
+        Some("skc_v6_rcv_saddr does not follow skc_v6_daddr")
+    } else {
+        None
+    };
+    Ok(KernelBtf {
+        offsets,
+        state_change_btf_id: if unusable.is_none() { typedef } else { None },
+        btf_program_unusable: unusable,
     })
+}
+
+/// Offset of a plain (not bit-field) 2-byte member.
+fn u16_member(btf: &Btf, st: &btf_rs::Struct, name: &str) -> Option<u32> {
+    let m = st
+        .members
+        .iter()
+        .find(|m| btf.resolve_name(*m).unwrap_or_default() == name)?;
+    if m.bitfield_size().is_some_and(|b| b != 0) || m.bit_offset() % 8 != 0 {
+        return None;
+    }
+    let mut ty = btf.resolve_chained_type(m).ok()?;
+    for _ in 0..8 {
+        ty = match ty {
+            Type::Int(i) => return (i.size() == 2).then_some(m.bit_offset() / 8),
+            Type::Typedef(ref t) => btf.resolve_chained_type(t).ok()?,
+            Type::Const(ref t) | Type::Volatile(ref t) => btf.resolve_chained_type(t).ok()?,
+            _ => return None,
+        };
+    }
+    None
 }
 
 #[cfg(test)]
@@ -115,11 +196,19 @@ mod tests {
 
     /// Needs the running kernel's BTF; skipped where there is none.
     #[test]
-    fn resolves_netns_offsets_on_this_kernel() {
+    fn resolves_offsets_on_this_kernel() {
         if !std::path::Path::new(VMLINUX_BTF).exists() {
             return;
         }
-        let off = netns_offsets(VMLINUX_BTF).unwrap();
+        let k = kernel_btf(VMLINUX_BTF).unwrap();
+        assert_eq!(k.btf_program_unusable, None);
+        assert!(k.state_change_btf_id.is_some());
+        let off = k.offsets;
+        assert!(
+            off.sk_protocol > 0 && off.srtt_us > 0 && off.snt_synack > 0,
+            "{off:?}"
+        );
+        assert!(off.num_retrans > 0 && off.skc_v6_daddr > 0, "{off:?}");
         assert!(off.skc_net > 0 && off.skc_net < 256, "{off:?}");
         assert!(off.ns_inum < 512, "{off:?}");
         assert!(off.net_cookie > 0, "{off:?}");

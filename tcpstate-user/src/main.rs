@@ -42,16 +42,14 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
         let mut enrich = Enricher::new(enrich::Options {
             stuck: cli.stuck,
             max_tracked: cli.max_tracked as usize,
-            lookups_per_tick: 256,
         });
-        let snapshot = if cli.wants_snapshot() {
-            let netns = match &cli.netns {
+        let start = reader::Start {
+            netns: match &cli.netns {
                 Some(spec) => netns::resolve(spec)?,
-                None => netns::own_inode(),
-            };
-            Some((netns, enrich::Filter::from_cli(cli)))
-        } else {
-            None
+                None => 0,
+            },
+            filter: enrich::Filter::from_cli(cli),
+            rows: cli.wants_snapshot(),
         };
         let mut stages = reader::Stages {
             enrich: &mut enrich,
@@ -65,7 +63,7 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
             reader::Options {
                 flush_interval: cli.flush_interval,
                 duration: cli.duration,
-                snapshot,
+                start,
             },
         )
         .await?;

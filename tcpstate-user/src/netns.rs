@@ -82,6 +82,39 @@ pub fn find_path(inode: u32) -> Option<std::path::PathBuf> {
     None
 }
 
+/// Every network namespace some process is in, or that has a name under
+/// /run/netns: (inode, a path to enter it). At most `limit` namespaces.
+pub fn discover(limit: usize) -> Vec<(u32, std::path::PathBuf)> {
+    let mut seen = std::collections::HashMap::new();
+    let mut add = |p: std::path::PathBuf| {
+        if seen.len() < limit
+            && let Ok(m) = std::fs::metadata(&p)
+        {
+            seen.entry(m.ino() as u32).or_insert(p);
+        }
+    };
+    add(Path::new("/proc/self/ns/net").to_path_buf());
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            add(e.path());
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            if name
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                add(e.path().join("ns/net"));
+            }
+        }
+    }
+    let mut all: Vec<_> = seen.into_iter().collect();
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all
+}
+
 /// Runs `f` on a thread that has entered the network namespace at `path`
 /// (sockets it creates belong to that namespace and stay there). setns only
 /// affects the calling thread, so the rest of the process is untouched.
@@ -100,34 +133,6 @@ pub fn run_in<T: Send + 'static>(
     })
     .join()
     .map_err(|_| std::io::Error::other("namespace thread panicked"))?
-}
-
-/// The netns cookie (what `bpf_get_netns_cookie` returns) of the calling
-/// thread's namespace, via SO_NETNS_COOKIE (Linux 5.14+).
-pub fn current_cookie() -> std::io::Result<u64> {
-    const SO_NETNS_COOKIE: libc::c_int = 71;
-    // SAFETY: plain socket calls with valid out-pointers; fd closed below.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut cookie: u64 = 0;
-        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if rc != 0 {
-            return Err(err);
-        }
-        Ok(cookie)
-    }
 }
 
 #[cfg(test)]

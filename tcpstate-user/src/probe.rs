@@ -7,17 +7,20 @@ use std::{os::fd::AsRawFd, path::Path};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, RingBuf},
-    programs::{
-        CgroupAttachMode, ProgramError, SockOps, TracePoint, trace_point::TracePointLinkId,
-    },
+    programs::{BtfTracePoint, ProgramError, TracePoint},
 };
-use tcpstate_common::{AF_INET, AF_INET6, Config, names, port_match, stat};
+use tcpstate_common::{AF_INET, AF_INET6, Config, ListenKey, Owner, names, port_match, stat};
 
 use crate::{
     cli::Cli,
+    enrich::ListenerKey,
     error::{UserError, permission_hint},
+    event::Task,
     kernel_btf, layout, netns, privileges, tracefs,
 };
+
+/// `BPF_NOEXIST` (include/uapi/linux/bpf.h): create only.
+const BPF_NOEXIST: u64 = 1;
 
 /// The compiled kernel program, embedded at build time (see build.rs).
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpstate"));
@@ -32,8 +35,10 @@ pub struct ProbeOptions {
     pub ring_size: u32,
     pub max_sockets: u32,
     pub verbose: bool,
-    /// Attach the half-open helpers (sock_ops program, SYN-ACK tracepoint).
+    /// Attach the SYN-ACK retransmit program (half-open connections).
     pub half_open: bool,
+    /// Use the classic tracepoint even where the BTF one works.
+    pub classic: bool,
 }
 
 impl ProbeOptions {
@@ -66,6 +71,7 @@ impl ProbeOptions {
             max_sockets: cli.max_sockets,
             verbose: cli.verbose,
             half_open: !cli.no_half_open,
+            classic: cli.classic_tracepoint,
         }
     }
 }
@@ -96,44 +102,16 @@ impl KernelStats {
 
 pub struct Probe {
     ebpf: Ebpf,
-    _link: TracePointLinkId,
     stats: StatsView,
     prog_fd: std::os::fd::OwnedFd,
     pub ring_size: u32,
     /// Socket-map capacity, for the summary.
     pub max_sockets: u32,
-    /// Whether request sockets (half-open connections) are seen: the
-    /// sock_ops program is attached to the cgroup-v2 root.
+    /// Whether half-open connections that linger are seen (the SYN-ACK
+    /// retransmit program is attached).
     pub half_open: bool,
-}
-
-/// Tells the kernel side the netns cookie -> inode pairs it cannot learn
-/// itself (its own learning happens at listen()): ours, and the --netns
-/// target's, so request sockets of already-listening servers get their
-/// namespace too.
-fn seed_netns_cookies(ebpf: &mut Ebpf, target: Option<u32>, say: &mut dyn FnMut(&str)) {
-    let Some(map) = ebpf.map_mut(names::NETNS_COOKIES) else {
-        return;
-    };
-    let Ok(mut map) = HashMap::<_, u64, u32>::try_from(map) else {
-        return;
-    };
-    let mut add = |inode: u32, cookie: std::io::Result<u64>| match cookie {
-        Ok(c) => {
-            let _ = map.insert(c, inode, 0);
-        }
-        Err(e) => say(&format!("netns {inode}: no cookie ({e})")),
-    };
-    if let Ok(own) = std::fs::metadata("/proc/self/ns/net") {
-        use std::os::unix::fs::MetadataExt;
-        add(own.ino() as u32, netns::current_cookie());
-    }
-    if let Some(inode) = target {
-        match netns::find_path(inode) {
-            Some(path) => add(inode, netns::run_in(&path, netns::current_cookie)),
-            None => say(&format!("netns {inode}: no path to enter it")),
-        }
-    }
+    pub hook: Hook,
+    pub verbose: bool,
 }
 
 /// The OS error under an aya error, for messages (aya's Display omits it).
@@ -147,67 +125,50 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// The cgroup-v2 root, where a sock_ops program sees every socket.
-fn cgroup2_root() -> Option<std::path::PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| std::path::PathBuf::from(dir))
-        })
-        .min_by_key(|p| p.as_os_str().len())
-}
-
-/// Attaches the half-open helpers: `tcp:tcp_retransmit_synack` and the
-/// sock_ops program on the cgroup-v2 root. Both are optional: without them
-/// tcpstate still traces every state change, and says what it cannot see.
-fn attach_half_open(ebpf: &mut Ebpf, synack_layout: bool, say: &mut dyn FnMut(&str)) -> bool {
-    if synack_layout {
-        let r = (|| -> Result<(), ProgramError> {
-            let p: &mut TracePoint = ebpf
-                .program_mut(names::SYNACK_PROGRAM)
-                .expect("synack program is in the object")
-                .try_into()?;
-            p.load()?;
-            p.attach("tcp", "tcp_retransmit_synack")?;
-            Ok(())
-        })();
-        match r {
-            Ok(()) => say("attached to tcp:tcp_retransmit_synack"),
-            Err(e) => say(&format!("no SYN-ACK retransmit events: {e}")),
-        }
-    }
-    let Some(root) = cgroup2_root() else {
-        say("no cgroup-v2 mount: half-open connections (request sockets) are not seen");
-        return false;
-    };
-    let r = (|| -> Result<(), String> {
-        let cgroup = std::fs::File::open(&root).map_err(|e| e.to_string())?;
-        let p: &mut SockOps = ebpf
-            .program_mut(names::SOCKOPS_PROGRAM)
-            .expect("sock_ops program is in the object")
-            .try_into()
-            .map_err(|e: ProgramError| e.to_string())?;
-        p.load().map_err(|e| e.to_string())?;
-        // On kernels >= 5.7 aya attaches through a bpf_link, which coexists
-        // with other programs on the cgroup whatever the mode; the kernel
-        // refuses BPF_F_ALLOW_MULTI on link creation, so use the default.
-        p.attach(cgroup, CgroupAttachMode::Single)
-            .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+/// Attaches `tcp:tcp_retransmit_synack`, where half-open connections that
+/// linger show. Optional: without it tcpstate still traces every state
+/// change, and says what it cannot see.
+fn attach_synack(ebpf: &mut Ebpf, say: &mut dyn FnMut(&str)) -> bool {
+    let r = (|| -> Result<(), ProgramError> {
+        let p: &mut TracePoint = ebpf
+            .program_mut(names::SYNACK_PROGRAM)
+            .expect("synack program is in the object")
+            .try_into()?;
+        p.load()?;
+        p.attach("tcp", "tcp_retransmit_synack")?;
         Ok(())
     })();
     match r {
         Ok(()) => {
-            say(&format!("attached sock_ops to cgroup {}", root.display()));
+            say("attached to tcp:tcp_retransmit_synack");
             true
         }
         Err(e) => {
             say(&format!(
-                "half-open connections are not seen: sock_ops: {e}"
+                "half-open connections are not seen (tcp:tcp_retransmit_synack: {e}: {})",
+                source_chain(&e)
             ));
             false
+        }
+    }
+}
+
+/// Which program carries the state changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `tp_btf/inet_sock_set_state`: the socket itself, no trace record, and
+    /// the kernel skips it only when this very program is already running
+    /// on the CPU (not when any other tool's program is).
+    Btf,
+    /// `sock:inet_sock_set_state`, with the layout from its format file.
+    Classic,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Btf => "tp_btf/inet_sock_set_state",
+            Hook::Classic => "tracepoint sock:inet_sock_set_state",
         }
     }
 }
@@ -291,6 +252,32 @@ fn program_error(what: &str, e: ProgramError) -> UserError {
     }
 }
 
+/// Our own handle on a program: its skip counter stays readable after aya
+/// detaches and unloads it at exit (the kernel keeps a program alive while a
+/// descriptor refers to it).
+fn own_fd(
+    fd: Result<&aya::programs::ProgramFd, ProgramError>,
+) -> Result<std::os::fd::OwnedFd, UserError> {
+    use std::os::fd::AsFd;
+    fd.map_err(|e| program_error("program fd", e))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| UserError::runtime(format!("duplicating the program fd: {e}")))
+}
+
+fn attach_classic(program: &mut TracePoint, tracing: &Path) -> Result<(), UserError> {
+    program.attach("sock", "inet_sock_set_state").map(drop).map_err(|e| {
+        let missing = matches!(&e, ProgramError::SyscallError(s) if s.io_error.kind() == std::io::ErrorKind::NotFound)
+            || !tracing.join("events/sock/inet_sock_set_state/id").exists();
+        let err = program_error("attaching to sock:inet_sock_set_state", e);
+        if missing {
+            err.hint("the tracepoint sock:inet_sock_set_state does not exist on this kernel")
+        } else {
+            err
+        }
+    })
+}
+
 impl Probe {
     pub fn load(opts: &ProbeOptions) -> Result<Probe, UserError> {
         let mut say = say(opts.verbose);
@@ -327,13 +314,13 @@ impl Probe {
             layout.protocol
         ));
 
-        let netns_offsets = match kernel_btf::netns_offsets(kernel_btf::VMLINUX_BTF) {
-            Ok(o) => {
+        let kbtf = match kernel_btf::kernel_btf(kernel_btf::VMLINUX_BTF) {
+            Ok(k) => {
                 say(&format!(
-                    "kernel BTF: skc_net at {}, ns.inum at {}",
-                    o.skc_net, o.ns_inum
+                    "kernel BTF: skc_net at {}, ns.inum at {}, srtt_us at {}, snt_synack at {}",
+                    k.offsets.skc_net, k.offsets.ns_inum, k.offsets.srtt_us, k.offsets.snt_synack
                 ));
-                o
+                k
             }
             Err(e) => {
                 if opts.netns.is_some() {
@@ -378,7 +365,7 @@ impl Probe {
         let config = Config {
             layout,
             synack,
-            netns_offsets,
+            offsets: kbtf.offsets,
             netns,
             // Wake the reader early only when a quarter of the buffer is used;
             // otherwise it drains on its timer. Per-event wakeups are what
@@ -436,60 +423,78 @@ impl Probe {
             }
         }
 
-        seed_netns_cookies(&mut ebpf, opts.netns.is_some().then_some(netns), &mut say);
-
-        say("maps created; loading the tracepoint program");
-        let program: &mut TracePoint = ebpf
-            .program_mut(names::PROGRAM)
-            .expect("program is in the object")
-            .try_into()
-            .map_err(|e| program_error("program type", e))?;
-        program
-            .load()
-            .map_err(|e| program_error("loading the program", e))?;
-        let link = program.attach("sock", "inet_sock_set_state").map_err(|e| {
-            let missing = matches!(&e, ProgramError::SyscallError(s) if s.io_error.kind() == std::io::ErrorKind::NotFound)
-                || !Path::new(&tracing).join("events/sock/inet_sock_set_state/id").exists();
-            let err = program_error("attaching to sock:inet_sock_set_state", e);
-            if missing {
-                err.hint("the tracepoint sock:inet_sock_set_state does not exist on this kernel")
-            } else {
-                err
+        let hook = match (kbtf.state_change_btf_id, opts.classic) {
+            (Some(_), false) => Hook::Btf,
+            (_, true) => {
+                say("--classic-tracepoint: not using the BTF tracepoint");
+                Hook::Classic
             }
-        })?;
-        // Our own handle on the program: its skip counter stays readable
-        // after aya detaches and unloads it at exit (the kernel keeps a
-        // program alive while a descriptor refers to it).
-        let prog_fd = {
-            use std::os::fd::AsFd;
-            program
-                .fd()
-                .map_err(|e| program_error("program fd", e))?
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| UserError::runtime(format!("duplicating the program fd: {e}")))?
+            (None, false) => {
+                say(&format!(
+                    "BTF tracepoint unusable ({}): using the classic tracepoint",
+                    kbtf.btf_program_unusable.unwrap_or("no kernel BTF")
+                ));
+                Hook::Classic
+            }
         };
-        say("attached to sock:inet_sock_set_state");
-        let half_open = if opts.half_open {
-            attach_half_open(&mut ebpf, synack.present != 0, &mut say)
-        } else {
-            say("--no-half-open: sock_ops and the SYN-ACK tracepoint not attached");
+        say(&format!(
+            "maps created; loading the {} program",
+            hook.name()
+        ));
+        let prog_fd = match hook {
+            Hook::Btf => {
+                let btf_id = kbtf.state_change_btf_id.expect("checked above");
+                let program: &mut BtfTracePoint = ebpf
+                    .program_mut(names::BTF_PROGRAM)
+                    .expect("program is in the object")
+                    .try_into()
+                    .map_err(|e| program_error("program type", e))?;
+                program
+                    .load_with_btf_id(btf_id)
+                    .map_err(|e| program_error("loading the program", e))?;
+                // aya keeps the link with the program: detached at unload.
+                program
+                    .attach()
+                    .map_err(|e| program_error("attaching to tp_btf/inet_sock_set_state", e))?;
+                own_fd(program.fd())?
+            }
+            Hook::Classic => {
+                let program: &mut TracePoint = ebpf
+                    .program_mut(names::PROGRAM)
+                    .expect("program is in the object")
+                    .try_into()
+                    .map_err(|e| program_error("program type", e))?;
+                program
+                    .load()
+                    .map_err(|e| program_error("loading the program", e))?;
+                attach_classic(program, &tracing)?;
+                own_fd(program.fd())?
+            }
+        };
+        say(&format!("attached to {}", hook.name()));
+        let half_open = if !opts.half_open {
+            say("--no-half-open: the SYN-ACK tracepoint is not attached");
             false
+        } else if synack.present == 0 {
+            say("half-open connections are not seen: no tcp:tcp_retransmit_synack");
+            false
+        } else {
+            attach_synack(&mut ebpf, &mut say)
         };
 
         let stats = StatsView::map(&ebpf, ncpus)
             .map_err(|e| UserError::runtime(format!("mapping the STATS counters: {e}")))?;
         Ok(Probe {
             ebpf,
-            _link: link,
             stats,
             prog_fd,
             ring_size: opts.ring_size,
             max_sockets: opts.max_sockets,
             half_open,
+            hook,
+            verbose: opts.verbose,
         })
     }
-
     /// Detaches and unloads the programs, so nothing more enters the ring
     /// buffer: draining it afterwards delivers every event produced while
     /// tracing (events made between a last drain and detaching would
@@ -502,10 +507,36 @@ impl Probe {
                 let _ = tp.unload();
             }
         }
-        if let Some(p) = self.ebpf.program_mut(names::SOCKOPS_PROGRAM)
-            && let Ok(so) = <&mut SockOps>::try_from(p)
+        if let Some(p) = self.ebpf.program_mut(names::BTF_PROGRAM)
+            && let Ok(tp) = <&mut BtfTracePoint>::try_from(p)
         {
-            let _ = so.unload();
+            let _ = tp.unload();
+        }
+    }
+
+    /// Tells the kernel side who owns listeners it never saw created (they
+    /// predate tracing), so their accepted connections name their owner.
+    /// Listeners it learned itself (from listen()) are kept.
+    pub fn seed_listeners(&mut self, owners: &std::collections::HashMap<ListenerKey, Task>) {
+        let Some(map) = self.ebpf.map_mut(names::LISTENERS) else {
+            return;
+        };
+        let Ok(mut map) = HashMap::<_, ListenKey, Owner>::try_from(map) else {
+            return;
+        };
+        for (k, task) in owners {
+            let key = ListenKey {
+                netns: k.netns,
+                port: k.port,
+                family: k.family,
+            };
+            let owner = Owner {
+                pid: task.pid,
+                _pad: 0,
+                comm: task.comm,
+            };
+            // BPF_NOEXIST: a listen() seen since attaching is fresher.
+            let _ = map.insert(key, owner, BPF_NOEXIST);
         }
     }
 

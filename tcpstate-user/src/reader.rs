@@ -38,7 +38,17 @@ pub struct Options {
     pub flush_interval: Duration,
     pub duration: Option<Duration>,
     /// List existing sockets of this namespace (inode; 0 = ours) first.
-    pub snapshot: Option<(u32, Filter)>,
+    /// What to read of the sockets that exist at start.
+    pub start: Start,
+}
+
+/// The start-up read of existing sockets (see `Enricher::start`).
+pub struct Start {
+    /// Namespace inode to read (`--netns`), 0 = every namespace.
+    pub netns: u32,
+    pub filter: Filter,
+    /// Print a state row per existing socket the filter matches.
+    pub rows: bool,
 }
 
 /// After stopping, how long the output may take to drain before we give up
@@ -95,14 +105,10 @@ impl Stages<'_> {
     }
 
     /// Runs the start-up snapshot through the same stages.
-    pub fn snapshot(
-        &mut self,
-        netns: u32,
-        filter: &Filter,
-        out: &mut Vec<u8>,
-    ) -> std::io::Result<usize> {
+    pub fn start(&mut self, start: &Start, out: &mut Vec<u8>) -> crate::enrich::snapshot::Snapshot {
         let mut emit = Self::emitter(&mut *self.render, &mut *self.summary, out);
-        self.enrich.snapshot(netns, filter, &mut emit)
+        self.enrich
+            .start(start.netns, &start.filter, start.rows, &mut emit)
     }
 }
 
@@ -141,11 +147,16 @@ pub async fn run(
 
     let mut out = Output::stdout();
     stages.render.header(out.buf());
-    if let Some((netns, filter)) = &opts.snapshot
-        && let Err(e) = stages.snapshot(*netns, filter, out.buf())
-    {
-        eprintln!("tcpstate: warning: start-up snapshot failed: {e}");
+    // Listeners that predate tracing: tell the kernel side their owners so
+    // the connections they accept are credited to them from now on (the few
+    // accepted meanwhile get them in userspace).
+    let snap = stages.start(&opts.start, out.buf());
+    for (netns, e) in &snap.failed {
+        if probe.verbose {
+            eprintln!("tcpstate: network namespace {netns} not read at start: {e}");
+        }
     }
+    probe.seed_listeners(&snap.listeners);
     if !flushed(&mut out)? {
         return Ok(Stop::ClosedPipe);
     }

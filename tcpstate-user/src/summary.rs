@@ -49,7 +49,7 @@ impl Summary {
         if self.derived > 0 {
             let _ = writeln!(
                 s,
-                "tcpstate: {} more events from sock_ops, the SYN-ACK tracepoint, sock_diag and tracking (half-open, timewait, snapshot, stuck)",
+                "tcpstate: {} more rows beyond the tracepoint (half-open, timewait, snapshot, stuck)",
                 self.derived
             );
         }

@@ -1,22 +1,24 @@
 //! The enrich stage, between decoding and rendering: it passes every kernel
 //! event through and adds what the state tracepoint cannot show, each marked
 //! with its source and a note so nothing synthesized passes as a kernel
-//! transition:
-//! - [`halfopen`]: request sockets (netstat's SYN_RECV while the client's last
-//!   ACK is missing), from the sock_ops program and the SYN-ACK tracepoint;
+//! transition, and no kernel transition is shown twice:
+//! - [`halfopen`]: half-open connections that linger (request sockets whose
+//!   SYN-ACK was resent), folded into their connection's own rows;
 //! - [`timewait`]: the TIME_WAIT / orphaned FIN_WAIT2 timewait socket that
 //!   takes over when a full socket closes, and its expiry;
 //! - [`stuck`]: sockets sitting too long in CLOSE_WAIT, FIN_WAIT2, LAST_ACK
 //!   or SYN_SENT (`--stuck`);
-//! - [`snapshot`]: the sockets that already exist when tracing starts.
+//! - [`snapshot`]: the sockets (and listener owners) that already exist
+//!   when tracing starts, in every network namespace.
 //!
-//! Kernel events drive it; sock_diag lookups are targeted (one tuple) and
-//! bounded per tick.
+//! Kernel events drive it; the socket tables are read through
+//! [`table::SocketTable`], one dump per namespace per check.
 
 pub mod halfopen;
 pub mod owners;
 pub mod snapshot;
 pub mod stuck;
+pub mod table;
 pub mod timewait;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
@@ -25,6 +27,7 @@ use crate::{
     diag::Diag,
     event::{Source, Task, TcpEvent, TcpState},
 };
+pub use snapshot::ListenerKey;
 
 /// A socket's identity when it has no address we can use: namespace and
 /// tuple (local, remote).
@@ -91,33 +94,12 @@ pub struct Options {
     pub stuck: Option<Duration>,
     /// Most half-open and timewait sockets followed at once.
     pub max_tracked: usize,
-    /// Most targeted sock_diag lookups per tick.
-    pub lookups_per_tick: usize,
-}
-
-/// One targeted sock_diag lookup of `key`, paid from the tick's `budget` and
-/// counted. `None` when it failed (the namespace is gone, say): the caller
-/// stops following that socket.
-pub(crate) fn budgeted_lookup(
-    diag: &mut Diag,
-    key: &TupleKey,
-    budget: &mut usize,
-    counters: &mut Counters,
-) -> Option<Option<crate::diag::DiagSocket>> {
-    *budget = budget.saturating_sub(1);
-    counters.lookups += 1;
-    match diag.lookup(key.netns, key.local, key.remote) {
-        Ok(found) => Some(found),
-        Err(_) => {
-            counters.lookup_errors += 1;
-            None
-        }
-    }
 }
 
 /// Counters for the exit report.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
+    /// sock_diag dumps made.
     pub lookups: u64,
     pub lookup_errors: u64,
     /// Half-open or timewait sockets not followed because the table was full.
@@ -130,6 +112,11 @@ pub struct Enricher {
     /// the kernel side never saw them connect or listen, so their events
     /// would otherwise have no owner.
     snapshot_owners: HashMap<TupleKey, Task>,
+    /// Owners of listening sockets, from the snapshot and from the kernel's
+    /// CLOSE->LISTEN rows: an accepted socket whose owner the kernel could
+    /// not name (accepted before its listener's owner reached the kernel
+    /// side) gets its listener's.
+    listener_owners: HashMap<ListenerKey, Task>,
     halfopen: halfopen::HalfOpen,
     timewait: timewait::TimeWait,
     stuck: Option<stuck::Stuck>,
@@ -140,11 +127,15 @@ pub struct Enricher {
 /// Where enriched events go (the renderers and summary).
 pub type Emit<'a> = dyn FnMut(&TcpEvent) + 'a;
 
+/// Most network namespaces the start-up snapshot reads.
+const MAX_NAMESPACES: usize = 4096;
+
 impl Enricher {
     pub fn new(opts: Options) -> Self {
         Enricher {
             diag: Diag::default(),
             snapshot_owners: HashMap::new(),
+            listener_owners: HashMap::new(),
             halfopen: halfopen::HalfOpen::new(opts.max_tracked),
             timewait: timewait::TimeWait::new(opts.max_tracked),
             stuck: opts.stuck.map(|d| stuck::Stuck::new(d, opts.max_tracked)),
@@ -155,105 +146,122 @@ impl Enricher {
 
     /// Handles one decoded kernel event: emits it, then what it implies.
     pub fn on_event(&mut self, ev: &TcpEvent, emit: &mut Emit<'_>) {
-        let filled;
-        let ev = match self.owner_from_snapshot(ev) {
-            Some(e) => {
-                filled = e;
-                &filled
+        let mut ev = *ev;
+        if ev.owner.is_none() {
+            ev.owner = self.known_owner(&ev);
+        }
+        if ev.source == Source::SynackTracepoint {
+            if let Some(row) = self.halfopen.synack_retransmit(&ev, &mut self.counters) {
+                emit(&row);
             }
-            None => ev,
-        };
-        match ev.source {
-            Source::SockOps => {
-                if let Some(e) = self.halfopen.created(ev, &mut self.counters) {
-                    emit(&e);
+            return;
+        }
+        if ev.source != Source::Tracepoint {
+            emit(&ev);
+            return;
+        }
+        match (ev.old, ev.new) {
+            (TcpState::Listen, TcpState::SynRecv) => {
+                if self.halfopen.child_created(&ev) == halfopen::ChildRow::Folded {
+                    if let Some(st) = &mut self.stuck {
+                        st.on_event(&ev);
+                    }
+                    return;
                 }
-                return;
             }
-            Source::SynackTracepoint => {
-                emit(&self.halfopen.synack_retransmit(ev));
-                return;
+            (TcpState::SynRecv, _) => {
+                if let Some(e) = self.halfopen.child_left_syn_recv(&ev) {
+                    ev = e;
+                }
+            }
+            (TcpState::Close, TcpState::Listen) => {
+                if let Some(o) = ev.owner {
+                    self.listener_owners.insert(ListenerKey::of(&ev), o);
+                }
+            }
+            (TcpState::Listen, TcpState::Close) => {
+                self.listener_owners.remove(&ListenerKey::of(&ev));
             }
             _ => {}
         }
-        emit(ev);
-        if ev.source != Source::Tracepoint {
-            return;
-        }
+        emit(&ev);
         if let Some(st) = &mut self.stuck {
-            st.on_event(ev);
-        }
-        if (ev.old == TcpState::Listen && ev.new == TcpState::SynRecv
-            || ev.old == TcpState::SynRecv && ev.new == TcpState::Established)
-            && let Some(e) = self.halfopen.completed(ev)
-        {
-            emit(&e);
+            st.on_event(&ev);
         }
         if ev.new == TcpState::Close {
             match ev.old {
                 TcpState::FinWait2 | TcpState::Closing => {
-                    if let Some(e) = self.timewait.handover(ev, &mut self.counters) {
+                    if let Some(e) = self.timewait.handover(&ev, &mut self.counters) {
                         emit(&e);
                     }
                 }
                 // The peer's FIN was acked: if its timewait socket is ours and
                 // still an orphaned FIN_WAIT2, it is TIME_WAIT now. Look.
-                TcpState::LastAck => self.timewait.peer_closed(ev),
+                TcpState::LastAck => self.timewait.peer_closed(&ev),
                 _ => {}
             }
         }
     }
 
-    /// The owner of a pre-existing socket, as the snapshot found it.
-    fn owner_from_snapshot(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
-        if self.snapshot_owners.is_empty() || ev.source != Source::Tracepoint {
+    /// The owner the kernel could not name: from the snapshot (a socket that
+    /// predates tracing), else its listener's (an accepted socket).
+    fn known_owner(&mut self, ev: &TcpEvent) -> Option<Task> {
+        if !self.snapshot_owners.is_empty() {
+            let key = TupleKey::of(ev);
+            let found = if ev.new == TcpState::Close {
+                self.snapshot_owners.remove(&key)
+            } else {
+                self.snapshot_owners.get(&key).copied()
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        if ev.rport == 0 || ev.old == TcpState::Close {
             return None;
         }
-        let key = TupleKey::of(ev);
-        let owner = if ev.new == TcpState::Close {
-            self.snapshot_owners.remove(&key)
-        } else {
-            self.snapshot_owners.get(&key).copied()
-        }?;
-        ev.owner.is_none().then_some(TcpEvent {
-            owner: Some(owner),
-            ..*ev
-        })
+        self.listener_owners.get(&ListenerKey::of(ev)).copied()
     }
 
-    /// Periodic work: targeted lookups that are due, stuck sockets.
+    /// Periodic work: dumps that are due, stuck sockets.
     pub fn on_tick(&mut self, now_ns: u64, emit: &mut Emit<'_>) {
-        let mut budget = self.opts.lookups_per_tick;
-        self.halfopen.tick(
-            now_ns,
-            &mut self.diag,
-            &mut budget,
-            &mut self.counters,
-            emit,
-        );
-        self.timewait.tick(
-            now_ns,
-            &mut self.diag,
-            &mut budget,
-            &mut self.counters,
-            emit,
-        );
+        self.halfopen
+            .tick(now_ns, &mut self.diag, &mut self.counters, emit);
+        self.timewait
+            .tick(now_ns, &mut self.diag, &mut self.counters, emit);
         if let Some(st) = &mut self.stuck {
             st.tick(now_ns, emit);
             self.timewait.flag_stuck(now_ns, st.threshold_ns(), emit);
         }
     }
 
-    /// Lists the sockets that already exist (see [`snapshot`]), and starts
-    /// following the half-open and timewait ones among them.
-    pub fn snapshot(
+    /// Reads what already exists when tracing starts, in namespace `netns`
+    /// (0: every namespace): emits the snapshot rows (`rows`) of the
+    /// sockets the filter matches, starts following the half-open and
+    /// timewait ones among them, and returns every listener's owner for the
+    /// kernel side.
+    pub fn start(
         &mut self,
         netns: u32,
         filter: &Filter,
+        rows: bool,
         emit: &mut Emit<'_>,
-    ) -> std::io::Result<usize> {
-        let events = snapshot::take(&mut self.diag, netns, filter)?;
-        for ev in &events {
+    ) -> snapshot::Snapshot {
+        let namespaces: Vec<u32> = if netns != 0 {
+            vec![netns]
+        } else {
+            crate::netns::discover(MAX_NAMESPACES)
+                .into_iter()
+                .map(|(inode, path)| {
+                    self.diag.know_path(inode, path);
+                    inode
+                })
+                .collect()
+        };
+        let snap = snapshot::take(&mut self.diag, &namespaces, filter, rows);
+        self.listener_owners
+            .extend(snap.listeners.iter().map(|(k, v)| (*k, *v)));
+        for ev in &snap.rows {
             emit(ev);
             if let Some(owner) = ev.owner
                 && self.snapshot_owners.len() < self.opts.max_tracked
@@ -261,9 +269,10 @@ impl Enricher {
                 self.snapshot_owners.insert(TupleKey::of(ev), owner);
             }
             match ev.new {
-                // A request socket (half-open), credited to its listener's owner.
+                // A request socket (half-open).
                 TcpState::SynRecv if ev.lport != 0 => self.halfopen.adopt(ev, &mut self.counters),
-                // No owner: a timewait socket (an orphan FIN_WAIT2 or TIME_WAIT).
+                // A timewait socket (no file, so no owner): TIME_WAIT, or an
+                // orphan FIN_WAIT2.
                 TcpState::TimeWait | TcpState::FinWait2 if ev.owner.is_none() => {
                     self.timewait.adopt(ev, &mut self.counters)
                 }
@@ -273,6 +282,21 @@ impl Enricher {
                 st.adopt(ev);
             }
         }
-        Ok(events.len())
+        snap
+    }
+
+    /// Sockets followed beyond the tracepoint right now (half-open, timewait).
+    pub fn followed(&self) -> usize {
+        self.halfopen.len() + self.timewait.len()
+    }
+}
+
+impl ListenerKey {
+    fn of(ev: &TcpEvent) -> Self {
+        ListenerKey {
+            netns: ev.netns,
+            port: ev.lport,
+            family: ev.family,
+        }
     }
 }

@@ -1,56 +1,103 @@
-//! The start-up snapshot: the sockets that already exist on the filtered
-//! ports, listed once with their state and owner (like `ss -tanp`), so a
-//! transition seen later is never out of context. One sock_diag dump per
-//! family, at start only.
+//! The start-up snapshot: the sockets that already exist, in every network
+//! namespace in scope, listed once with their state and owner (like `ss
+//! -tanp`), so a transition seen later is never out of context. It also
+//! finds who owns each listening socket: the kernel side learns a listener's
+//! owner only when it sees listen(), so for servers started before tracing
+//! it must be told (see `Probe::seed_listeners`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use super::{Filter, owners::owners_of};
+use super::{
+    Filter,
+    owners::owners_of,
+    table::{SocketTable, Wanted},
+};
 use crate::{
     clock::boot_ns,
-    diag::{Diag, DiagSocket},
+    diag::DiagSocket,
     event::{Note, Source, Task, TcpEvent, TcpState},
 };
-use tcpstate_common::{AF_INET, AF_INET6};
 
-pub fn take(diag: &mut Diag, netns: u32, filter: &Filter) -> std::io::Result<Vec<TcpEvent>> {
-    let mut socks: Vec<DiagSocket> = Vec::new();
-    for (family, ipv6) in [(AF_INET, false), (AF_INET6, true)] {
-        if filter.family == 0 || filter.family == family {
-            socks.extend(
-                diag.dump(netns, ipv6)?
-                    .into_iter()
-                    .filter(|s| filter.matches(family, s.local.port(), s.remote.port())),
+/// A listening socket's identity as the kernel side keys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub family: u16,
+}
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// State rows for the sockets the filter matches (empty unless rows
+    /// were asked for).
+    pub rows: Vec<TcpEvent>,
+    /// Every listener found with its owner, whatever the filter.
+    pub listeners: HashMap<ListenerKey, Task>,
+    /// Namespaces that could not be read.
+    pub failed: Vec<(u32, std::io::Error)>,
+}
+
+/// Lists the sockets of `namespaces`: all of them when `rows` is set (one
+/// dump per namespace and family), else only the listeners.
+pub fn take(
+    table: &mut dyn SocketTable,
+    namespaces: &[u32],
+    filter: &Filter,
+    rows: bool,
+) -> Snapshot {
+    let mut found: Vec<(u32, DiagSocket)> = Vec::new();
+    let mut snap = Snapshot::default();
+    let wanted = if rows { Wanted::All } else { Wanted::Listeners };
+    for &netns in namespaces {
+        match table.dump(netns, wanted, filter.family) {
+            Ok(socks) => found.extend(socks.into_iter().map(|s| (netns, s))),
+            Err(e) => snap.failed.push((netns, e)),
+        }
+    }
+    let inodes: HashSet<u32> = found
+        .iter()
+        .map(|(_, s)| s.inode)
+        .filter(|i| *i != 0)
+        .collect();
+    let owners = owners_of(&inodes);
+    for (netns, s) in &found {
+        if s.state == TcpState::Listen
+            && let Some(o) = owners.get(&s.inode)
+        {
+            snap.listeners.insert(
+                ListenerKey {
+                    netns: *netns,
+                    port: s.local.port(),
+                    family: s.family,
+                },
+                *o,
             );
         }
     }
-    let inodes: HashSet<u32> = socks.iter().map(|s| s.inode).filter(|i| *i != 0).collect();
-    let owners = owners_of(&inodes);
-    let now = boot_ns();
-    let mut events: Vec<TcpEvent> = socks
-        .iter()
-        .map(|s| event(s, netns, now, owners.get(&s.inode).copied()))
-        .collect();
-    inherit_listener_owners(&mut events);
-    Ok(events)
-}
-
-/// Request sockets (half-open, SYN_RECV) have no file, hence no owner of
-/// their own: like the kernel side, credit them to their listener's owner.
-fn inherit_listener_owners(events: &mut [TcpEvent]) {
-    let listeners: Vec<(u16, Task)> = events
-        .iter()
-        .filter(|e| e.new == TcpState::Listen)
-        .filter_map(|e| e.owner.map(|o| (e.lport, o)))
-        .collect();
-    for e in events.iter_mut() {
-        if e.new == TcpState::SynRecv && e.owner.is_none() {
-            e.owner = listeners
-                .iter()
-                .find(|(port, _)| *port == e.lport)
-                .map(|(_, o)| *o);
+    if rows {
+        let now = boot_ns();
+        for (netns, s) in &found {
+            if !filter.matches(s.family, s.local.port(), s.remote.port()) {
+                continue;
+            }
+            // Request sockets have no file: credit them, like the kernel
+            // side does, to their listener's owner.
+            let owner = owners.get(&s.inode).copied().or_else(|| {
+                (s.state == TcpState::SynRecv)
+                    .then(|| {
+                        snap.listeners.get(&ListenerKey {
+                            netns: *netns,
+                            port: s.local.port(),
+                            family: s.family,
+                        })
+                    })
+                    .flatten()
+                    .copied()
+            });
+            snap.rows.push(event(s, *netns, now, owner));
         }
     }
+    snap
 }
 
 fn event(s: &DiagSocket, netns: u32, now: u64, owner: Option<Task>) -> TcpEvent {
@@ -72,5 +119,57 @@ fn event(s: &DiagSocket, netns: u32, now: u64, owner: Option<Task>) -> TcpEvent 
         replayed: false,
         note: Some(Note::Snapshot),
         peer_fin: None,
+        retransmits: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::table::fake::{FakeTable, sock};
+
+    #[test]
+    fn every_namespace_is_dumped_and_rows_are_filtered_state_rows() {
+        let mut t = FakeTable::default();
+        t.socks.insert(
+            1,
+            vec![
+                sock(TcpState::Listen, "0.0.0.0:10050", "0.0.0.0:0", 0),
+                sock(
+                    TcpState::Established,
+                    "127.0.0.1:10050",
+                    "127.0.0.1:5000",
+                    0,
+                ),
+                sock(TcpState::Established, "127.0.0.1:22", "127.0.0.1:5001", 0),
+            ],
+        );
+        t.socks.insert(
+            2,
+            vec![sock(
+                TcpState::SynRecv,
+                "10.0.0.1:10050",
+                "10.0.0.2:6000",
+                0,
+            )],
+        );
+        let filter = Filter {
+            local_ports: vec![10050],
+            remote_ports: vec![10050],
+            family: 0,
+        };
+        let snap = take(&mut t, &[1, 2], &filter, true);
+        assert_eq!(t.dumps, vec![(1, Wanted::All), (2, Wanted::All)]);
+        assert_eq!(snap.rows.len(), 3);
+        assert!(snap.rows.iter().all(|r| r.is_state_row()));
+        assert_eq!(snap.rows[2].netns, 2);
+    }
+
+    #[test]
+    fn without_rows_only_listeners_are_asked_for() {
+        let mut t = FakeTable::default();
+        let snap = take(&mut t, &[7], &Filter::default(), false);
+        assert_eq!(t.dumps, vec![(7, Wanted::Listeners)]);
+        assert!(snap.rows.is_empty());
     }
 }

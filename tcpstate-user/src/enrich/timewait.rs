@@ -1,33 +1,35 @@
 //! TIME_WAIT and orphaned FIN_WAIT2. When a full socket ends with
 //! FIN_WAIT2->CLOSE or CLOSING->CLOSE, a timewait socket takes over the
-//! tuple: in substate TIME_WAIT when the peer's FIN had arrived, or FIN_WAIT2
-//! when the socket was closed before it did (the seed article's `FIN_WAIT2 -`:
-//! it waits for the peer's FIN without any process). The kernel side reads
-//! which from the socket (`sk_shutdown`); later changes (the FIN arriving,
-//! expiry) are seen with targeted sock_diag lookups, triggered by the peer's
-//! own events when the peer is local, else on a timer.
+//! tuple: in substate TIME_WAIT when the peer's FIN had arrived, or
+//! FIN_WAIT2 when the socket was closed before it did (netstat's
+//! `FIN_WAIT2 -`: it waits for the peer's FIN without any process). The
+//! kernel side reads which from the socket's SOCK_DONE flag; later changes
+//! (the FIN arriving, expiry) are found by dumping the timewait sockets of
+//! a namespace, once per check for all the sockets followed there, so a
+//! storm of connections costs one dump per second, not one lookup each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::{Counters, Emit, TupleKey, budgeted_lookup};
-use crate::{
-    diag::Diag,
-    event::{Note, Source, TcpEvent, TcpState},
+use super::{
+    Counters, Emit, TupleKey,
+    table::{SocketTable, Wanted},
 };
+use crate::event::{Note, Source, Task, TcpEvent, TcpState};
 
 /// TCP_TIMEWAIT_LEN: a timewait socket in TIME_WAIT lives 60 s.
 const TIMEWAIT_LEN_NS: u64 = 60_000_000_000;
-/// How often an orphaned FIN_WAIT2 is looked at for the peer's FIN.
-const ORPHAN_CHECK_NS: u64 = 1_000_000_000;
-/// After the expected expiry, how often to look again.
-const EXPIRY_RECHECK_NS: u64 = 1_000_000_000;
+/// How often an orphaned FIN_WAIT2 is looked at for the peer's FIN, and an
+/// overdue TIME_WAIT for its expiry.
+const RECHECK_NS: u64 = 1_000_000_000;
 
+/// One followed timewait socket: what is needed to print its rows, small
+/// because a busy server has tens of thousands.
 struct Tw {
-    /// The event that reported the timewait socket (carries owner, tuple).
-    ev: TcpEvent,
+    owner: Option<Task>,
+    family: u16,
     substate: TcpState,
     since_ns: u64,
-    next_check_ns: u64,
+    due_ns: u64,
     flagged_stuck: bool,
 }
 
@@ -44,33 +46,38 @@ impl TimeWait {
         }
     }
 
-    fn next_check(substate: TcpState, since_ns: u64) -> u64 {
+    pub fn len(&self) -> usize {
+        self.socks.len()
+    }
+
+    fn due(substate: TcpState, since_ns: u64) -> u64 {
         if substate == TcpState::TimeWait {
             since_ns + TIMEWAIT_LEN_NS
         } else {
-            since_ns + ORPHAN_CHECK_NS
+            since_ns + RECHECK_NS
         }
     }
 
-    fn follow(&mut self, ev: TcpEvent, counters: &mut Counters) {
+    fn follow(&mut self, ev: &TcpEvent, counters: &mut Counters) {
         if self.socks.len() >= self.max {
             counters.untracked += 1;
             return;
         }
         self.socks.insert(
-            TupleKey::of(&ev),
+            TupleKey::of(ev),
             Tw {
+                owner: ev.owner,
+                family: ev.family,
                 substate: ev.new,
                 since_ns: ev.ts_ns,
-                next_check_ns: Self::next_check(ev.new, ev.ts_ns),
+                due_ns: Self::due(ev.new, ev.ts_ns),
                 flagged_stuck: false,
-                ev,
             },
         );
     }
 
     /// The full socket closed from FIN_WAIT2 or CLOSING: report the timewait
-    /// socket that takes over, as netstat would list it.
+    /// socket that takes over (a state row), as netstat would list it.
     pub fn handover(&mut self, ev: &TcpEvent, counters: &mut Counters) -> Option<TcpEvent> {
         let substate = match (ev.old, ev.peer_fin) {
             (TcpState::Closing, _) | (_, Some(true)) => TcpState::TimeWait,
@@ -80,93 +87,134 @@ impl TimeWait {
         };
         let e = ev.derived(
             Source::Tracker,
-            Note::TimeWait,
-            ev.old,
+            Note::TimeWaitSocket,
+            substate,
             substate,
             ev.ts_ns,
             None,
         );
-        self.follow(e, counters);
+        self.follow(&e, counters);
         Some(e)
     }
 
     /// Follows a timewait socket found by the start-up snapshot.
     pub fn adopt(&mut self, ev: &TcpEvent, counters: &mut Counters) {
-        self.follow(*ev, counters);
+        self.follow(ev, counters);
     }
 
     /// The peer (local, traced) finished LAST_ACK->CLOSE: its FIN reached our
-    /// timewait socket, which is now in TIME_WAIT. Check it at the next tick.
+    /// orphaned FIN_WAIT2, which is now in TIME_WAIT. Check at the next tick.
     pub fn peer_closed(&mut self, ev: &TcpEvent) {
         if let Some(tw) = self.socks.get_mut(&TupleKey::of(ev).reversed())
             && tw.substate == TcpState::FinWait2
         {
-            tw.next_check_ns = 0;
+            tw.due_ns = 0;
         }
     }
 
+    fn row(
+        key: &TupleKey,
+        tw: &Tw,
+        source: Source,
+        note: Note,
+        old: TcpState,
+        new: TcpState,
+        now_ns: u64,
+    ) -> TcpEvent {
+        let on_cpu = Task::current();
+        TcpEvent {
+            ts_ns: now_ns,
+            skaddr: 0,
+            dwell_ns: Some(now_ns.saturating_sub(tw.since_ns)),
+            owner: tw.owner,
+            on_cpu,
+            netns: key.netns,
+            family: tw.family,
+            laddr: key.local.ip(),
+            lport: key.local.port(),
+            raddr: key.remote.ip(),
+            rport: key.remote.port(),
+            old,
+            new,
+            source,
+            replayed: false,
+            note: Some(note),
+            peer_fin: None,
+            retransmits: 0,
+        }
+    }
+
+    /// Dumps the timewait sockets of every namespace where a followed one
+    /// is due, and settles all followed sockets of those namespaces: a new
+    /// substate is a transition, a missing socket has expired.
     pub fn tick(
         &mut self,
         now_ns: u64,
-        diag: &mut Diag,
-        budget: &mut usize,
+        table: &mut dyn SocketTable,
         counters: &mut Counters,
         emit: &mut Emit<'_>,
     ) {
-        let mut due: Vec<(u64, TupleKey)> = self
+        let namespaces: HashSet<u32> = self
             .socks
             .iter()
-            .filter(|(_, t)| t.next_check_ns <= now_ns)
-            .map(|(k, t)| (t.next_check_ns, *k))
+            .filter(|(_, t)| t.due_ns <= now_ns)
+            .map(|(k, _)| k.netns)
             .collect();
-        due.sort_unstable_by_key(|(t, _)| *t);
-        for (_, key) in due.into_iter().take(*budget) {
-            let Some(found) = budgeted_lookup(diag, &key, budget, counters) else {
-                self.socks.remove(&key);
-                continue;
-            };
-            let tw = self.socks.get_mut(&key).expect("due key is followed");
-            match found {
-                // Still a timewait socket (no inode), same or new substate.
-                Some(s)
-                    if s.inode == 0
-                        && matches!(s.state, TcpState::TimeWait | TcpState::FinWait2) =>
-                {
-                    if s.state != tw.substate {
-                        let e = tw.ev.derived(
+        for netns in namespaces {
+            counters.lookups += 1;
+            let live: HashMap<(std::net::SocketAddr, std::net::SocketAddr), TcpState> =
+                match table.dump(netns, Wanted::TimeWait, 0) {
+                    // Timewait sockets have no inode; a full socket on the
+                    // tuple is a new connection that reused it.
+                    Ok(socks) => socks
+                        .into_iter()
+                        .filter(|s| s.inode == 0)
+                        .map(|s| ((s.local, s.remote), s.state))
+                        .collect(),
+                    Err(_) => {
+                        counters.lookup_errors += 1;
+                        self.socks.retain(|k, _| k.netns != netns);
+                        continue;
+                    }
+                };
+            let mut gone = Vec::new();
+            for (k, tw) in self.socks.iter_mut().filter(|(k, _)| k.netns == netns) {
+                match live.get(&(k.local, k.remote)) {
+                    Some(&state) if state != tw.substate => {
+                        emit(&Self::row(
+                            k,
+                            tw,
                             Source::SockDiag,
                             Note::TimeWait,
                             tw.substate,
-                            s.state,
+                            state,
                             now_ns,
-                            Some(now_ns.saturating_sub(tw.since_ns)),
-                        );
-                        emit(&e);
-                        tw.substate = s.state;
+                        ));
+                        tw.substate = state;
                         tw.since_ns = now_ns;
-                        tw.ev = e;
-                        tw.next_check_ns = Self::next_check(s.state, now_ns);
-                    } else {
-                        tw.next_check_ns = now_ns
-                            + if tw.substate == TcpState::TimeWait {
-                                EXPIRY_RECHECK_NS
-                            } else {
-                                ORPHAN_CHECK_NS
-                            };
+                        tw.due_ns = Self::due(state, now_ns);
+                    }
+                    Some(_) => {
+                        if tw.due_ns <= now_ns {
+                            tw.due_ns = now_ns + RECHECK_NS;
+                        }
+                    }
+                    None => {
+                        emit(&Self::row(
+                            k,
+                            tw,
+                            Source::SockDiag,
+                            Note::TimeWaitExpired,
+                            tw.substate,
+                            TcpState::Close,
+                            now_ns,
+                        ));
+                        gone.push(*k);
                     }
                 }
-                // Gone (or the tuple reused by a new connection): expired.
-                _ => {
-                    let tw = self.socks.remove(&key).expect("due key is followed");
-                    emit(&tw.ev.derived(
-                        Source::SockDiag,
-                        Note::TimeWaitExpired,
-                        tw.substate,
-                        TcpState::Close,
-                        now_ns,
-                        Some(now_ns.saturating_sub(tw.since_ns)),
-                    ));
-                }
+            }
+            for k in gone {
+                self.socks.remove(&k);
             }
         }
     }
@@ -174,19 +222,149 @@ impl TimeWait {
     /// Orphaned FIN_WAIT2 sockets waiting longer than the threshold: the peer
     /// never sent its FIN.
     pub fn flag_stuck(&mut self, now_ns: u64, threshold_ns: u64, emit: &mut Emit<'_>) {
-        for tw in self.socks.values_mut() {
+        for (k, tw) in self.socks.iter_mut() {
             let age = now_ns.saturating_sub(tw.since_ns);
             if tw.substate == TcpState::FinWait2 && !tw.flagged_stuck && age >= threshold_ns {
                 tw.flagged_stuck = true;
-                emit(&tw.ev.derived(
+                emit(&Self::row(
+                    k,
+                    tw,
                     Source::Tracker,
                     Note::Stuck(age),
                     TcpState::FinWait2,
                     TcpState::FinWait2,
                     now_ns,
-                    Some(age),
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::table::fake::{FakeTable, sock};
+    use crate::event::tests::raw_v4;
+
+    const NS: u32 = 4026531840;
+
+    fn close(old: TcpState, peer_fin: Option<bool>, ts_ns: u64, rport: u16) -> TcpEvent {
+        let mut e = TcpEvent::from(&raw_v4());
+        e.old = old;
+        e.new = TcpState::Close;
+        e.peer_fin = peer_fin;
+        e.ts_ns = ts_ns;
+        e.netns = NS;
+        e.rport = rport;
+        e
+    }
+
+    fn run_tick(tw: &mut TimeWait, now: u64, t: &mut FakeTable) -> Vec<TcpEvent> {
+        let mut out = Vec::new();
+        tw.tick(now, t, &mut Counters::default(), &mut |e| out.push(*e));
+        out
+    }
+
+    fn live(state: TcpState, rport: u16) -> crate::diag::DiagSocket {
+        sock(state, "127.0.0.1:10050", &format!("127.0.0.2:{rport}"), 0)
+    }
+
+    #[test]
+    fn handover_is_a_state_row_of_the_substate_the_kernel_reported() {
+        let mut tw = TimeWait::new(16);
+        let mut c = Counters::default();
+        let row = tw
+            .handover(&close(TcpState::FinWait2, Some(true), 5, 1), &mut c)
+            .unwrap();
+        assert!(row.is_state_row());
+        assert_eq!((row.old, row.new), (TcpState::TimeWait, TcpState::TimeWait));
+        let row = tw
+            .handover(&close(TcpState::FinWait2, Some(false), 5, 2), &mut c)
+            .unwrap();
+        assert_eq!(row.new, TcpState::FinWait2);
+        let row = tw
+            .handover(&close(TcpState::Closing, None, 5, 3), &mut c)
+            .unwrap();
+        assert_eq!(row.new, TcpState::TimeWait);
+        assert!(
+            tw.handover(&close(TcpState::FinWait2, None, 5, 4), &mut c)
+                .is_none()
+        );
+        assert_eq!(tw.len(), 3);
+    }
+
+    #[test]
+    fn a_storm_is_settled_with_one_dump_per_namespace() {
+        let mut tw = TimeWait::new(100_000);
+        let mut c = Counters::default();
+        let mut t = FakeTable::default();
+        let mut socks = Vec::new();
+        for p in 1..=20_000u16 {
+            tw.handover(&close(TcpState::FinWait2, Some(true), 1_000, p), &mut c);
+            socks.push(live(TcpState::TimeWait, p));
+        }
+        // Before 60 s nothing is due: no dump.
+        assert!(run_tick(&mut tw, 30_000_000_000, &mut t).is_empty());
+        assert!(t.dumps.is_empty());
+        // Half of them are gone at 60 s.
+        socks.truncate(10_000);
+        t.socks.insert(NS, socks);
+        let out = run_tick(&mut tw, 60_000_001_000, &mut t);
+        assert_eq!(out.len(), 10_000);
+        assert!(out.iter().all(|e| e.old == TcpState::TimeWait
+            && e.new == TcpState::Close
+            && e.note == Some(Note::TimeWaitExpired)
+            && e.dwell_ns == Some(60_000_000_000)));
+        assert_eq!(t.dumps.len(), 1);
+        assert_eq!(tw.len(), 10_000);
+    }
+
+    #[test]
+    fn an_orphan_that_gets_the_peers_fin_moves_to_time_wait() {
+        let mut tw = TimeWait::new(16);
+        let mut c = Counters::default();
+        let mut t = FakeTable::default();
+        tw.handover(&close(TcpState::FinWait2, Some(false), 0, 7), &mut c);
+        t.socks.insert(NS, vec![live(TcpState::FinWait2, 7)]);
+        assert!(run_tick(&mut tw, 1_000_000_000, &mut t).is_empty());
+        t.socks.insert(NS, vec![live(TcpState::TimeWait, 7)]);
+        let out = run_tick(&mut tw, 2_000_000_000, &mut t);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].old, out[0].new),
+            (TcpState::FinWait2, TcpState::TimeWait)
+        );
+        assert_eq!(out[0].note, Some(Note::TimeWait));
+        assert_eq!(out[0].dwell_ns, Some(2_000_000_000));
+    }
+
+    #[test]
+    fn a_full_socket_reusing_the_tuple_means_the_timewait_socket_is_gone() {
+        let mut tw = TimeWait::new(16);
+        let mut c = Counters::default();
+        let mut t = FakeTable::default();
+        tw.handover(&close(TcpState::FinWait2, Some(false), 0, 7), &mut c);
+        t.socks.insert(
+            NS,
+            vec![sock(
+                TcpState::FinWait2,
+                "127.0.0.1:10050",
+                "127.0.0.2:7",
+                1234,
+            )],
+        );
+        let out = run_tick(&mut tw, 1_000_000_000, &mut t);
+        assert_eq!(out[0].note, Some(Note::TimeWaitExpired));
+    }
+
+    #[test]
+    fn beyond_the_limit_sockets_are_counted_not_followed() {
+        let mut tw = TimeWait::new(2);
+        let mut c = Counters::default();
+        for p in 1..=5 {
+            tw.handover(&close(TcpState::FinWait2, Some(true), 0, p), &mut c);
+        }
+        assert_eq!(tw.len(), 2);
+        assert_eq!(c.untracked, 3);
     }
 }

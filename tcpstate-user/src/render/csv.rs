@@ -105,8 +105,9 @@ impl Render for Csv {
             None => {}
         }
         out.push(b',');
-        if let Some(Note::SynackRetransmit(n)) = ev.note {
-            buf::u64(out, n as u64);
+        let retransmits = super::json::synack_retransmits(ev);
+        if retransmits > 0 {
+            buf::u64(out, retransmits as u64);
         }
         out.push(b',');
         if let Some(Note::Stuck(ns)) = ev.note {
@@ -152,10 +153,10 @@ mod tests {
         raw.dwell_ns = tcpstate_common::DWELL_UNKNOWN;
         let mut ev = TcpEvent::from(&raw);
         ev.source = Source::SynackTracepoint;
-        ev.note = Some(Note::SynackRetransmit(2));
+        ev.note = Some(Note::HalfOpen(2));
         assert_eq!(
             render(&ev),
-            "2025-11-24T16:00:05.000000Z,5000000000,synack_tracepoint,0xffff888012345678,4026531840,ipv4,,,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,,false,synack-retransmit,,2,\n"
+            "2025-11-24T16:00:05.000000Z,5000000000,synack_tracepoint,0xffff888012345678,4026531840,ipv4,,,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,,false,half-open,,2,\n"
         );
         ev.source = Source::Tracker;
         ev.note = Some(Note::Stuck(2_500_000_000));

@@ -142,18 +142,31 @@ impl Json {
             Some(false) => b"false",
             None => b"null",
         });
-        match ev.note {
-            Some(Note::SynackRetransmit(n)) => {
-                key(out, "retransmits");
-                buf::u64(out, n as u64);
-            }
-            Some(Note::Stuck(ns)) => {
-                key(out, "age_ms");
-                buf::ms_exact(out, ns);
-            }
-            _ => {}
+        key(out, "kind");
+        out.extend_from_slice(if ev.is_state_row() {
+            b"\"state\""
+        } else {
+            b"\"transition\""
+        });
+        let retransmits = synack_retransmits(ev);
+        if retransmits > 0 {
+            key(out, "retransmits");
+            buf::u64(out, retransmits as u64);
+        }
+        if let Some(Note::Stuck(ns)) = ev.note {
+            key(out, "age_ms");
+            buf::ms_exact(out, ns);
         }
         out.push(b'}');
+    }
+}
+
+/// SYN-ACK retransmits a row reports: the half-open rows carry them in
+/// their note, a completed connection's SYN_RECV->ESTABLISHED in the event.
+pub fn synack_retransmits(ev: &TcpEvent) -> u32 {
+    match ev.note {
+        Some(Note::HalfOpen(n) | Note::HalfOpenExpired(n)) => n,
+        _ => ev.retransmits,
     }
 }
 
@@ -240,7 +253,7 @@ mod tests {
              \"source\":\"tracepoint\",\"skaddr\":\"0xffff888012345678\",\"netns\":4026531840,\"family\":\"ipv4\",\
              \"pid\":4242,\"comm\":\"server\",\"cpu_pid\":0,\"cpu_comm\":\"swapper/1\",\
              \"laddr\":\"127.0.0.1\",\"lport\":10050,\"raddr\":\"127.0.0.2\",\"rport\":48008,\
-             \"oldstate\":\"ESTABLISHED\",\"newstate\":\"FIN_WAIT1\",\"ms\":1.234567,\"replayed\":false,\"note\":null,\"peer_fin\":null}\n"
+             \"oldstate\":\"ESTABLISHED\",\"newstate\":\"FIN_WAIT1\",\"ms\":1.234567,\"replayed\":false,\"note\":null,\"peer_fin\":null,\"kind\":\"transition\"}\n"
         );
     }
 
@@ -253,24 +266,23 @@ mod tests {
         ev.dwell_ns = None;
         let cases = [
             (Source::SockDiag, Note::Snapshot, "sock_diag", "snapshot"),
-            (Source::SockOps, Note::HalfOpen, "sock_ops", "half-open"),
             (
                 Source::SynackTracepoint,
-                Note::SynackRetransmit(3),
+                Note::HalfOpen(3),
                 "synack_tracepoint",
-                "synack-retransmit",
-            ),
-            (
-                Source::Tracepoint,
-                Note::HalfOpenCompleted,
-                "tracepoint",
-                "half-open-completed",
+                "half-open",
             ),
             (
                 Source::SockDiag,
-                Note::HalfOpenExpired,
+                Note::HalfOpenExpired(3),
                 "sock_diag",
                 "half-open-expired",
+            ),
+            (
+                Source::Tracker,
+                Note::TimeWaitSocket,
+                "tracker",
+                "timewait-socket",
             ),
             (Source::SockDiag, Note::TimeWait, "sock_diag", "timewait"),
             (
@@ -298,7 +310,9 @@ mod tests {
             assert_eq!(v["newstate"], "SYN_RECV");
             assert!(v["ms"].is_null());
             match note {
-                Note::SynackRetransmit(_) => assert_eq!(v["retransmits"], 3),
+                Note::HalfOpen(_) | Note::HalfOpenExpired(_) => {
+                    assert_eq!(v["retransmits"], 3)
+                }
                 Note::Stuck(_) => assert_eq!(v["age_ms"], 61500.0),
                 _ => assert!(v.get("retransmits").is_none() && v.get("age_ms").is_none()),
             }

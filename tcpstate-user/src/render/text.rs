@@ -1,7 +1,7 @@
 //! Human-readable columns in the style of bcc's tcpstates.
 
 use super::{Render, buf, color::Palette, timefmt::TimeWriter};
-use crate::event::TcpEvent;
+use crate::event::{NoteText, TcpEvent};
 
 pub struct Text {
     time: TimeWriter,
@@ -110,15 +110,23 @@ impl Render for Text {
         buf::u64(out, ev.rport as u64);
         buf::pad_from(out, start, 5);
         out.push(b' ');
-        self.palette.state(out, ev.old, STATE_WIDTH);
-        out.extend_from_slice(b" -> ");
+        if ev.is_state_row() {
+            // Not a change: `is STATE`, with the old-state column left blank,
+            // so it cannot be read as a transition.
+            out.extend_from_slice(&[b' '; STATE_WIDTH]);
+            out.extend_from_slice(b" is ");
+        } else {
+            self.palette.state(out, ev.old, STATE_WIDTH);
+            out.extend_from_slice(b" -> ");
+        }
         self.palette.state(out, ev.new, STATE_WIDTH);
         out.push(b' ');
         match ev.dwell_ns {
             Some(ns) => buf::ms3(out, ns),
             None => out.push(b'-'),
         }
-        if let Some(note) = ev.note {
+        let note = NoteText(ev);
+        if !note.is_empty() {
             use std::io::Write as _;
             let (on, off) = self.palette.dim();
             let _ = write!(out, " {on}({note}){off}");
@@ -218,26 +226,60 @@ mod tests {
         let mut ev = TcpEvent::from(&raw_v4());
         ev.source = Source::SockDiag;
         ev.dwell_ns = None;
-        ev.old = TcpState::Established;
+        ev.old = TcpState::FinWait2;
         ev.new = TcpState::TimeWait;
         let mut r = text(TimeFormat::SinceStart, false, false);
         for (note, shown) in [
+            (Note::HalfOpen(1), "(half-open, SYN-ACK retransmit #1)"),
+            (
+                Note::HalfOpenExpired(2),
+                "(half-open expired after 2 SYN-ACK retransmits)",
+            ),
+            (Note::TimeWait, "(timewait)"),
+            (Note::TimeWaitExpired, "(timewait expired)"),
+        ] {
+            ev.note = Some(note);
+            let line = render_with(&mut r, &ev);
+            assert!(
+                line.ends_with(&format!("FIN_WAIT2   -> TIME_WAIT   - {shown}\n")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn state_rows_say_is_and_leave_the_old_state_blank() {
+        let mut ev = TcpEvent::from(&raw_v4());
+        ev.source = Source::SockDiag;
+        ev.dwell_ns = None;
+        ev.old = TcpState::FinWait2;
+        ev.new = TcpState::FinWait2;
+        let mut r = text(TimeFormat::SinceStart, false, false);
+        for (note, shown) in [
             (Note::Snapshot, "(snapshot)"),
-            (Note::HalfOpen, "(half-open)"),
-            (Note::SynackRetransmit(2), "(SYN-ACK retransmit #2)"),
-            (Note::HalfOpenCompleted, "(half-open-completed)"),
-            (Note::HalfOpenExpired, "(half-open-expired)"),
-            (Note::TimeWait, "(timewait socket)"),
-            (Note::TimeWaitExpired, "(timewait-expired)"),
+            (Note::TimeWaitSocket, "(timewait socket, orphan)"),
             (Note::Stuck(61_500_000_000), "(stuck for 61.5s)"),
         ] {
             ev.note = Some(note);
             let line = render_with(&mut r, &ev);
             assert!(
-                line.ends_with(&format!("ESTABLISHED -> TIME_WAIT   - {shown}\n")),
+                line.ends_with(&format!("48008             is FIN_WAIT2   - {shown}\n")),
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn a_kernel_row_says_how_many_synack_retransmits_it_took() {
+        let mut ev = TcpEvent::from(&raw_v4());
+        ev.old = TcpState::SynRecv;
+        ev.new = TcpState::Established;
+        ev.retransmits = 2;
+        let line = render(false, &ev);
+        assert!(
+            line.ends_with("SYN_RECV    -> ESTABLISHED 1.235 (after 2 SYN-ACK retransmits)\n"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! `tcp:tcp_retransmit_synack`: a half-open connection's SYN-ACK was resent
+//! because the client's final ACK has not arrived. The state tracepoint never
+//! shows request sockets (TCP_NEW_SYN_RECV is set by a plain store), so this
+//! is where a half-open connection that lingers becomes visible; one that
+//! completes promptly costs nothing here. The event carries the time since
+//! the first SYN-ACK (`snt_synack`), so userspace can date the connection's
+//! entry into SYN_RECV.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+    },
+    programs::TracePointContext,
+};
+use tcpstate_common::{
+    AF_INET, COMM_LEN, DWELL_UNKNOWN, ListenKey, Owner, source, stat, tcp_state,
+};
+
+use crate::{
+    kernel::{netns_of, read},
+    maps::{LISTENERS, SCRATCH, config, emit_copy},
+    state_change::port_matches,
+};
+
+fn field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
+    unsafe { ctx.read_at::<T>(off as usize) }.ok()
+}
+
+pub fn handle(ctx: &TracePointContext) -> Option<()> {
+    let cfg = config();
+    let l = cfg.synack;
+    let family: u16 = field(ctx, l.family)?;
+    let sport: u16 = field(ctx, l.sport)?;
+    let dport: u16 = field(ctx, l.dport)?;
+    if (cfg.family != 0 && cfg.family != family)
+        || (cfg.port_filter != 0 && !port_matches(sport, dport))
+    {
+        return None;
+    }
+    let listener: u64 = field(ctx, l.skaddr)?;
+    let netns = netns_of(&cfg, listener);
+    if cfg.netns != 0 && cfg.netns != netns {
+        return None;
+    }
+    let req: u64 = field(ctx, l.req)?;
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if family == AF_INET {
+        saddr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.saddr)?);
+        daddr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.daddr)?);
+    } else {
+        saddr = field(ctx, l.saddr_v6)?;
+        daddr = field(ctx, l.daddr_v6)?;
+    }
+    // snt_synack is µs of CLOCK_MONOTONIC (tcp_clock_us), which is what
+    // bpf_ktime_get_ns reads.
+    let o = cfg.offsets;
+    let first_synack_us = if o.snt_synack != 0 {
+        read::<u64>(req + o.snt_synack as u64).unwrap_or(0)
+    } else {
+        0
+    };
+    let since_first = if first_synack_us != 0 {
+        unsafe { bpf_ktime_get_ns() }.saturating_sub(first_synack_us * 1000)
+    } else {
+        DWELL_UNKNOWN
+    };
+    // num_retrans is incremented after this tracepoint (inet_rtx_syn_ack).
+    let previous = if o.num_retrans != 0 {
+        read::<u8>(req + o.num_retrans as u64).unwrap_or(0)
+    } else {
+        0
+    };
+    let owner = unsafe {
+        LISTENERS.get(&ListenKey {
+            netns,
+            port: sport,
+            family,
+        })
+    }
+    .copied()
+    .unwrap_or(Owner::UNKNOWN);
+
+    // Slot 1: slot 0 may be in use by a state-change program this one
+    // interrupted on the same CPU.
+    let ev = unsafe { &mut *SCRATCH.get_ptr_mut(1)? };
+    ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    ev.skaddr = req;
+    ev.dwell_ns = since_first;
+    ev.owner_pid = owner.pid;
+    ev.owner_comm = owner.comm;
+    ev.cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    ev.cpu_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    ev.netns = netns;
+    ev.sport = sport;
+    ev.dport = dport;
+    ev.family = family;
+    ev.oldstate = tcp_state::SYN_RECV;
+    ev.newstate = tcp_state::SYN_RECV;
+    ev.source = source::SYNACK;
+    ev.flags = 0;
+    ev.retransmits = previous.saturating_add(1);
+    ev._pad = 0;
+    ev.saddr = saddr;
+    ev.daddr = daddr;
+    emit_copy(stat::ROW_SYNACK, &cfg, ev);
+    Some(())
+}
