@@ -49,6 +49,8 @@ pub mod states {
 }
 use states::*;
 
+pub mod user;
+
 /// How long the tracer may take to attach (it loads and verifies BPF programs,
 /// possibly while other tests do the same on the 2 cores).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);

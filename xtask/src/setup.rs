@@ -39,11 +39,7 @@ pub const TEST_PACKAGES: &[&str] = &[
 /// bcc compiles its programs against kernel headers: Debian's (split in -amd64 and -common) are
 /// merged by the benchmark into a tree it hands to bcc as `BCC_KERNEL_SOURCE`.
 /// (libbpf-tools, also compared, is a test package: [`TEST_PACKAGES`].)
-pub const BENCH_PACKAGES: &[&str] = &[
-    "bpfcc-tools",
-    "bpftrace",
-    "linux-headers-amd64",
-];
+pub const BENCH_PACKAGES: &[&str] = &["bpfcc-tools", "bpftrace", "linux-headers-amd64"];
 
 /// The toolchain that builds the eBPF crate. Never name one that is not installed
 /// (`RUSTUP_AUTO_INSTALL=0`).
