@@ -165,6 +165,13 @@ impl TextRow {
         self.old.is_some()
     }
 
+    /// `OLD -> NEW` of a transition row, without its note.
+    pub fn transition(&self) -> Option<String> {
+        self.old
+            .as_ref()
+            .map(|old| format!("{old} -> {}", self.new))
+    }
+
     /// `OLD -> NEW [(note)]` or `is NEW [(note)]`: the row without its
     /// time, owner, addresses and MS.
     pub fn label(&self) -> String {
