@@ -718,33 +718,52 @@ fn hundred_connections_one_passive_open_each_and_no_false_expiry() {
 /// close, shutdown-then-close and reset, then the server killed): the rows
 /// tcpstate sources from the kernel tracepoint are, as a multiset of
 /// (OLD, NEW, LPORT, RPORT), exactly what `tcpstates` recorded on port P.
+///
+/// Two tools on one tracepoint can make the kernel skip a program run
+/// (NOTES §7): a run where the multisets differ is repeated once, and only
+/// if one of the tools reported lost events.
 #[test]
 fn kernel_rows_equal_libbpf_tools_tcpstates() {
     const P: u16 = 23111;
-    let ns = Netns::new();
-    let mut server = PyServer::start(&ns, "127.0.0.1", P);
-    let reference = RefTcpstates::start();
-    let tracer = UserTracer::start(P, &[]);
+    const ATTEMPTS: usize = 2;
+    for attempt in 1..=ATTEMPTS {
+        match compare_with_tcpstates(P) {
+            Ok(()) => return,
+            Err((why, true)) if attempt < ATTEMPTS => {
+                eprintln!("attempt {attempt}: a tool reported lost events, once more:\n{why}")
+            }
+            Err((why, _)) => panic!("{why}"),
+        }
+    }
+}
 
-    py_clients(&ns, "127.0.0.1", P, 30, "close,shutdown,abort");
+/// One run of [`kernel_rows_equal_libbpf_tools_tcpstates`]: `Err` says what
+/// differed and whether either tool reported lost events.
+fn compare_with_tcpstates(port: u16) -> Result<(), (String, bool)> {
+    let ns = Netns::new();
+    let mut server = PyServer::start(&ns, "127.0.0.1", port);
+    let reference = RefTcpstates::start();
+    let tracer = UserTracer::start(port, &[]);
+
+    py_clients(&ns, "127.0.0.1", port, 30, "close,shutdown,abort");
     tracer.wait_until(LONG, "30 server ends closed", |t| {
-        t.server_side(P)
+        t.server_side(port)
             .iter()
             .filter(|r| r.rport != 0 && expect::is_kernel(r) && r.new == "CLOSE")
             .count()
             == 30
     });
     server.kill();
-    let listener = (addr("127.0.0.1:23111"), addr("0.0.0.0:0"));
+    let listener = (SocketAddr::from(([127, 0, 0, 1], port)), addr("0.0.0.0:0"));
     tracer.wait_row(SHORT, listener.0, listener.1, expect::LISTENER_CLOSED);
     thread::sleep(Duration::from_millis(300));
     let t = tracer.stop();
-    let (ref_rows, ref_dump) = reference.stop(&[P]);
+    let (ref_rows, ref_dump) = reference.stop(&[port]);
 
     let ours = count_transitions(
         t.rows
             .iter()
-            .filter(|r| expect::is_kernel(r) && (r.lport == P || r.rport == P))
+            .filter(|r| expect::is_kernel(r) && (r.lport == port || r.rport == port))
             .map(|r| (r.old.as_deref().unwrap(), r.new.as_str(), r.lport, r.rport)),
     );
     let theirs = count_transitions(
@@ -753,14 +772,22 @@ fn kernel_rows_equal_libbpf_tools_tcpstates() {
             .map(|r| (r.old.as_str(), r.new.as_str(), r.lport, r.rport)),
     );
     let total: usize = theirs.values().sum();
-    assert!(
-        total >= 30 * 8,
-        "tcpstates saw only {total} rows\n{ref_dump}"
-    );
     let diff = multiset_diff("tcpstate", &ours, "tcpstates", &theirs);
-    assert!(
-        diff.is_empty(),
-        "tcpstate's kernel rows differ from libbpf-tools' tcpstates (OLD -> NEW LPORT RPORT: count each):\n{diff}{}\n{ref_dump}",
-        t.dump()
-    );
+    if diff.is_empty() && total >= 30 * 8 {
+        return Ok(());
+    }
+    // tcpstate's exit summary: `tcpstate: N events, M lost (...)`;
+    // tcpstates: `lost N events on CPU #C`.
+    let lost = t.stderr.lines().any(|l| {
+        l.split_once(" events, ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|m| m != "0")
+    }) || ref_dump.contains("lost ");
+    Err((
+        format!(
+            "tcpstate's kernel rows differ from libbpf-tools' tcpstates ({total} rows), OLD -> NEW LPORT RPORT: count each:\n{diff}{}\n{ref_dump}",
+            t.dump()
+        ),
+        lost,
+    ))
 }
