@@ -938,4 +938,15 @@ mod tests {
             "is CLOSE_WAIT (stuck for 2.0s)"
         ));
     }
+
+    #[test]
+    fn multisets_differ_by_count() {
+        let a = count_transitions([("LISTEN", "SYN_RECV", 1, 2), ("LISTEN", "SYN_RECV", 1, 2)]);
+        let b = count_transitions([("LISTEN", "SYN_RECV", 1, 2)]);
+        assert_eq!(multiset_diff("a", &a, "b", &a), "");
+        assert_eq!(
+            multiset_diff("a", &a, "b", &b),
+            "  LISTEN -> SYN_RECV lport 1 rport 2: a 2, b 1\n"
+        );
+    }
 }

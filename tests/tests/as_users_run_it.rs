@@ -205,8 +205,9 @@ fn assert_ms(t: &TextTrace, what: &str, row: &TextRow, lo: f64, hi: f64) {
 // Owners
 // ---------------------------------------------------------------------------
 
-/// A Python server listening and serving in its own namespace before the
-/// tracer starts; five clients connect afterwards, each closing first. Every
+/// A Python server listening and serving (one connection already served)
+/// in its own namespace before the tracer starts; five clients connect
+/// afterwards, each closing first. Every
 /// server-side row (the listener's snapshot, each connection's five
 /// transitions) names the server's pid and `python3`; every client row its
 /// client.
@@ -215,6 +216,7 @@ fn owners_of_a_server_started_before_the_tracer_in_its_own_namespace() {
     const P: u16 = 23101;
     let ns = Netns::new();
     let server = PyServer::start(&ns, "127.0.0.1", P);
+    py_clients(&ns, "127.0.0.1", P, 1, "close");
     let tracer = UserTracer::start(P, &[]);
 
     let mut clients = Vec::new();
