@@ -11,6 +11,10 @@
 //! ([`Socket`]) and compares whole transition sequences, printing every event
 //! seen when an expectation fails.
 //!
+//! [`user`] runs the tracer the way users do instead: `tcpstate --port P` in
+//! the root namespace, text output, started after the servers
+//! (`tests/tests/as_users_run_it.rs`).
+//!
 //! Harness functions panic with a full explanation instead of returning errors:
 //! the tests read as specifications and a failure says what went wrong.
 //! Set `TCPSTATE_TEST_DUMP=1` (with `--nocapture`) to print every trace.
@@ -48,6 +52,8 @@ pub mod states {
     pub const NEW_SYN_RECV: &str = "NEW_SYN_RECV";
 }
 use states::*;
+
+pub mod user;
 
 /// How long the tracer may take to attach (it loads and verifies BPF programs,
 /// possibly while other tests do the same on the 2 cores).

@@ -22,6 +22,8 @@ use crate::util::{self, run_captured, secs, step, which};
 
 /// Debian packages the integration tests use. The one place to add a test dependency.
 /// graphviz: `--diagram` also writes SVG when `dot` is there, and the tests check it.
+/// libbpf-tools: `tests/tests/as_users_run_it.rs` compares tcpstate's kernel rows with what
+/// its `tcpstates` records on the same traffic (the benchmark uses it too).
 pub const TEST_PACKAGES: &[&str] = &[
     "nftables",
     "iproute2",
@@ -29,18 +31,15 @@ pub const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "strace",
     "graphviz",
+    "libbpf-tools",
 ];
 
 /// Optional peer tracers for `cargo xtask bench`, installed by `setup --bench`.
 /// One that apt cannot install is reported and skipped.
 /// bcc compiles its programs against kernel headers: Debian's (split in -amd64 and -common) are
 /// merged by the benchmark into a tree it hands to bcc as `BCC_KERNEL_SOURCE`.
-pub const BENCH_PACKAGES: &[&str] = &[
-    "libbpf-tools",
-    "bpfcc-tools",
-    "bpftrace",
-    "linux-headers-amd64",
-];
+/// (libbpf-tools, also compared, is a test package: [`TEST_PACKAGES`].)
+pub const BENCH_PACKAGES: &[&str] = &["bpfcc-tools", "bpftrace", "linux-headers-amd64"];
 
 /// The toolchain that builds the eBPF crate. Never name one that is not installed
 /// (`RUSTUP_AUTO_INSTALL=0`).
