@@ -143,8 +143,6 @@ pub async fn run(
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sigterm = sig(SignalKind::terminate())?;
     let mut sighup = sig(SignalKind::hangup())?;
-    eprintln!("Tracing TCP state changes. Hit Ctrl-C to end.");
-
     let mut out = Output::stdout();
     stages.render.header(out.buf());
     // Listeners that predate tracing: tell the kernel side their owners so
@@ -157,6 +155,9 @@ pub async fn run(
         }
     }
     probe.seed_listeners(&snap.listeners);
+    // Ready only once what exists is known: traffic started after this line
+    // is never mistaken for (or listed with) the sockets that predate it.
+    eprintln!("Tracing TCP state changes. Hit Ctrl-C to end.");
     if !flushed(&mut out)? {
         return Ok(Stop::ClosedPipe);
     }

@@ -47,7 +47,7 @@ mod expect {
         format!("SYN_RECV -> ESTABLISHED (after {retransmits} SYN-ACK retransmits)")
     }
     /// The kernel dropped it without ever creating a child.
-    pub const HALF_OPEN_EXPIRED: &str = "SYN_RECV -> CLOSE (half-open expired)";
+    pub const HALF_OPEN_EXPIRED: &str = "SYN_RECV -> CLOSE (half-open expired *";
 
     /// The timewait socket taking over after FIN_WAIT2/CLOSING -> CLOSE.
     pub const TIMEWAIT_SOCKET: &str = "is TIME_WAIT (timewait socket)";

@@ -220,7 +220,8 @@ mod tests {
                 "ms": 1.234567,
                 "replayed": false,
                 "note": null,
-                "peer_fin": null
+                "peer_fin": null,
+                "kind": "transition"
             })
         );
     }
