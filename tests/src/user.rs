@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -327,6 +328,43 @@ impl UserTracer {
             bad_lines: out.bad_lines.clone(),
             stderr: self.stderr.lock().unwrap().clone(),
             args: self.args.clone(),
+        }
+    }
+
+    /// Rows so far for which `pred` holds, counted in place (a storm prints
+    /// hundreds of thousands: no copy per poll).
+    pub fn count(&self, pred: impl Fn(&TextRow) -> bool) -> usize {
+        self.output
+            .lock()
+            .unwrap()
+            .rows
+            .iter()
+            .filter(|r| pred(r))
+            .count()
+    }
+
+    /// Waits up to `timeout` until `count(pred)` reaches `n`; on timeout
+    /// panics with the count and stderr (not every row: there are many).
+    pub fn wait_count(
+        &self,
+        timeout: Duration,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&TextRow) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.count(&pred);
+            if got >= n {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {n} {what}: {got} so far; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -739,6 +777,12 @@ pub fn py_clients(ns: &Netns, host: &str, port: u16, count: usize, modes: &str) 
 // ---------------------------------------------------------------------------
 // libbpf-tools' tcpstates, the reference
 // ---------------------------------------------------------------------------
+
+/// The benchmark's load generator (`bench/src/bin/loadgen.rs`), built by the
+/// same `cargo test --release` that builds these tests.
+pub fn loadgen_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/loadgen")
+}
 
 /// Where Debian's libbpf-tools installs `tcpstates`.
 pub const TCPSTATES: &str = "/usr/sbin/tcpstates";

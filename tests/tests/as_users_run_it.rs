@@ -15,9 +15,11 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::process::Stdio;
+
 use tcpstate_tests::user::{
-    PyServer, RefTcpstates, TextRow, TextTrace, UserTracer, count_transitions, multiset_diff,
-    py_clients,
+    PyServer, RefTcpstates, TextRow, TextTrace, UserTracer, count_transitions, loadgen_bin,
+    multiset_diff, py_clients,
 };
 use tcpstate_tests::{Netns, Peer};
 
@@ -54,6 +56,20 @@ mod expect {
     pub const ORPHAN: &str = "is FIN_WAIT2 (timewait socket, orphan)";
     /// The orphan receiving its peer's FIN.
     pub const ORPHAN_TO_TIME_WAIT: &str = "FIN_WAIT2 -> TIME_WAIT (timewait)";
+
+    /// A timewait socket reaching TIME_WAIT: at the hand-over, or later
+    /// for an orphan that receives its peer's FIN.
+    pub fn is_time_wait_entry(r: &TextRow) -> bool {
+        let l = r.label();
+        l == TIMEWAIT_SOCKET || l == ORPHAN_TO_TIME_WAIT
+    }
+    pub const TIME_WAIT_EXPIRED: &str = "TIME_WAIT -> CLOSE (timewait expired)";
+
+    pub fn is_expiry_of_half_open(r: &TextRow) -> bool {
+        r.note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("half-open expired"))
+    }
 
     /// `--stuck 2s` on a CLOSE_WAIT (the note says for how long: 2.0s, 2.1s...).
     pub const STUCK_CLOSE_WAIT: &str = "is CLOSE_WAIT (stuck for *";
@@ -792,4 +808,64 @@ fn compare_with_tcpstates(port: u16) -> Result<(), (String, bool)> {
         ),
         lost,
     ))
+}
+
+/// A busy server: 20,000 connections as fast as loopback allows (the client
+/// closes first, so each client end ends in a timewait socket). Every one
+/// shows its TIME_WAIT entry once and, 60 s later, its expiry; nothing is
+/// left unfollowed.
+#[test]
+fn a_storm_of_20000_connections_shows_every_time_wait_and_its_expiry() {
+    const N: usize = 20_000;
+    let port = 23112;
+    let ns = Netns::new();
+    let mut server = ns
+        .command(loadgen_bin())
+        .args(["server", "--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen server");
+    thread::sleep(Duration::from_millis(300));
+    let tracer = UserTracer::start(port, &[]);
+    let out = ns.exec(&[
+        loadgen_bin().to_str().unwrap(),
+        "client",
+        "--port",
+        &port.to_string(),
+        "--count",
+        &N.to_string(),
+        "--max-secs",
+        "30",
+    ]);
+    assert!(
+        out.contains(&format!("\"ok\":{N}")),
+        "loadgen client: {out}"
+    );
+    let status = server.wait().expect("loadgen server");
+    assert!(status.success(), "loadgen server: {status}");
+    // N connections plus the client's stop connection.
+    let ends = N + 1;
+    let client_end = |r: &TextRow| r.rport == port && r.lport != port;
+    tracer.wait_count(LONG * 3, "TIME_WAIT entries", ends, |r| {
+        client_end(r) && expect::is_time_wait_entry(r)
+    });
+    tracer.wait_count(Duration::from_secs(90), "TIME_WAIT expiries", ends, |r| {
+        client_end(r) && r.label() == expect::TIME_WAIT_EXPIRED
+    });
+    let t = tracer.stop();
+    let entries: Vec<_> = t
+        .rows
+        .iter()
+        .filter(|r| client_end(r) && expect::is_time_wait_entry(r))
+        .collect();
+    let distinct: std::collections::HashSet<_> = entries.iter().map(|r| r.lport).collect();
+    assert_eq!(entries.len(), ends, "one TIME_WAIT entry per connection");
+    assert_eq!(distinct.len(), ends, "one TIME_WAIT entry per connection");
+    assert!(!t.stderr.contains("not followed"), "{}", t.stderr);
+    assert!(
+        !t.rows.iter().any(expect::is_expiry_of_half_open),
+        "{}",
+        t.stderr
+    );
 }
