@@ -10,6 +10,9 @@
 pub mod names {
     /// The state-change handler on the BTF (raw) tracepoint: the default.
     pub const BTF_PROGRAM: &str = "inet_sock_set_state_btf";
+    /// A second program on the same BTF tracepoint that handles only the
+    /// runs the kernel skips for the first (see `stat::RESCUED`).
+    pub const NESTED_PROGRAM: &str = "inet_sock_set_state_nested";
     /// The same handler on the classic tracepoint, for kernels whose BTF
     /// does not give the socket layout the BTF program reads.
     pub const PROGRAM: &str = "inet_sock_set_state";
@@ -299,13 +302,18 @@ pub mod stat {
     /// it existed before tracing started, or was evicted from the full
     /// (LRU) socket map. Their dwell time and owner are unknown.
     pub const UNTRACKED: u32 = 4;
-    pub const COUNT: u32 = 5;
-    /// Counter rows per CPU: one for the state-change programs, one for the
-    /// SYN-ACK program (a classic tracepoint in softirq, which may interrupt
-    /// the BTF state-change program on its CPU).
-    pub const ROWS: u32 = 2;
+    /// State changes the kernel did not run the main program for (it was
+    /// already running on that CPU, interrupted by a softirq that changed
+    /// another socket's state), handled by the nested-run program instead.
+    pub const RESCUED: u32 = 5;
+    pub const COUNT: u32 = 6;
+    /// Counter rows per CPU, one per program that may interrupt another on
+    /// its CPU: the main state-change program, the SYN-ACK program (a classic
+    /// tracepoint in softirq), and the nested-run program.
+    pub const ROWS: u32 = 3;
     pub const ROW_TRACING: u32 = 0;
     pub const ROW_SYNACK: u32 = 1;
+    pub const ROW_NESTED: u32 = 2;
 }
 
 /// Owner of a socket: the process in whose context it was connected, listened,

@@ -1,6 +1,8 @@
 //! tcpstate's kernel side. One short handler per hook:
 //! - `inet_sock_set_state_btf`: every TCP state change, on the BTF (raw)
 //!   tracepoint, which gets the socket itself and builds no trace record;
+//! - `inet_sock_set_state_nested`: the changes the kernel skipped the first
+//!   program for because it was already running on that CPU;
 //! - `inet_sock_set_state`: the same handler on the classic tracepoint,
 //!   loaded instead when kernel BTF does not give the socket layout;
 //! - `tcp_retransmit_synack`: half-open connections that linger.
@@ -24,27 +26,69 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tcpstate_common::TracepointLayout;
+use tcpstate_common::{TracepointLayout, stat};
 
 use crate::{
-    maps::config,
+    maps::{RUNNING, config, count_in, slot},
     record::{SockRecord, TracepointRecord},
+    state_change::Runner,
 };
+
+/// The socket's address as a plain number (a key, an event field, logged):
+/// loaded from the context directly it would be a typed kernel pointer, on
+/// which the verifier refuses arithmetic.
+#[inline(always)]
+fn btf_args(ctx: &BtfTracePointContext) -> Option<(u64, u8, u8)> {
+    let sk: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.ok()?;
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    (sk != 0).then_some((sk, old as u8, new as u8))
+}
 
 /// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> u32 {
-    // The socket's address as a plain number (a key, an event field, logged):
-    // loaded from the context directly it would be a typed kernel pointer,
-    // on which the verifier refuses arithmetic.
-    let sk: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
-    if sk == 0 {
+    let running = RUNNING.get_ptr_mut(0);
+    if let Some(r) = running {
+        unsafe { *r = 1 };
+    }
+    if let Some((sk, old, new)) = btf_args(&ctx)
+        && let Some(rec) = SockRecord::new(sk)
+    {
+        let runner = Runner {
+            row: stat::ROW_TRACING,
+            slot: slot::MAIN,
+        };
+        let _ = state_change::handle(&ctx, runner, &rec, sk, old, new);
+    }
+    if let Some(r) = running {
+        unsafe { *r = 0 };
+    }
+    0
+}
+
+/// Attached after the main program on the same hook, with its own link and
+/// so its own recursion guard: when the main program is running on this CPU
+/// (interrupted by a softirq that changes another socket's state), the
+/// kernel skips it for the nested change, and this one handles it. Otherwise
+/// it returns at once.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> u32 {
+    let Some(running) = RUNNING.get_ptr(0) else {
+        return 0;
+    };
+    if unsafe { *running } == 0 {
         return 0;
     }
-    let old: i32 = ctx.arg(1);
-    let new: i32 = ctx.arg(2);
-    if let Some(rec) = SockRecord::new(sk) {
-        let _ = state_change::handle(&ctx, &rec, sk, old as u8, new as u8);
+    if let Some((sk, old, new)) = btf_args(&ctx)
+        && let Some(rec) = SockRecord::new(sk)
+    {
+        count_in(stat::ROW_NESTED, stat::RESCUED);
+        let runner = Runner {
+            row: stat::ROW_NESTED,
+            slot: slot::NESTED,
+        };
+        let _ = state_change::handle(&ctx, runner, &rec, sk, old, new);
     }
     0
 }
@@ -61,7 +105,11 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         rec.field::<i32>(&cfg, K.newstate, l.newstate),
     );
     if let (Some(sk), Some(old), Some(new)) = fields {
-        let _ = state_change::handle(&ctx, &rec, sk, old as u8, new as u8);
+        let runner = Runner {
+            row: stat::ROW_TRACING,
+            slot: slot::MAIN,
+        };
+        let _ = state_change::handle(&ctx, runner, &rec, sk, old as u8, new as u8);
     }
     0
 }

@@ -100,7 +100,21 @@ pub static STATS: Array<u64> = Array::with_max_entries(stat::COUNT, BPF_F_MMAPAB
 /// buffer (held-back first events, SYN-ACK events): an Event is too large
 /// to build on the 512-byte BPF stack next to everything else.
 #[map]
-pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(2, 0);
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(3, 0);
+
+/// Scratch slots, one per program that may interrupt another on a CPU.
+pub mod slot {
+    pub const MAIN: u32 = 0;
+    pub const SYNACK: u32 = 1;
+    pub const NESTED: u32 = 2;
+}
+
+/// Per CPU: non-zero while the main state-change program runs there. The
+/// kernel skips a program that is already running on the CPU (a softirq
+/// interrupting it), so a second program on the same hook handles exactly
+/// the runs where this is set.
+#[map]
+pub static RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// First events held back until their socket matches the filter, by socket
 /// address; `SockState::has_pending` says one is here.

@@ -25,9 +25,12 @@ use crate::{
     record::Record,
 };
 
-#[inline(always)]
-fn count(slot: u32) {
-    count_in(stat::ROW_TRACING, slot)
+/// Which program is running the handler: each has its own counter row and
+/// scratch slot, since one may interrupt the other on a CPU.
+#[derive(Clone, Copy)]
+pub struct Runner {
+    pub row: u32,
+    pub slot: u32,
 }
 
 #[inline(always)]
@@ -81,11 +84,11 @@ fn log_map_failure<C: EbpfContext>(ctx: &C, what: u32, key: u64) -> u32 {
 }
 
 #[inline(always)]
-fn count_failure<C: EbpfContext>(ctx: &C, cfg: &Config, what: u32, key: u64) {
+fn count_failure<C: EbpfContext>(ctx: &C, r: Runner, cfg: &Config, what: u32, key: u64) {
     if cfg.verbose == 0 {
-        count(what);
+        count_in(r.row, what);
     } else {
-        count(log_map_failure(ctx, what, key));
+        count_in(r.row, log_map_failure(ctx, what, key));
     }
 }
 
@@ -132,8 +135,10 @@ fn fill_event<R: Record>(ev: &mut Event, rec: &R, cfg: &Config, f: &EventFields)
     Some(())
 }
 
+#[inline(always)]
 pub fn handle<C: EbpfContext, R: Record>(
     ctx: &C,
+    runner: Runner,
     rec: &R,
     skaddr: u64,
     old: u8,
@@ -186,7 +191,7 @@ pub fn handle<C: EbpfContext, R: Record>(
             .insert(&lkey, &current_owner(), BPF_ANY as u64)
             .is_err()
         {
-            count_failure(ctx, &cfg, stat::LISTEN_MAP_FAIL, sport as u64);
+            count_failure(ctx, runner, &cfg, stat::LISTEN_MAP_FAIL, sport as u64);
         }
     } else if old == tcp_state::LISTEN && new == tcp_state::CLOSE {
         let _ = LISTENERS.remove(&lkey);
@@ -276,7 +281,7 @@ pub fn handle<C: EbpfContext, R: Record>(
     if !matched {
         // may_match_later: hold the event back until a later event of this
         // socket matches or proves it never will.
-        let scratch = SCRATCH.get_ptr_mut(0)?;
+        let scratch = SCRATCH.get_ptr_mut(runner.slot)?;
         // SAFETY: per-CPU map value, exclusively ours for this program run.
         let ev = unsafe { &mut *scratch };
         fill_event(ev, rec, &cfg, &fields)?;
@@ -292,7 +297,7 @@ pub fn handle<C: EbpfContext, R: Record>(
         if PENDING.insert(skaddr, &*ev, BPF_ANY as u64).is_err()
             || SOCKS.insert(skaddr, &st, BPF_ANY as u64).is_err()
         {
-            count(stat::SOCK_MAP_FAIL);
+            count_in(runner.row, stat::SOCK_MAP_FAIL);
         }
         return Some(());
     }
@@ -301,7 +306,7 @@ pub fn handle<C: EbpfContext, R: Record>(
         && unsafe { (*t).has_pending } != 0
     {
         if let Some(p) = PENDING.get_ptr(skaddr) {
-            emit_copy(stat::ROW_TRACING, &cfg, unsafe { &*p });
+            emit_copy(runner.row, &cfg, unsafe { &*p });
         }
         let _ = PENDING.remove(skaddr);
     }
@@ -314,15 +319,15 @@ pub fn handle<C: EbpfContext, R: Record>(
             let ev = unsafe { &mut *entry.as_mut_ptr() };
             if fill_event(ev, rec, &cfg, &fields).is_some() {
                 entry.submit(wake);
-                count(stat::SUBMITTED);
+                count_in(runner.row, stat::SUBMITTED);
             } else {
                 entry.discard(0);
             }
         }
-        None => count(stat::RINGBUF_FULL),
+        None => count_in(runner.row, stat::RINGBUF_FULL),
     }
     if !birth && tracked.is_none() {
-        count(stat::UNTRACKED);
+        count_in(runner.row, stat::UNTRACKED);
     }
 
     if new == tcp_state::CLOSE {
@@ -346,7 +351,7 @@ pub fn handle<C: EbpfContext, R: Record>(
                 netns,
             };
             if SOCKS.insert(skaddr, &st, BPF_ANY as u64).is_err() {
-                count_failure(ctx, &cfg, stat::SOCK_MAP_FAIL, skaddr);
+                count_failure(ctx, runner, &cfg, stat::SOCK_MAP_FAIL, skaddr);
             }
         }
     }

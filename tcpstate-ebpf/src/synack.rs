@@ -18,7 +18,7 @@ use tcpstate_common::{
 
 use crate::{
     kernel::{netns_of, read},
-    maps::{LISTENERS, SCRATCH, config, emit_copy},
+    maps::{LISTENERS, SCRATCH, config, emit_copy, slot},
     state_change::port_matches,
 };
 
@@ -83,7 +83,7 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
 
     // Slot 1: slot 0 may be in use by a state-change program this one
     // interrupted on the same CPU.
-    let ev = unsafe { &mut *SCRATCH.get_ptr_mut(1)? };
+    let ev = unsafe { &mut *SCRATCH.get_ptr_mut(slot::SYNACK)? };
     ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
     ev.skaddr = req;
     ev.dwell_ns = since_first;

@@ -91,6 +91,9 @@ pub struct KernelStats {
     /// Runs of our program the kernel skipped because another BPF program was
     /// already running on that CPU (`recursion_misses` in the program info).
     pub recursion_misses: u64,
+    /// Runs the kernel skipped for the main program that the nested-run
+    /// program handled (not lost).
+    pub rescued: u64,
 }
 
 impl KernelStats {
@@ -150,6 +153,28 @@ fn attach_synack(ebpf: &mut Ebpf, say: &mut dyn FnMut(&str)) -> bool {
             ));
             false
         }
+    }
+}
+
+/// Attaches the nested-run program after the main one (the kernel calls
+/// them in attach order). Optional: without it, the changes the kernel skips
+/// while the main program runs are counted as lost.
+fn attach_nested(ebpf: &mut Ebpf, btf_id: u32, say: &mut dyn FnMut(&str)) {
+    let r = (|| -> Result<(), ProgramError> {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(names::NESTED_PROGRAM)
+            .expect("nested program is in the object")
+            .try_into()?;
+        p.load_with_btf_id(btf_id)?;
+        p.attach()?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => say("attached the nested-run program to tp_btf/inet_sock_set_state"),
+        Err(e) => say(&format!(
+            "nested runs will be counted as lost (nested-run program: {e}: {})",
+            source_chain(&e)
+        )),
     }
 }
 
@@ -456,7 +481,9 @@ impl Probe {
                 program
                     .attach()
                     .map_err(|e| program_error("attaching to tp_btf/inet_sock_set_state", e))?;
-                own_fd(program.fd())?
+                let fd = own_fd(program.fd())?;
+                attach_nested(&mut ebpf, btf_id, &mut say);
+                fd
             }
             Hook::Classic => {
                 let program: &mut TracePoint = ebpf
@@ -507,10 +534,12 @@ impl Probe {
                 let _ = tp.unload();
             }
         }
-        if let Some(p) = self.ebpf.program_mut(names::BTF_PROGRAM)
-            && let Ok(tp) = <&mut BtfTracePoint>::try_from(p)
-        {
-            let _ = tp.unload();
+        for name in [names::BTF_PROGRAM, names::NESTED_PROGRAM] {
+            if let Some(p) = self.ebpf.program_mut(name)
+                && let Ok(tp) = <&mut BtfTracePoint>::try_from(p)
+            {
+                let _ = tp.unload();
+            }
         }
     }
 
@@ -557,8 +586,12 @@ impl Probe {
             listen_map_fail: sum(stat::LISTEN_MAP_FAIL),
             submitted: sum(stat::SUBMITTED),
             untracked: sum(stat::UNTRACKED),
-            // Through our own descriptor: still readable once detached.
-            recursion_misses: recursion_misses(self.prog_fd.as_raw_fd()).unwrap_or(0),
+            // Through our own descriptor: still readable once detached. The
+            // runs the nested-run program handled instead are not lost.
+            recursion_misses: recursion_misses(self.prog_fd.as_raw_fd())
+                .unwrap_or(0)
+                .saturating_sub(sum(stat::RESCUED)),
+            rescued: sum(stat::RESCUED),
         }
     }
 }
