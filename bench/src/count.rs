@@ -14,7 +14,7 @@ pub struct TcpstateSummary {
     pub lost: u64,
     pub ringbuf_full: u64,
     pub recursion_misses: u64,
-    /// Events that are not kernel transitions (`tcpstate: N more events from ...`:
+    /// Events that are not kernel transitions (`tcpstate: N more rows beyond the tracepoint`:
     /// timewait hand-overs, half-open sockets, ...); not part of `events`.
     pub extra_events: u64,
     /// (old, new, count) from the per-transition table.
@@ -61,7 +61,7 @@ pub fn tcpstate_summary(stderr: &str) -> Option<TcpstateSummary> {
     }
     for l in lines {
         if let Some(rest) = l.strip_prefix("tcpstate: ")
-            && let Some((n, _)) = rest.split_once(" more events")
+            && let Some((n, _)) = rest.split_once(" more rows")
         {
             s.extra_events += n.trim().parse::<u64>().unwrap_or(0);
             continue;
@@ -145,7 +145,7 @@ mod tests {
 
     const SUMMARY: &str = "Tracing TCP state changes. Hit Ctrl-C to end.\n\
 tcpstate: 1012 events, 3 lost (ring buffer full: 1, skipped by the kernel while another BPF program ran: 2)\n\
-tcpstate: 101 more events from sock_ops, the SYN-ACK tracepoint, sock_diag and tracking (half-open, timewait)\n\
+tcpstate: 101 more rows beyond the tracepoint (half-open, timewait, snapshot, stuck)\n\
      COUNT  TRANSITION\n\
        101  CLOSE -> SYN_SENT\n\
        101  LAST_ACK -> CLOSE\n\

@@ -169,9 +169,10 @@ fn pin_self(cpu: usize) -> Result<()> {
     Ok(())
 }
 
-/// Makes `cmd`'s process start pinned to `cpu`, inside `netns` if given.
-fn pin(cmd: &mut Command, cpu: usize, netns: Option<RawFd>) {
-    let set = cpu_set(cpu);
+/// Makes `cmd`'s process start pinned to `cpu` (any CPU when `None`), inside
+/// `netns` if given.
+fn pin(cmd: &mut Command, cpu: Option<usize>, netns: Option<RawFd>) {
+    let set = cpu.map(cpu_set);
     // SAFETY: only async-signal-safe system calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -180,7 +181,9 @@ fn pin(cmd: &mut Command, cpu: usize, netns: Option<RawFd>) {
             {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            if let Some(set) = &set
+                && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -400,6 +403,12 @@ struct Variant {
     counting: Counting,
     /// A line the tool prints on stderr once it is ready.
     ready_line: Option<&'static str>,
+    /// Another tracer run for the whole round, its output discarded: what
+    /// a production host with other BPF agents looks like.
+    companion: Option<PathBuf>,
+    /// Load and tracer on any CPU, as the scheduler likes (nested state
+    /// changes on one CPU are much more frequent than when pinned apart).
+    unpinned: bool,
 }
 
 impl Variant {
@@ -423,6 +432,8 @@ impl Variant {
             env: Vec::new(),
             counting: Counting::None,
             ready_line: None,
+            companion: None,
+            unpinned: false,
         }
     }
 }
@@ -613,11 +624,26 @@ fn variants(
                     "libbpf-tcpstates",
                     "libbpf-tools tcpstates",
                     Role::Peer,
-                    Some(p),
+                    Some(p.clone()),
                     &[],
                 );
                 x.counting = Counting::PortLines;
                 v.push(x);
+                // Beside another BPF agent, on unpinned load: nothing may be
+                // skipped (a classic tracepoint would be, whenever the other
+                // tool's program runs on the same CPU).
+                let mut both = Variant::new(
+                    "tcpstate-alongside",
+                    "tcpstate (all events) beside libbpf-tools tcpstates, unpinned",
+                    Role::TcpstateAlongside,
+                    Some(tcpstate.to_path_buf()),
+                    &["--netns".into(), netns_path.into()],
+                );
+                both.counting = Counting::Tcpstate { all: true };
+                both.ready_line = Some("Tracing TCP state changes");
+                both.companion = Some(p.clone());
+                both.unpinned = true;
+                v.push(both);
             }
             None => skipped.push((
                 "libbpf-tools tcpstates".into(),
@@ -731,7 +757,7 @@ fn start_tracer(ctx: &Ctx, v: &Variant, round: usize) -> Result<Tracer> {
         .stdin(Stdio::null())
         .stdout(File::create(&out)?)
         .stderr(File::create(&err)?);
-    pin(&mut cmd, ctx.cli.tracer_cpu, None);
+    pin(&mut cmd, (!v.unpinned).then_some(ctx.cli.tracer_cpu), None);
     let stats_fd = enable_bpf_stats();
     let t0 = Instant::now();
     let mut child = cmd
@@ -803,13 +829,17 @@ fn bpf_runs(progs: &[procfs::ProgInfo]) -> (u64, u64, u64) {
     })
 }
 
-fn spawn_loadgen(ctx: &Ctx, args: &[String]) -> Result<Child> {
+fn spawn_loadgen(ctx: &Ctx, pinned: bool, args: &[String]) -> Result<Child> {
     let mut cmd = Command::new(&ctx.loadgen);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    pin(&mut cmd, ctx.cli.load_cpu, Some(ctx.netns.fd()));
+    pin(
+        &mut cmd,
+        pinned.then_some(ctx.cli.load_cpu),
+        Some(ctx.netns.fd()),
+    );
     cmd.spawn()
         .with_context(|| format!("cannot start {}", ctx.loadgen.display()))
 }
@@ -824,9 +854,13 @@ fn child_stderr(c: &mut Child) -> String {
 
 /// Server, then client; returns their reports and the share of the load CPU their processes
 /// got while the load ran (well under 1: something else ran there too).
-fn run_load(ctx: &Ctx) -> Result<(ClientReport, ServerReport, f64)> {
+fn run_load(ctx: &Ctx, pinned: bool) -> Result<(ClientReport, ServerReport, f64)> {
     let port = ctx.cli.port.to_string();
-    let mut server = spawn_loadgen(ctx, &["server".into(), "--port".into(), port.clone()])?;
+    let mut server = spawn_loadgen(
+        ctx,
+        pinned,
+        &["server".into(), "--port".into(), port.clone()],
+    )?;
     let mut sout = BufReader::new(server.stdout.take().expect("piped"));
     let mut line = String::new();
     sout.read_line(&mut line)?;
@@ -840,6 +874,7 @@ fn run_load(ctx: &Ctx) -> Result<(ClientReport, ServerReport, f64)> {
     }
     let mut client = spawn_loadgen(
         ctx,
+        pinned,
         &[
             "client".into(),
             "--port".into(),
@@ -993,7 +1028,32 @@ fn run_one(ctx: &Ctx, v: &Variant, round: usize) -> RunResult {
     r
 }
 
+/// A tracer run beside the measured one for a round; stopped when dropped.
+struct Companion(Child);
+
+impl Companion {
+    fn start(program: &Path) -> Result<Companion> {
+        let child = Command::new(program)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        // libbpf-tools attach in ~20 ms; leave it ample time.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Companion(child))
+    }
+}
+
+impl Drop for Companion {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn run_one_inner(ctx: &Ctx, v: &Variant, r: &mut RunResult) -> Result<()> {
+    let companion = v.companion.as_deref().map(Companion::start).transpose()?;
     let mut tracer = match v.program {
         Some(_) => Some(start_tracer(ctx, v, r.round)?),
         None => None,
@@ -1002,7 +1062,8 @@ fn run_one_inner(ctx: &Ctx, v: &Variant, r: &mut RunResult) -> Result<()> {
         r.startup_ms = Some(t.startup.as_secs_f64() * 1e3);
     }
     let j0 = cpu_jiffies();
-    let load = run_load(ctx);
+    let load = run_load(ctx, !v.unpinned);
+    drop(companion);
     let j1 = cpu_jiffies();
     let busy = |cpu: usize| {
         let (b0, t0) = *j0.get(cpu)?;
@@ -1500,7 +1561,11 @@ fn smoke_verdict(report: &Report) -> bool {
             ok = false;
         }
         let is_tcpstate = report.variants.iter().any(|v| {
-            v.id == r.variant && matches!(v.role, Role::Tcpstate | Role::TcpstateIdlePort)
+            v.id == r.variant
+                && matches!(
+                    v.role,
+                    Role::Tcpstate | Role::TcpstateIdlePort | Role::TcpstateAlongside
+                )
         });
         if !is_tcpstate {
             continue;

@@ -148,7 +148,16 @@ pub async fn run(
     // Listeners that predate tracing: tell the kernel side their owners so
     // the connections they accept are credited to them from now on (the few
     // accepted meanwhile get them in userspace).
+    let t0 = std::time::Instant::now();
     let snap = stages.start(&opts.start, out.buf());
+    if probe.verbose {
+        eprintln!(
+            "tcpstate: start-up read of existing sockets: {} listener owners, {} rows ({:.1} ms)",
+            snap.listeners.len(),
+            snap.rows.len(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
     for (netns, e) in &snap.failed {
         if probe.verbose {
             eprintln!("tcpstate: network namespace {netns} not read at start: {e}");
