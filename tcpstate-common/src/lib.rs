@@ -278,7 +278,13 @@ pub struct Config {
     pub verbose: u8,
     /// Non-zero when `layout` is `TracepointLayout::SINCE_5_6`.
     pub fast_layout: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero when a socket's first event may lack the port the filter
+    /// is about and must be held back: a local-port filter on a port inside
+    /// the ephemeral range (`ip_local_port_range`), which connect() may pick
+    /// after CLOSE->SYN_SENT. Zero lets unmatched events be dropped before
+    /// any map work.
+    pub hold_back: u8,
+    pub _pad: [u8; 2],
 }
 
 /// `PORTS` map values: which end of a connection a port filter applies to.

@@ -59,7 +59,8 @@ pub static CONFIG: Config = Config {
     port_filter: 0,
     verbose: 0,
     fast_layout: 0,
-    _pad: [0; 3],
+    hold_back: 0,
+    _pad: [0; 2],
 };
 
 #[inline(always)]

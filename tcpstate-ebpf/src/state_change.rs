@@ -146,12 +146,21 @@ pub fn handle<C: EbpfContext, R: Record>(
 ) -> Option<()> {
     let cfg = config();
 
-    // Cheapest rejections first: MPTCP and SCTP share this tracepoint.
-    if rec.protocol(&cfg)? != IPPROTO_TCP {
-        return None;
-    }
+    // Cheapest rejections first. With a port filter and no first events to
+    // hold back, a change whose ports do not match can never be shown: a
+    // followed socket's ports match on every later change. Listener changes
+    // are kept for their owners.
     let family = rec.family(&cfg)?;
     if cfg.family != 0 && family != cfg.family {
+        return None;
+    }
+    let (sport, dport) = rec.ports(&cfg)?;
+    let listen_event = old == tcp_state::LISTEN || new == tcp_state::LISTEN;
+    if cfg.port_filter != 0 && cfg.hold_back == 0 && !listen_event && !port_matches(sport, dport) {
+        return None;
+    }
+    // MPTCP and SCTP share this tracepoint.
+    if rec.protocol(&cfg)? != IPPROTO_TCP {
         return None;
     }
 
@@ -165,7 +174,6 @@ pub fn handle<C: EbpfContext, R: Record>(
     // read it (two kernel reads) only when something needs it before the
     // port filter has spoken: the --netns filter, no port filter at all, or
     // a listener event (its key includes the namespace).
-    let listen_event = old == tcp_state::LISTEN || new == tcp_state::LISTEN;
     let (netns, netns_known) = match tracked {
         Some(t) => (unsafe { (*t).netns }, true),
         None if cfg.netns != 0 || cfg.port_filter == 0 || listen_event => {
@@ -176,7 +184,6 @@ pub fn handle<C: EbpfContext, R: Record>(
     if cfg.netns != 0 && netns != cfg.netns {
         return None;
     }
-    let (sport, dport) = rec.ports(&cfg)?;
     let now = unsafe { bpf_ktime_get_boot_ns() };
 
     // Listener owners are tracked whatever the filter, so a followed accepted
@@ -207,7 +214,8 @@ pub fn handle<C: EbpfContext, R: Record>(
     // could still match, i.e. its first event lacks the port the filter is
     // about (CLOSE->SYN_SENT has local port 0 before the ephemeral port is
     // chosen). Otherwise drop it here, before any work.
-    let may_match_later = birth
+    let may_match_later = cfg.hold_back != 0
+        && birth
         && new != tcp_state::LISTEN
         && ((sport == 0 && cfg.port_filter & port_match::LOCAL != 0)
             || (dport == 0 && cfg.port_filter & port_match::REMOTE != 0));

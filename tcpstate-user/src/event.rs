@@ -159,6 +159,9 @@ pub enum Note {
     TimeWait,
     /// The timewait socket expired.
     TimeWaitExpired,
+    /// The timewait socket was ended early by a new connection on the same
+    /// tuple (`tcp_tw_reuse`, or a SYN the timewait socket accepted).
+    TimeWaitReused,
     /// The socket stayed in `new` longer than `--stuck` (age in ns; a state
     /// row).
     Stuck(u64),
@@ -173,6 +176,7 @@ impl Note {
             Note::TimeWaitSocket => "timewait-socket",
             Note::TimeWait => "timewait",
             Note::TimeWaitExpired => "timewait-expired",
+            Note::TimeWaitReused => "timewait-reused",
             Note::Stuck(_) => "stuck",
         }
     }
@@ -201,6 +205,7 @@ impl fmt::Display for NoteText<'_> {
             }
             Some(Note::TimeWaitSocket) => f.write_str("timewait socket"),
             Some(Note::TimeWaitExpired) => f.write_str("timewait expired"),
+            Some(Note::TimeWaitReused) => f.write_str("timewait reused by a new connection"),
             Some(Note::Stuck(ns)) => write!(f, "stuck for {:.1}s", ns as f64 / 1e9),
             Some(other) => f.write_str(other.name()),
             None if ev.retransmits == 1 => f.write_str("after 1 SYN-ACK retransmit"),

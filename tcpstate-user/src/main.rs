@@ -69,11 +69,19 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
         .await?;
         if stop != Stop::ClosedPipe {
             eprint!("{}", summary.report(&probe.stats()));
-            let c = enrich.counters;
-            if c.untracked > 0 || c.lookup_errors > 0 {
+            let c = &enrich.counters;
+            if c.untracked > 0 {
                 eprintln!(
-                    "tcpstate: {} half-open/timewait sockets not followed (raise --max-tracked), {} of {} sock_diag lookups failed",
-                    c.untracked, c.lookup_errors, c.lookups
+                    "tcpstate: {} half-open/timewait sockets not followed (raise --max-tracked)",
+                    c.untracked
+                );
+            }
+            if c.lookup_errors > 0 {
+                eprintln!(
+                    "tcpstate: {} of {} sock_diag dumps failed (last: {})",
+                    c.lookup_errors,
+                    c.lookups,
+                    c.last_error.as_deref().unwrap_or("?")
                 );
             }
         }

@@ -277,6 +277,33 @@ fn program_error(what: &str, e: ProgramError) -> UserError {
     }
 }
 
+/// Whether a socket's first event must be held back until it matches: only
+/// when a local-port filter names a port connect() could pick as its
+/// ephemeral port, which is chosen after CLOSE->SYN_SENT (a port bound
+/// explicitly is already there). Otherwise the kernel side drops every
+/// unmatched change before any map work.
+fn needs_hold_back(ports: &[(u16, u8)], say: &mut dyn FnMut(&str)) -> bool {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| ephemeral_range(&s));
+    let (lo, hi) = range.unwrap_or((1, u16::MAX));
+    let hold = ports
+        .iter()
+        .any(|&(p, bits)| bits & port_match::LOCAL != 0 && (lo..=hi).contains(&p));
+    if hold {
+        say(&format!(
+            "a filtered port is in the ephemeral range {lo}-{hi}: first events are held back until they match"
+        ));
+    }
+    hold
+}
+
+/// `ip_local_port_range` ("32768\t60999").
+fn ephemeral_range(text: &str) -> Option<(u16, u16)> {
+    let mut it = text.split_whitespace().map(|w| w.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// Our own handle on a program: its skip counter stays readable after aya
 /// detaches and unloads it at exit (the kernel keeps a program alive while a
 /// descriptor refers to it).
@@ -400,7 +427,8 @@ impl Probe {
             port_filter: opts.ports.iter().fold(0, |bits, (_, b)| bits | b),
             verbose: u8::from(opts.verbose),
             fast_layout: u8::from(layout == tcpstate_common::TracepointLayout::SINCE_5_6),
-            _pad: [0; 3],
+            hold_back: u8::from(needs_hold_back(&opts.ports, &mut say)),
+            _pad: [0; 2],
         };
         let listeners = (opts.max_sockets / 16).max(256);
         // Possible CPUs (not online ones): the kernel program indexes the
@@ -684,4 +712,15 @@ fn spawn_logger(mut logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ephemeral_range_is_parsed() {
+        assert_eq!(ephemeral_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(ephemeral_range("junk"), None);
+    }
 }

@@ -200,11 +200,14 @@ impl HalfOpen {
                         remote: s.remote,
                     })
                     .collect(),
-                Err(_) => {
-                    // The namespace is gone or cannot be entered: nothing
-                    // more can be learned about its request sockets.
+                Err(e) => {
+                    // Retried at the next check; a namespace that is gone
+                    // cannot be entered again, nor its request sockets seen.
                     counters.lookup_errors += 1;
-                    self.pending.retain(|k, _| k.netns != netns);
+                    counters.last_error = Some(format!("netns {netns}: {e}"));
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        self.pending.retain(|k, _| k.netns != netns);
+                    }
                     continue;
                 }
             };

@@ -97,11 +97,13 @@ pub struct Options {
 }
 
 /// Counters for the exit report.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Counters {
     /// sock_diag dumps made.
     pub lookups: u64,
     pub lookup_errors: u64,
+    /// The last failed dump's error, for the exit report.
+    pub last_error: Option<String>,
     /// Half-open or timewait sockets not followed because the table was full.
     pub untracked: u64,
 }
@@ -159,6 +161,13 @@ impl Enricher {
         if ev.source != Source::Tracepoint {
             emit(&ev);
             return;
+        }
+        if matches!(
+            (ev.old, ev.new),
+            (TcpState::SynSent, TcpState::Established) | (TcpState::Listen, TcpState::SynRecv)
+        ) && let Some(e) = self.timewait.reused(&ev)
+        {
+            emit(&e);
         }
         match (ev.old, ev.new) {
             (TcpState::Listen, TcpState::SynRecv) => {

@@ -102,6 +102,25 @@ impl TimeWait {
         self.follow(ev, counters);
     }
 
+    /// A new connection on a followed tuple (its SYN_SENT->ESTABLISHED or
+    /// LISTEN->SYN_RECV): the kernel ended the timewait socket to let it in
+    /// (`tcp_tw_reuse`, on by default for loopback, or a SYN the timewait
+    /// socket accepted). Without this, a storm that reuses ports would leave
+    /// the old timewait socket's end unreported.
+    pub fn reused(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
+        let key = TupleKey::of(ev);
+        let tw = self.socks.remove(&key)?;
+        Some(Self::row(
+            &key,
+            &tw,
+            Source::Tracker,
+            Note::TimeWaitReused,
+            tw.substate,
+            TcpState::Close,
+            ev.ts_ns,
+        ))
+    }
+
     /// The peer (local, traced) finished LAST_ACK->CLOSE: its FIN reached our
     /// orphaned FIN_WAIT2, which is now in TIME_WAIT. Check at the next tick.
     pub fn peer_closed(&mut self, ev: &TcpEvent) {
@@ -171,9 +190,15 @@ impl TimeWait {
                         .filter(|s| s.inode == 0)
                         .map(|s| ((s.local, s.remote), s.state))
                         .collect(),
-                    Err(_) => {
+                    Err(e) => {
+                        // Retried at the next tick; a namespace that is gone
+                        // (its last process exited) cannot be entered again,
+                        // and what it held is gone with it.
                         counters.lookup_errors += 1;
-                        self.socks.retain(|k, _| k.netns != netns);
+                        counters.last_error = Some(format!("netns {netns}: {e}"));
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            self.socks.retain(|k, _| k.netns != netns);
+                        }
                         continue;
                     }
                 };
@@ -355,6 +380,21 @@ mod tests {
         );
         let out = run_tick(&mut tw, 1_000_000_000, &mut t);
         assert_eq!(out[0].note, Some(Note::TimeWaitExpired));
+    }
+
+    #[test]
+    fn a_new_connection_on_the_tuple_ends_the_timewait_socket() {
+        let mut tw = TimeWait::new(16);
+        let mut c = Counters::default();
+        tw.handover(&close(TcpState::FinWait2, Some(true), 1_000, 7), &mut c);
+        let mut open = close(TcpState::SynSent, None, 5_000, 7);
+        open.new = TcpState::Established;
+        let row = tw.reused(&open).unwrap();
+        assert_eq!((row.old, row.new), (TcpState::TimeWait, TcpState::Close));
+        assert_eq!(row.note, Some(Note::TimeWaitReused));
+        assert_eq!(row.dwell_ns, Some(4_000));
+        assert_eq!(tw.len(), 0);
+        assert!(tw.reused(&open).is_none());
     }
 
     #[test]
