@@ -5,8 +5,9 @@
 //! - [`Recorder`] turns rows into counters, gauges and histograms;
 //! - [`labels`] keeps every label's range bounded;
 //! - [`occupancy`] derives the sockets currently in each state;
-//! - [`server`] answers `GET /metrics`.
+//! - [`server`] answers `GET /metrics`, in the format [`format`] negotiates.
 
+pub mod format;
 pub mod labels;
 pub mod occupancy;
 pub mod server;
@@ -19,7 +20,6 @@ use prometheus_client::{
         family::Family,
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
-        info::Info,
     },
     registry::{Registry, Unit},
 };
@@ -96,11 +96,13 @@ impl Recorder {
             stuck_now: HashMap::new(),
             lost_seen: [0; 3],
         };
-        registry.register(
-            "build",
-            "tcpstate's version",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        // A gauge, not an OpenMetrics `info`: Prometheus' text-format
+        // parsers (promtool check metrics among them) reject that type.
+        let build: Family<Vec<(&'static str, &'static str)>, Gauge> = Family::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register("build_info", "tcpstate's version", build);
         registry.register(
             "transitions",
             "TCP state transitions the kernel made (sock:inet_sock_set_state)",

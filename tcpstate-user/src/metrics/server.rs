@@ -6,6 +6,8 @@
 use std::{sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry;
+
+use super::format;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -13,7 +15,6 @@ use tokio::{
     time::timeout,
 };
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const MAX_REQUEST: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 16;
@@ -90,11 +91,20 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
     let head = read_head(&mut stream).await?;
     let (status, content_type, body, send_body) = match route(&head) {
-        Route::Metrics { head } => {
+        Route::Metrics { head: head_only } => {
             let mut body = String::new();
             prometheus_client::encoding::text::encode(&mut body, registry)
                 .map_err(std::io::Error::other)?;
-            ("200 OK", CONTENT_TYPE, body, !head)
+            if format::wants_openmetrics(&head) {
+                ("200 OK", format::OPENMETRICS, body, !head_only)
+            } else {
+                (
+                    "200 OK",
+                    format::TEXT,
+                    format::to_text_format(&body),
+                    !head_only,
+                )
+            }
         }
         Route::NotFound => ("404 Not Found", "text/plain", "see /metrics\n".into(), true),
         Route::MethodNotAllowed => (
