@@ -376,10 +376,12 @@ fn deb_installs_runs_and_removes_cleanly() {
     assert!(version.starts_with("tcpstate "), "{version}");
     let listed = output(Command::new("dpkg").args(["-L", "tcpstate"]));
     output(Command::new("dpkg").args(["-r", "tcpstate"]));
-    for f in listed
+    let files: Vec<&str> = listed
         .lines()
-        .filter(|l| l.starts_with("/usr/bin") || l.ends_with(".service"))
-    {
+        .filter(|l| l.starts_with("/usr/bin/") || l.ends_with(".service") || l.contains("/man8/"))
+        .collect();
+    assert_eq!(files.len(), 3, "{listed}");
+    for f in files {
         assert!(!Path::new(f).exists(), "{f} left behind after dpkg -r");
     }
     let status = Command::new("dpkg")
