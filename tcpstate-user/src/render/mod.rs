@@ -71,6 +71,7 @@ pub fn time_format(cli: &crate::cli::Cli) -> timefmt::TimeFormat {
 ///   connection with `--lifecycle`, or nothing with `--summary` alone;
 /// - wrapped in a [`trigger::Trigger`] with `--trigger`;
 /// - plus the `--summary` report and the `--diagram` file, fed every event.
+///
 /// `containers`: the attributor that fills the container columns of wide,
 /// JSON and CSV output (`None`: attribution is off).
 pub fn for_cli(
