@@ -105,7 +105,7 @@ impl Recorder {
         registry.register("build_info", "tcpstate's version", build);
         registry.register(
             "transitions",
-            "TCP state transitions the kernel made (sock:inet_sock_set_state)",
+            "TCP state transitions: the kernel's, and a lingering half-open connection's LISTEN->SYN_RECV and expiry",
             r.transitions.clone(),
         );
         registry.register_with_unit(
@@ -156,8 +156,13 @@ impl Recorder {
                 .get_or_create(&with_states(&l, &[("state", state)]))
                 .dec();
         }
-        let moves = match (ev.source, ev.note) {
-            (Source::Tracepoint, _) => {
+        // A half-open connection's row *is* its LISTEN -> SYN_RECV (the
+        // child's own is folded into it), and its expiry its SYN_RECV ->
+        // CLOSE: transitions like the kernel's.
+        let transition = ev.source == Source::Tracepoint
+            || matches!(ev.note, Some(Note::HalfOpen(_) | Note::HalfOpenExpired(_)));
+        let moves = match ev.note {
+            _ if transition => {
                 self.transitions
                     .get_or_create(&with_states(
                         &labels,
@@ -171,24 +176,20 @@ impl Recorder {
                 }
                 self.occupancy.transition(&labels, ev.old, ev.new)
             }
-            // Seeds: the socket was there before us.
-            (_, Some(Note::Snapshot)) => [
-                self.occupancy.enter(&labels, ev.new).map(|c| (ev.new, c)),
-                None,
-            ],
-            // A timewait socket took over a full socket (which left its
-            // state in its own CLOSE transition).
-            (Source::Tracker, Some(Note::TimeWait)) => [
+            // Seeds: the socket was there before us; or a timewait socket
+            // took over a full socket (which left its state in its own
+            // CLOSE transition).
+            Some(Note::Snapshot | Note::TimeWaitSocket) => [
                 self.occupancy.enter(&labels, ev.new).map(|c| (ev.new, c)),
                 None,
             ],
             // A timewait socket moved on (orphan FIN_WAIT2 -> TIME_WAIT).
-            (_, Some(Note::TimeWait)) => self.occupancy.transition(&labels, ev.old, ev.new),
-            (_, Some(Note::TimeWaitExpired)) => [
+            Some(Note::TimeWait) => self.occupancy.transition(&labels, ev.old, ev.new),
+            Some(Note::TimeWaitExpired) => [
                 self.occupancy.leave(&labels, ev.old).map(|c| (ev.old, c)),
                 None,
             ],
-            (_, Some(Note::Stuck(_))) => {
+            Some(Note::Stuck(_)) => {
                 let l = with_states(&labels, &[("state", ev.new)]);
                 self.stuck_total.get_or_create(&l).inc();
                 if self.stuck_now.len() < MAX_STUCK
@@ -201,8 +202,6 @@ impl Recorder {
                 }
                 [None, None]
             }
-            // Half-open request sockets are not full sockets: they are not
-            // counted in `sockets` (their completion is a kernel transition).
             _ => [None, None],
         };
         for (state, count) in moves.into_iter().flatten() {
