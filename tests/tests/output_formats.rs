@@ -263,6 +263,7 @@ const EVENT_SCHEMA: &[(&str, &[&str])] = &[
     ("replayed", &["boolean"]),
     ("note", &["string", "null"]),
     ("peer_fin", &["boolean", "null"]),
+    ("kind", &["string"]),
     ("cgroup", &["string", "null"]),
     ("container_id", &["string", "null"]),
     ("pod_uid", &["string", "null"]),
