@@ -30,7 +30,7 @@ for pair in "$@"; do
 done
 # Mount points the tracer's pod spec binds (an empty scratch image has none)
 # and a writable /tmp.
-mkdir -p "$ctx/root/sys/kernel/tracing" "$ctx/root/sys/fs/cgroup" "$ctx/root/tmp"
+mkdir -p "$ctx/root/sys/kernel/tracing" "$ctx/root/tmp"
 cat > "$ctx/Containerfile" <<EOT
 FROM scratch
 COPY root/ /

@@ -46,8 +46,8 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     println!(
         "image: run it as the DaemonSet does: podman run --network=host --pid=host --cap-drop=all \
-         --cap-add=BPF,PERFMON,NET_ADMIN,SYS_ADMIN -v /sys/kernel/tracing:/sys/kernel/tracing:ro \
-         -v /sys/fs/cgroup:/sys/fs/cgroup:ro {} --metrics=127.0.0.1:9979 --quiet",
+         --cap-add=BPF,PERFMON,SYS_ADMIN -v /sys/kernel/tracing:/sys/kernel/tracing:ro {} \
+         --metrics=127.0.0.1:9979 --quiet",
         opts.tag
     );
     Ok(())
