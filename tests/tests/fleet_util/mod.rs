@@ -93,6 +93,19 @@ impl Container {
             .to_string()
     }
 
+    /// The inode of its network namespace (as tcpstate's `netns` shows it).
+    pub fn netns_inode(&self) -> u64 {
+        let pid = output(podman().args(["inspect", "--format", "{{.State.Pid}}", &self.0]));
+        let link = std::fs::read_link(format!("/proc/{}/ns/net", pid.trim()))
+            .unwrap_or_else(|e| panic!("netns of {}: {e}", self.0));
+        // `net:[4026532182]`
+        link.to_string_lossy()
+            .trim_start_matches("net:[")
+            .trim_end_matches(']')
+            .parse()
+            .unwrap_or_else(|_| panic!("netns link {link:?}"))
+    }
+
     /// Waits until podman reports it running.
     pub fn wait_running(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
