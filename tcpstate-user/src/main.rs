@@ -1,7 +1,6 @@
 use tcpstate::{
     cli::Cli,
     clock::WallClock,
-    container,
     enrich::{self, Enricher},
     error::UserError,
     gate::Gate,
@@ -40,9 +39,7 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
         let mut probe = Probe::load(&ProbeOptions::from_cli(cli))?;
         let ring = probe.take_events()?;
         let containers = cli.container_options();
-        let attributor: Option<container::Shared> = containers
-            .enabled
-            .then(|| std::rc::Rc::new(std::cell::RefCell::new(container::Attributor::default())));
+        let attributor = containers.attributor();
         let recorder = match cli.metrics_options() {
             Some(opts) => {
                 let (recorder, registry) = metrics::Recorder::new(&opts);

@@ -55,3 +55,11 @@ pub struct Options {
     pub enabled: bool,
     pub select: select::Select,
 }
+
+impl Options {
+    /// The attributor the stages share, when attribution is on.
+    pub fn attributor(&self) -> Option<Shared> {
+        self.enabled
+            .then(|| Rc::new(RefCell::new(Attributor::default())))
+    }
+}
