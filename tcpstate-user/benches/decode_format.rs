@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
         ("json", &["-j"][..]),
         ("csv", &["--csv"][..]),
     ] {
-        let mut r = render::for_cli(&cli(args), clock);
+        let mut r = render::for_cli(&cli(args), clock, None);
         let mut out = Vec::with_capacity(1 << 20);
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -117,7 +117,7 @@ fn bench(c: &mut Criterion) {
     }
 
     // What the reader adds per event besides rendering: the exit summary's counters.
-    let mut r = render::for_cli(&cli(&[]), clock);
+    let mut r = render::for_cli(&cli(&[]), clock, None);
     let mut summary = Summary::default();
     let mut out = Vec::with_capacity(1 << 20);
     g.bench_function("text_with_summary", |b| {

@@ -84,6 +84,17 @@ pub struct Cli {
     #[arg(long, value_name = "NAME|PATH|INODE", help_heading = "Filters")]
     pub netns: Option<String>,
 
+    /// Only rows whose owner runs in this cgroup (v2 path as in
+    /// /proc/PID/cgroup, e.g. /system.slice/nginx.service) or below it
+    /// (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH", help_heading = "Filters")]
+    pub cgroups: Vec<String>,
+
+    /// Only rows whose owner runs in this container: its ID or a prefix of
+    /// it, as podman, docker or crictl show it (repeatable).
+    #[arg(long = "container", value_name = "ID", help_heading = "Filters")]
+    pub containers: Vec<String>,
+
     /// Print JSON Lines, one object per event (schema in docs/json.md).
     #[arg(short = 'j', long, conflicts_with = "wide", help_heading = "Output")]
     pub json: bool,
@@ -136,6 +147,27 @@ pub struct Cli {
     /// with counts and median times (and FILE.svg when `dot` is installed).
     #[arg(long, value_name = "FILE.dot", help_heading = "Views")]
     pub diagram: Option<std::path::PathBuf>,
+
+    /// Serve Prometheus/OpenMetrics metrics on ADDR at /metrics, e.g.
+    /// 127.0.0.1:9979 (docs/metrics.md). Beside any output, or alone with
+    /// --quiet.
+    #[arg(long, value_name = "ADDR", help_heading = "Metrics")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// No per-event output (e.g. with --metrics); the exit report is still
+    /// printed to stderr.
+    #[arg(short = 'q', long, conflicts_with_all = ["json", "csv", "wide", "lifecycle", "trigger"], help_heading = "Metrics")]
+    pub quiet: bool,
+
+    /// Add container_id and pod_uid labels to the metrics (at most
+    /// --metrics-max-containers distinct values; the rest as `other`).
+    #[arg(long, requires = "metrics", help_heading = "Metrics")]
+    pub metrics_container_labels: bool,
+
+    /// Most distinct container (and pod) label values with
+    /// --metrics-container-labels.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "Metrics")]
+    pub metrics_max_containers: u32,
 
     /// Print a shell completion script and exit.
     #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
@@ -288,11 +320,52 @@ impl Cli {
         {
             return Err("--netns needs a name, path or inode".into());
         }
+        if self.cgroups.iter().any(|c| c.trim().is_empty()) {
+            return Err("--cgroup needs a path, e.g. /system.slice".into());
+        }
+        if let Some(bad) = self
+            .containers
+            .iter()
+            .find(|c| c.trim().is_empty() || !c.trim().bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(format!(
+                "--container `{bad}`: expected a container ID or its prefix (hex digits)"
+            ));
+        }
         Ok(())
     }
 
     pub fn has_port_filter(&self) -> bool {
         !(self.ports.is_empty() && self.lports.is_empty() && self.rports.is_empty())
+    }
+
+    /// The `--metrics` settings, when asked for.
+    pub fn metrics_options(&self) -> Option<crate::metrics::Options> {
+        Some(crate::metrics::Options {
+            addr: self.metrics?,
+            ports: self
+                .ports
+                .iter()
+                .chain(&self.lports)
+                .chain(&self.rports)
+                .copied()
+                .collect(),
+            container_cap: self
+                .metrics_container_labels
+                .then_some(self.metrics_max_containers as usize),
+        })
+    }
+
+    /// Container attribution: on when an output shows it (wide, JSON, CSV),
+    /// a filter needs it, or the metrics label by it.
+    pub fn container_options(&self) -> crate::container::Options {
+        let select = crate::container::select::Select::new(&self.cgroups, &self.containers);
+        crate::container::Options {
+            enabled: (self.wide || self.json || self.csv) && !self.quiet
+                || select.is_active()
+                || self.metrics_container_labels,
+            select,
+        }
     }
 
     /// `--snapshot`, or a port filter without `--no-snapshot`.
@@ -538,6 +611,54 @@ mod tests {
         let c = parse(&["--stuck", "5s"]).unwrap();
         assert_eq!(c.stuck, Some(Duration::from_secs(5)));
         assert!(parse(&["--stuck", "0s"]).is_err());
+    }
+
+    #[test]
+    fn fleet_flags_become_component_options() {
+        let c = parse(&[
+            "--metrics",
+            "127.0.0.1:9979",
+            "-q",
+            "-p",
+            "80",
+            "--lport",
+            "443",
+        ])
+        .unwrap();
+        let m = c.metrics_options().unwrap();
+        assert_eq!(m.addr.to_string(), "127.0.0.1:9979");
+        assert_eq!(m.ports, [80, 443]);
+        assert_eq!(m.container_cap, None);
+        assert!(!c.container_options().enabled, "nothing shows containers");
+        let c = parse(&[
+            "--metrics",
+            "[::1]:1",
+            "--metrics-container-labels",
+            "--metrics-max-containers",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.metrics_options().unwrap().container_cap, Some(5));
+        assert!(c.container_options().enabled);
+        assert!(parse(&[]).unwrap().metrics_options().is_none());
+        assert!(parse(&["-j"]).unwrap().container_options().enabled);
+        let f = parse(&["--container", "4c8a", "--cgroup", "/system.slice"]).unwrap();
+        assert!(f.validate().is_ok() && f.container_options().select.is_active());
+        for bad in [
+            &["--metrics-container-labels"][..],
+            &["--metrics", "localhost"],
+            &["-q", "-j"],
+            &["-q", "--lifecycle"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        assert!(
+            parse(&["--container", "nginx"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+        assert!(parse(&["--cgroup", " "]).unwrap().validate().is_err());
     }
 
     #[test]

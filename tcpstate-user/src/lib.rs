@@ -8,12 +8,15 @@
 pub mod cli;
 pub mod clock;
 pub mod comm;
+pub mod container;
 pub mod diag;
 pub mod enrich;
 pub mod error;
 pub mod event;
+pub mod gate;
 pub mod kernel_btf;
 pub mod layout;
+pub mod metrics;
 pub mod netns;
 pub mod output;
 pub mod privileges;

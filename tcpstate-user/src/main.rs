@@ -3,7 +3,8 @@ use tcpstate::{
     clock::WallClock,
     enrich::{self, Enricher},
     error::UserError,
-    netns,
+    gate::Gate,
+    metrics, netns,
     probe::{Probe, ProbeOptions},
     reader::{self, Stop},
     render,
@@ -37,7 +38,23 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
     runtime.block_on(async {
         let mut probe = Probe::load(&ProbeOptions::from_cli(cli))?;
         let ring = probe.take_events()?;
-        let mut render = render::for_cli(cli, WallClock::now());
+        let containers = cli.container_options();
+        let attributor = containers.attributor();
+        let recorder = match cli.metrics_options() {
+            Some(opts) => {
+                let (recorder, registry) = metrics::Recorder::new(&opts);
+                let bound = metrics::serve(opts.addr, registry).await.map_err(|e| {
+                    UserError::runtime(format!("serving metrics on {}: {e}", opts.addr))
+                })?;
+                if cli.verbose {
+                    eprintln!("tcpstate: metrics at http://{bound}/metrics");
+                }
+                Some(recorder)
+            }
+            None => None,
+        };
+        let mut gate = Gate::new(attributor.clone(), containers.select, recorder);
+        let mut render = render::for_cli(cli, WallClock::now(), attributor);
         let mut summary = Summary::default();
         let mut enrich = Enricher::new(enrich::Options {
             stuck: cli.stuck,
@@ -53,6 +70,7 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
         };
         let mut stages = reader::Stages {
             enrich: &mut enrich,
+            gate: &mut gate,
             render: render.as_mut(),
             summary: &mut summary,
         };

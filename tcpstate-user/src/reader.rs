@@ -19,6 +19,7 @@ use crate::{
     enrich::{Enricher, Filter},
     error::UserError,
     event::{TcpEvent, decode},
+    gate::Gate,
     output::{Flush, Output},
     probe::{KernelStats, Probe},
     render::Render,
@@ -66,20 +67,26 @@ fn flushed(out: &mut Output) -> Result<bool, UserError> {
     }
 }
 
-/// The stages after decoding: enrich, then count and render.
+/// The stages after decoding: enrich, then the gate (container filter,
+/// metrics), then count and render.
 pub struct Stages<'a> {
     pub enrich: &'a mut Enricher,
+    pub gate: &'a mut Gate,
     pub render: &'a mut dyn Render,
     pub summary: &'a mut Summary,
 }
 
 impl Stages<'_> {
     fn emitter<'b>(
+        gate: &'b mut Gate,
         render: &'b mut dyn Render,
         summary: &'b mut Summary,
         out: &'b mut Vec<u8>,
     ) -> impl FnMut(&TcpEvent) + 'b {
         move |e: &TcpEvent| {
+            if !gate.pass(e) {
+                return;
+            }
             summary.record(e);
             render.event(e, out);
         }
@@ -88,7 +95,8 @@ impl Stages<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<u8>) {
         let mut bad = 0;
         {
-            let mut emit = Self::emitter(&mut *self.render, &mut *self.summary, out);
+            let mut emit =
+                Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
             while let Some(item) = ring.next() {
                 match decode(&item) {
                     Ok(ev) => self.enrich.on_event(&ev, &mut emit),
@@ -100,13 +108,13 @@ impl Stages<'_> {
     }
 
     fn tick(&mut self, out: &mut Vec<u8>) {
-        let mut emit = Self::emitter(&mut *self.render, &mut *self.summary, out);
+        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
         self.enrich.on_tick(boot_ns(), &mut emit);
     }
 
     /// Runs the start-up snapshot through the same stages.
     pub fn start(&mut self, start: &Start, out: &mut Vec<u8>) -> crate::enrich::snapshot::Snapshot {
-        let mut emit = Self::emitter(&mut *self.render, &mut *self.summary, out);
+        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
         self.enrich
             .start(start.netns, &start.filter, start.rows, &mut emit)
     }
@@ -198,6 +206,9 @@ pub async fn run(
             }
             _ = stats_tick.tick() => {
                 warn_new_losses(&mut last_stats, probe.stats());
+                if let Some(m) = stages.gate.metrics() {
+                    m.losses(&last_stats, stages.summary.decode_errors);
+                }
                 if out.reader_gone() {
                     break Stop::ClosedPipe;
                 }

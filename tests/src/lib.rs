@@ -291,10 +291,34 @@ impl Peer {
     }
 
     fn spawn(ns: &Netns, role: &str, addr: &str) -> Peer {
-        let label = format!("{role} {addr}");
-        let mut child = ns
-            .command(tcppeer_bin())
-            .args([role, addr])
+        let mut cmd = ns.command(tcppeer_bin());
+        cmd.args([role, addr]);
+        Peer::spawn_command(cmd, format!("{role} {addr}"))
+    }
+
+    /// Starts a `tcppeer server ADDR` that `cmd` runs (e.g. `podman run -i
+    /// IMAGE server ADDR`); returns once it is listening.
+    pub fn server_command(cmd: Command, label: &str) -> Peer {
+        let mut p = Peer::spawn_command(cmd, label.to_string());
+        let line = p.expect_line("listening");
+        p.local = parse_addr(&line, 1);
+        p
+    }
+
+    /// Starts a `tcppeer client ADDR` that `cmd` runs; returns once it is
+    /// connected.
+    pub fn client_command(cmd: Command, label: &str) -> Peer {
+        let mut p = Peer::spawn_command(cmd, label.to_string());
+        let line = p.expect_line("connected");
+        p.local = parse_addr(&line, 1);
+        p.remote = Some(parse_addr(&line, 2));
+        p
+    }
+
+    /// `cmd` runs tcppeer (in a namespace, a container...). `pid` is what
+    /// tcppeer reports: inside a container's PID namespace, not the host's.
+    fn spawn_command(mut cmd: Command, label: String) -> Peer {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -263,6 +263,10 @@ const EVENT_SCHEMA: &[(&str, &[&str])] = &[
     ("replayed", &["boolean"]),
     ("note", &["string", "null"]),
     ("peer_fin", &["boolean", "null"]),
+    ("kind", &["string"]),
+    ("cgroup", &["string", "null"]),
+    ("container_id", &["string", "null"]),
+    ("pod_uid", &["string", "null"]),
 ];
 const OPTIONAL_EVENT_KEYS: &[(&str, &str)] = &[("retransmits", "integer"), ("age_ms", "number")];
 
@@ -385,7 +389,7 @@ fn csv_has_a_header_and_the_json_fields_per_row() {
     assert_eq!(
         header.join(","),
         "time,time_ns,source,skaddr,netns,family,pid,comm,cpu_pid,cpu_comm,laddr,lport,raddr,rport,\
-         oldstate,newstate,ms,replayed,note,peer_fin,retransmits,age_ms"
+         oldstate,newstate,ms,replayed,note,peer_fin,retransmits,age_ms,cgroup,container_id,pod_uid"
     );
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<Vec<String>> = lines[1..].iter().map(|l| csv_cells(l)).collect();

@@ -5,8 +5,11 @@
 mod bench;
 mod build;
 mod compare;
+mod deb;
 mod dist;
+mod fleet;
 mod fuzz;
+mod image;
 mod install;
 mod run;
 mod setup;
@@ -54,6 +57,10 @@ enum Command {
     Soak(soak::Options),
     /// Build, then write the binary, man page and shell completions under target/dist.
     Dist(dist::Options),
+    /// Setup, build, then an OCI image FROM scratch (podman, offline) and its size.
+    Image(image::Options),
+    /// Setup, build, then a Debian package (cargo-deb) in target/debian.
+    Deb(deb::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +77,8 @@ fn main() -> std::process::ExitCode {
         Command::Fuzz(opts) => fuzz::run(opts),
         Command::Soak(opts) => soak::run(opts),
         Command::Dist(opts) => dist::run(opts),
+        Command::Image(opts) => image::run(opts),
+        Command::Deb(opts) => deb::run(opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 //! 3. Debian packages used by the tests ([`TEST_PACKAGES`]), and with `--bench` the peer
 //!    tracers the benchmark compares against ([`BENCH_PACKAGES`]).
 //! 4. tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf.
+//! 5. The fleet parts (image, package, manifests, their tests): see [`crate::fleet`].
 
 use std::{
     fs,
@@ -75,6 +76,15 @@ pub fn run(opts: &Options) -> Result<()> {
     for &(name, point, fstype, source) in MOUNTS {
         step("setup", name, || ensure_mount(point, fstype, source))?;
     }
+    step("setup", "fleet packages", || {
+        apt("fleet packages", crate::fleet::FLEET_PACKAGES, false)
+    })?;
+    step(
+        "setup",
+        "kubernetes-validate",
+        crate::fleet::ensure_kubernetes_validate,
+    )?;
+    step("setup", "cargo-deb", crate::fleet::ensure_cargo_deb)?;
     println!("setup: done ({})", secs(start.elapsed()));
     Ok(())
 }

@@ -25,6 +25,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let start = Instant::now();
     setup::run(&setup::Options::default())?;
     let bin = build::build_user(&["--bins"])?;
+    // The fleet tests install this package (a few seconds to make).
+    let deb = crate::deb::package(&bin)?;
 
     // Run every phase even if one fails, so one CI run reports all problems.
     let mut failed = Vec::new();
@@ -43,7 +45,9 @@ pub fn run(opts: &Options) -> Result<()> {
         util::cargo()
             .args(["test", "--release"])
             .args(&opts.args)
-            .env("TCPSTATE_BIN", &bin),
+            .env("TCPSTATE_BIN", &bin)
+            .env("TCPSTATE_DEB", &deb)
+            .env("CONTAINERS_CONF", crate::fleet::containers_conf()?),
     );
     if opts.args.is_empty() {
         // One short run of the benchmark so it cannot rot; the full benchmark is not a test.

@@ -8,10 +8,11 @@ use super::{
 };
 use crate::{
     clock::WallClock,
+    container,
     event::{Note, TcpEvent},
 };
 
-pub const COLUMNS: [&str; 22] = [
+pub const COLUMNS: [&str; 25] = [
     "time",
     "time_ns",
     "source",
@@ -34,17 +35,28 @@ pub const COLUMNS: [&str; 22] = [
     "peer_fin",
     "retransmits",
     "age_ms",
+    "cgroup",
+    "container_id",
+    "pod_uid",
 ];
 
 pub struct Csv {
     time: TimeWriter,
+    containers: Option<container::Shared>,
 }
 
 impl Csv {
     pub fn new(clock: WallClock) -> Self {
         Csv {
             time: TimeWriter::new(clock, TimeFormat::Rfc3339Utc),
+            containers: None,
         }
+    }
+
+    /// Fills the `cgroup`, `container_id` and `pod_uid` cells.
+    pub fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
+        self.containers = containers;
+        self
     }
 }
 
@@ -113,6 +125,23 @@ impl Render for Csv {
         if let Some(Note::Stuck(ns)) = ev.note {
             buf::ms_exact(out, ns);
         }
+        let a = self
+            .containers
+            .as_ref()
+            .and_then(|c| c.borrow_mut().of(ev.owner.as_ref()));
+        let a = a.as_deref();
+        out.push(b',');
+        if let Some(a) = a {
+            buf::csv_field(out, &a.cgroup);
+        }
+        out.push(b',');
+        if let Some(id) = a.and_then(|a| a.container_id.as_deref()) {
+            out.extend_from_slice(id.as_bytes());
+        }
+        out.push(b',');
+        if let Some(uid) = a.and_then(|a| a.pod_uid.as_deref()) {
+            out.extend_from_slice(uid.as_bytes());
+        }
         out.push(b'\n');
     }
 }
@@ -138,11 +167,11 @@ mod tests {
         csv().header(&mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "time,time_ns,source,skaddr,netns,family,pid,comm,cpu_pid,cpu_comm,laddr,lport,raddr,rport,oldstate,newstate,ms,replayed,note,peer_fin,retransmits,age_ms\n"
+            "time,time_ns,source,skaddr,netns,family,pid,comm,cpu_pid,cpu_comm,laddr,lport,raddr,rport,oldstate,newstate,ms,replayed,note,peer_fin,retransmits,age_ms,cgroup,container_id,pod_uid\n"
         );
         assert_eq!(
             render(&TcpEvent::from(&raw_v4())),
-            "2025-11-24T16:00:05.000000Z,5000000000,tracepoint,0xffff888012345678,4026531840,ipv4,4242,server,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,1.234567,false,,,,\n"
+            "2025-11-24T16:00:05.000000Z,5000000000,tracepoint,0xffff888012345678,4026531840,ipv4,4242,server,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,1.234567,false,,,,,,,\n"
         );
     }
 
@@ -156,11 +185,36 @@ mod tests {
         ev.note = Some(Note::HalfOpen(2));
         assert_eq!(
             render(&ev),
-            "2025-11-24T16:00:05.000000Z,5000000000,synack_tracepoint,0xffff888012345678,4026531840,ipv4,,,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,,false,half-open,,2,\n"
+            "2025-11-24T16:00:05.000000Z,5000000000,synack_tracepoint,0xffff888012345678,4026531840,ipv4,,,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,,false,half-open,,2,,,,\n"
         );
         ev.source = Source::Tracker;
         ev.note = Some(Note::Stuck(2_500_000_000));
-        assert!(render(&ev).ends_with(",false,stuck,,,2500.0\n"));
+        assert!(render(&ev).ends_with(",false,stuck,,,2500.0,,,\n"));
+    }
+
+    #[test]
+    fn container_cells_from_the_owner() {
+        let root = std::env::temp_dir().join(format!("tcpstate-csv-proc-{}", std::process::id()));
+        let id = "ab".repeat(32);
+        std::fs::create_dir_all(root.join("4242")).unwrap();
+        std::fs::write(
+            root.join("4242/cgroup"),
+            format!("0::/kubepods/besteffort/pod0e5a9b44-1c3d-4f2a-9e6b-7d8c9a0b1c2d/{id}\n"),
+        )
+        .unwrap();
+        let attributor = crate::container::Attributor::new(root.clone(), 16);
+        let mut c =
+            csv().with_containers(Some(std::rc::Rc::new(std::cell::RefCell::new(attributor))));
+        let mut out = Vec::new();
+        c.event(&TcpEvent::from(&raw_v4()), &mut out);
+        let row = String::from_utf8(out).unwrap();
+        assert!(
+            row.ends_with(&format!(
+                ",/kubepods/besteffort/pod0e5a9b44-1c3d-4f2a-9e6b-7d8c9a0b1c2d/{id},{id},0e5a9b44-1c3d-4f2a-9e6b-7d8c9a0b1c2d\n"
+            )),
+            "{row}"
+        );
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     clock::WallClock,
+    container,
     event::{Note, TcpEvent},
 };
 
@@ -18,14 +19,40 @@ pub const SCHEMA: u32 = 1;
 
 pub struct Json {
     time: TimeWriter,
+    containers: Option<container::Shared>,
 }
 
 impl Json {
     pub fn new(clock: WallClock) -> Self {
         Json {
             time: TimeWriter::new(clock, TimeFormat::Rfc3339Utc),
+            containers: None,
         }
     }
+
+    /// Fills `cgroup`, `container_id` and `pod_uid` (else always `null`).
+    pub fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
+        self.containers = containers;
+        self
+    }
+}
+
+/// Appends a string or `null`.
+fn str_or_null(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => buf::json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `cgroup`, `container_id`, `pod_uid` of the owner.
+pub(crate) fn container_fields(out: &mut Vec<u8>, a: Option<&container::Attribution>) {
+    key(out, "cgroup");
+    str_or_null(out, a.map(|a| a.cgroup.as_str()));
+    key(out, "container_id");
+    str_or_null(out, a.and_then(|a| a.container_id.as_deref()));
+    key(out, "pod_uid");
+    str_or_null(out, a.and_then(|a| a.pod_uid.as_deref()));
 }
 
 /// Appends `"key":` (after a comma unless it is the first key).
@@ -148,6 +175,11 @@ impl Json {
         } else {
             b"\"transition\""
         });
+        let attribution = self
+            .containers
+            .as_ref()
+            .and_then(|c| c.borrow_mut().of(ev.owner.as_ref()));
+        container_fields(out, attribution.as_deref());
         let retransmits = synack_retransmits(ev);
         if retransmits > 0 {
             key(out, "retransmits");
@@ -221,7 +253,10 @@ mod tests {
                 "replayed": false,
                 "note": null,
                 "peer_fin": null,
-                "kind": "transition"
+                "kind": "transition",
+                "cgroup": null,
+                "container_id": null,
+                "pod_uid": null
             })
         );
     }
@@ -254,7 +289,8 @@ mod tests {
              \"source\":\"tracepoint\",\"skaddr\":\"0xffff888012345678\",\"netns\":4026531840,\"family\":\"ipv4\",\
              \"pid\":4242,\"comm\":\"server\",\"cpu_pid\":0,\"cpu_comm\":\"swapper/1\",\
              \"laddr\":\"127.0.0.1\",\"lport\":10050,\"raddr\":\"127.0.0.2\",\"rport\":48008,\
-             \"oldstate\":\"ESTABLISHED\",\"newstate\":\"FIN_WAIT1\",\"ms\":1.234567,\"replayed\":false,\"note\":null,\"peer_fin\":null,\"kind\":\"transition\"}\n"
+             \"oldstate\":\"ESTABLISHED\",\"newstate\":\"FIN_WAIT1\",\"ms\":1.234567,\"replayed\":false,\"note\":null,\"peer_fin\":null,\"kind\":\"transition\",\
+             \"cgroup\":null,\"container_id\":null,\"pod_uid\":null}\n"
         );
     }
 

@@ -71,7 +71,14 @@ pub fn time_format(cli: &crate::cli::Cli) -> timefmt::TimeFormat {
 ///   connection with `--lifecycle`, or nothing with `--summary` alone;
 /// - wrapped in a [`trigger::Trigger`] with `--trigger`;
 /// - plus the `--summary` report and the `--diagram` file, fed every event.
-pub fn for_cli(cli: &crate::cli::Cli, clock: WallClock) -> Box<dyn Render> {
+///
+/// `containers`: the attributor that fills the container columns of wide,
+/// JSON and CSV output (`None`: attribution is off).
+pub fn for_cli(
+    cli: &crate::cli::Cli,
+    clock: WallClock,
+    containers: Option<crate::container::Shared>,
+) -> Box<dyn Render> {
     let colour = !cli.json
         && !cli.csv
         && color::enabled(
@@ -89,14 +96,16 @@ pub fn for_cli(cli: &crate::cli::Cli, clock: WallClock) -> Box<dyn Render> {
         } else {
             Box::new(lifecycle::Lifecycle::text(time, palette, max))
         })
-    } else if cli.summary {
+    } else if cli.summary || cli.quiet {
         None
     } else if cli.json {
-        Some(Box::new(json::Json::new(clock)))
+        Some(Box::new(json::Json::new(clock).with_containers(containers)))
     } else if cli.csv {
-        Some(Box::new(csv::Csv::new(clock)))
+        Some(Box::new(csv::Csv::new(clock).with_containers(containers)))
     } else {
-        Some(Box::new(text::Text::new(time, cli.wide, palette)))
+        Some(Box::new(
+            text::Text::new(time, cli.wide, palette).with_containers(containers),
+        ))
     };
     let per_event = per_event.map(|r| -> Box<dyn Render> {
         if cli.trigger.is_empty() {

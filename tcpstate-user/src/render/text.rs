@@ -1,12 +1,17 @@
 //! Human-readable columns in the style of bcc's tcpstates.
 
 use super::{Render, buf, color::Palette, timefmt::TimeWriter};
-use crate::event::{NoteText, TcpEvent};
+use crate::{
+    container,
+    event::{NoteText, TcpEvent},
+};
 
 pub struct Text {
     time: TimeWriter,
     wide: bool,
     palette: Palette,
+    /// Wide output's CONTAINER column, when attribution is on.
+    containers: Option<container::Shared>,
 }
 
 impl Text {
@@ -15,9 +20,18 @@ impl Text {
             time,
             wide,
             palette,
+            containers: None,
         }
     }
+
+    /// Adds the owner's container (short ID, `-` for none) to wide output.
+    pub fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
+        self.containers = containers;
+        self
+    }
 }
+
+const CONTAINER_WIDTH: usize = 12;
 
 /// `(heading, width)` of the columns after TIME; the last has no padding.
 const WIDE_COLS: [(&str, usize); 5] = [
@@ -45,6 +59,10 @@ impl Render for Text {
         if self.wide {
             for (name, width) in WIDE_COLS {
                 buf::str_padded(out, name, width);
+                out.push(b' ');
+            }
+            if self.containers.is_some() {
+                buf::str_padded(out, "CONTAINER", CONTAINER_WIDTH);
                 out.push(b' ');
             }
         }
@@ -82,6 +100,12 @@ impl Render for Text {
             out.push(b' ');
             buf::str_padded(out, &buf::comm(&ev.on_cpu.comm), 16);
             out.push(b' ');
+            if let Some(c) = &self.containers {
+                let a = c.borrow_mut().of(ev.owner.as_ref());
+                let id = a.as_deref().and_then(|a| a.short_id()).unwrap_or("-");
+                buf::str_padded(out, id, CONTAINER_WIDTH);
+                out.push(b' ');
+            }
         }
         match &ev.owner {
             Some(o) => {

@@ -1,0 +1,65 @@
+//! Container attribution: which cgroup, container and Kubernetes pod a
+//! socket's owner runs in.
+//!
+//! Taken in userspace from `/proc/<owner pid>/cgroup`, for the event's
+//! *owner* (never the on-CPU task: most transitions run in softirq context
+//! or in the peer process), through a small bounded cache ([`cache`]).
+//! [`cgroup`] parses the paths runtimes write; [`select`] is the
+//! `--cgroup` / `--container` filter.
+
+pub mod cache;
+pub mod cgroup;
+pub mod select;
+
+use std::{cell::RefCell, rc::Rc};
+
+pub use cache::Attributor;
+
+/// Where one process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    /// The cgroup-v2 path, as `/proc/<pid>/cgroup` shows it to tcpstate.
+    pub cgroup: String,
+    pub container_id: Option<String>,
+    pub runtime: Option<cgroup::Runtime>,
+    pub pod_uid: Option<String>,
+}
+
+impl Attribution {
+    pub fn from_path(path: &str) -> Self {
+        let parsed = cgroup::parse(path);
+        Attribution {
+            cgroup: path.to_string(),
+            container_id: parsed.container_id,
+            runtime: parsed.runtime,
+            pod_uid: parsed.pod_uid,
+        }
+    }
+
+    /// The 12-digit short ID `podman ps` and `docker ps` show.
+    pub fn short_id(&self) -> Option<&str> {
+        self.container_id
+            .as_deref()
+            .map(|id| &id[..12.min(id.len())])
+    }
+}
+
+/// One attributor shared by the stages that need it (filter, renderers,
+/// metrics), all on the reader's thread.
+pub type Shared = Rc<RefCell<Attributor>>;
+
+/// The container settings the command line asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Resolve owners at all (something shows or uses the attribution).
+    pub enabled: bool,
+    pub select: select::Select,
+}
+
+impl Options {
+    /// The attributor the stages share, when attribution is on.
+    pub fn attributor(&self) -> Option<Shared> {
+        self.enabled
+            .then(|| Rc::new(RefCell::new(Attributor::default())))
+    }
+}

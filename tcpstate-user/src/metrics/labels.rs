@@ -1,0 +1,153 @@
+//! Bounded label values. Prometheus keeps one series per distinct label set
+//! for as long as it retains data, so every label here has a small, known
+//! range: states (a dozen), ports the user named in a filter, and, only when
+//! asked for, container and pod IDs capped at a number of distinct values
+//! (the rest are counted under `other`). Never addresses or ephemeral ports.
+
+use std::collections::HashSet;
+
+use crate::{container::Attribution, event::TcpEvent};
+
+/// The value of every label beyond a cap, and of a port outside the filter.
+pub const OTHER: &str = "other";
+/// The container label of a process that runs in no container.
+pub const HOST: &str = "host";
+/// The container label of a row whose owner is unknown.
+pub const UNKNOWN: &str = "unknown";
+
+/// Passes the first `cap` distinct values through, maps the rest to `other`.
+#[derive(Debug)]
+pub struct Capped {
+    cap: usize,
+    seen: HashSet<String>,
+    /// Values mapped to `other`, for the curious.
+    pub overflowed: u64,
+}
+
+impl Capped {
+    pub fn new(cap: usize) -> Self {
+        Capped {
+            cap,
+            seen: HashSet::new(),
+            overflowed: 0,
+        }
+    }
+
+    pub fn get(&mut self, value: &str) -> String {
+        if self.seen.contains(value) {
+            return value.to_string();
+        }
+        if self.seen.len() < self.cap {
+            self.seen.insert(value.to_string());
+            return value.to_string();
+        }
+        self.overflowed += 1;
+        OTHER.to_string()
+    }
+}
+
+/// Which labels the metrics carry beyond the states, and their bounds.
+#[derive(Debug)]
+pub struct LabelPolicy {
+    /// Ports named in a filter (`--port`, `--lport`, `--rport`); empty: no
+    /// `port` label at all.
+    ports: Vec<u16>,
+    containers: Option<(Capped, Capped)>,
+}
+
+pub type Labels = Vec<(&'static str, String)>;
+
+impl LabelPolicy {
+    pub fn new(ports: Vec<u16>, container_cap: Option<usize>) -> Self {
+        LabelPolicy {
+            ports,
+            containers: container_cap.map(|cap| (Capped::new(cap), Capped::new(cap))),
+        }
+    }
+
+    pub fn wants_containers(&self) -> bool {
+        self.containers.is_some()
+    }
+
+    /// The labels an event's series get besides its states.
+    pub fn labels(&mut self, ev: &TcpEvent, container: Option<&Attribution>) -> Labels {
+        let mut labels = Labels::new();
+        if !self.ports.is_empty() {
+            let port = [ev.lport, ev.rport]
+                .into_iter()
+                .find(|p| self.ports.contains(p))
+                .map_or_else(|| OTHER.to_string(), |p| p.to_string());
+            labels.push(("port", port));
+        }
+        if let Some((ids, pods)) = &mut self.containers {
+            let (id, pod) = match container {
+                None => (UNKNOWN.to_string(), UNKNOWN.to_string()),
+                Some(a) => (
+                    a.container_id
+                        .as_deref()
+                        .map_or_else(|| HOST.to_string(), |id| ids.get(id)),
+                    a.pod_uid
+                        .as_deref()
+                        .map_or_else(String::new, |uid| pods.get(uid)),
+                ),
+            };
+            labels.push(("container_id", id));
+            labels.push(("pod_uid", pod));
+        }
+        labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::raw_v4;
+
+    #[test]
+    fn capped_values_beyond_the_cap_are_other() {
+        let mut c = Capped::new(2);
+        assert_eq!(c.get("a"), "a");
+        assert_eq!(c.get("b"), "b");
+        assert_eq!(c.get("c"), OTHER);
+        assert_eq!(c.get("a"), "a", "values seen before keep their label");
+        assert_eq!(c.get("d"), OTHER);
+        assert_eq!(c.overflowed, 2);
+    }
+
+    #[test]
+    fn no_filter_no_port_label_and_never_addresses() {
+        let ev = TcpEvent::from(&raw_v4());
+        let mut p = LabelPolicy::new(vec![], None);
+        assert!(p.labels(&ev, None).is_empty());
+    }
+
+    #[test]
+    fn port_label_only_for_filtered_ports() {
+        let mut ev = TcpEvent::from(&raw_v4()); // 10050 -> 48008
+        let mut p = LabelPolicy::new(vec![10050], None);
+        assert_eq!(p.labels(&ev, None), vec![("port", "10050".to_string())]);
+        // The ephemeral end never becomes a label value.
+        ev.lport = 48009;
+        assert_eq!(p.labels(&ev, None), vec![("port", OTHER.to_string())]);
+        ev.rport = 10050;
+        assert_eq!(p.labels(&ev, None), vec![("port", "10050".to_string())]);
+    }
+
+    #[test]
+    fn container_labels_are_capped() {
+        let ev = TcpEvent::from(&raw_v4());
+        let mut p = LabelPolicy::new(vec![], Some(2));
+        let ids: Vec<String> = (0..4).map(|i| format!("{i}").repeat(64)).collect();
+        let got: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                let a = Attribution::from_path(&format!("/libpod_parent/libpod-{id}"));
+                p.labels(&ev, Some(&a))[0].1.clone()
+            })
+            .collect();
+        assert_eq!(got, [ids[0].as_str(), ids[1].as_str(), OTHER, OTHER]);
+        let host = Attribution::from_path("/user.slice");
+        assert_eq!(p.labels(&ev, Some(&host))[0].1, HOST);
+        assert_eq!(p.labels(&ev, None)[0].1, UNKNOWN);
+    }
+}

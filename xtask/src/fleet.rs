@@ -1,0 +1,81 @@
+//! Setup of the fleet parts (issue 12): what `cargo xtask image`, `cargo xtask deb` and the
+//! fleet tests (`tests/tests/fleet.rs`) need, installed idempotently like the rest of setup.
+//!
+//! - Debian packages [`FLEET_PACKAGES`]: podman, buildah and runc (crun refuses this machine
+//!   kind's hybrid cgroup layout), Prometheus and promtool, python3-yaml and pip;
+//! - `kubernetes-validate` from PyPI (validates manifests offline against bundled schemas);
+//! - `cargo-deb` from crates.io.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::util::{self, run_captured, which};
+
+pub const FLEET_PACKAGES: &[&str] = &[
+    "podman",
+    "buildah",
+    "runc",
+    "prometheus",
+    "python3-yaml",
+    "python3-pip",
+    "dpkg-dev",
+];
+
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// `kubernetes-validate`, where pip puts it.
+pub fn kubernetes_validate() -> Option<std::path::PathBuf> {
+    which("kubernetes-validate").or_else(|| {
+        let p = std::path::PathBuf::from("/usr/local/bin/kubernetes-validate");
+        p.exists().then_some(p)
+    })
+}
+
+pub fn ensure_kubernetes_validate() -> Result<String> {
+    if let Some(p) = kubernetes_validate() {
+        return Ok(format!("found {}", p.display()));
+    }
+    // Debian 12's pip refuses to touch the system's Python (PEP 668) without the flag; this
+    // is a CI machine, and the package has no Debian counterpart.
+    let pip = |extra: &[&str]| {
+        run_captured(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "-q"])
+                .args(extra)
+                .arg("kubernetes-validate"),
+        )
+    };
+    if pip(&["--break-system-packages"]).is_err() {
+        pip(&[])?;
+    }
+    match kubernetes_validate() {
+        Some(p) => Ok(format!("installed {}", p.display())),
+        None => bail!("pip installed kubernetes-validate but it is not on PATH"),
+    }
+}
+
+pub fn ensure_cargo_deb() -> Result<String> {
+    let bin = crate::setup::cargo_bin_dir().join("cargo-deb");
+    if util::is_executable(&bin) || which("cargo-deb").is_some() {
+        return Ok("found cargo-deb".into());
+    }
+    run_captured(util::cargo().args([
+        "install",
+        &format!("cargo-deb@{CARGO_DEB_VERSION}"),
+        "--locked",
+    ]))?;
+    Ok(format!("installed cargo-deb {CARGO_DEB_VERSION}"))
+}
+
+/// The containers.conf this machine kind needs (NOTES §6): runtimes may not raise
+/// RLIMIT_NOFILE here, so no default ulimits. Written under target/, pointed at by
+/// `CONTAINERS_CONF` for every podman command xtask runs.
+pub fn containers_conf() -> Result<std::path::PathBuf> {
+    let path = util::target_dir().join("containers.conf");
+    if !path.exists() {
+        std::fs::create_dir_all(util::target_dir())?;
+        std::fs::write(&path, "[containers]\ndefault_ulimits = []\n")?;
+    }
+    Ok(path)
+}
