@@ -69,7 +69,7 @@ impl HalfOpen {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn followed(&self) -> usize {
         self.pending.len()
     }
 

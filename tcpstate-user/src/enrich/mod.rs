@@ -170,13 +170,14 @@ impl Enricher {
             emit(&e);
         }
         match (ev.old, ev.new) {
-            (TcpState::Listen, TcpState::SynRecv) => {
-                if self.halfopen.child_created(&ev) == halfopen::ChildRow::Folded {
-                    if let Some(st) = &mut self.stuck {
-                        st.on_event(&ev);
-                    }
-                    return;
+            // Already shown as its half-open row.
+            (TcpState::Listen, TcpState::SynRecv)
+                if self.halfopen.child_created(&ev) == halfopen::ChildRow::Folded =>
+            {
+                if let Some(st) = &mut self.stuck {
+                    st.on_event(&ev);
                 }
+                return;
             }
             (TcpState::SynRecv, _) => {
                 if let Some(e) = self.halfopen.child_left_syn_recv(&ev) {
@@ -296,7 +297,7 @@ impl Enricher {
 
     /// Sockets followed beyond the tracepoint right now (half-open, timewait).
     pub fn followed(&self) -> usize {
-        self.halfopen.len() + self.timewait.len()
+        self.halfopen.followed() + self.timewait.followed()
     }
 }
 

@@ -46,7 +46,7 @@ impl TimeWait {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn followed(&self) -> usize {
         self.socks.len()
     }
 
@@ -315,7 +315,7 @@ mod tests {
             tw.handover(&close(TcpState::FinWait2, None, 5, 4), &mut c)
                 .is_none()
         );
-        assert_eq!(tw.len(), 3);
+        assert_eq!(tw.followed(), 3);
     }
 
     #[test]
@@ -341,7 +341,7 @@ mod tests {
             && e.note == Some(Note::TimeWaitExpired)
             && e.dwell_ns == Some(60_000_000_000)));
         assert_eq!(t.dumps.len(), 1);
-        assert_eq!(tw.len(), 10_000);
+        assert_eq!(tw.followed(), 10_000);
     }
 
     #[test]
@@ -393,7 +393,7 @@ mod tests {
         assert_eq!((row.old, row.new), (TcpState::TimeWait, TcpState::Close));
         assert_eq!(row.note, Some(Note::TimeWaitReused));
         assert_eq!(row.dwell_ns, Some(4_000));
-        assert_eq!(tw.len(), 0);
+        assert_eq!(tw.followed(), 0);
         assert!(tw.reused(&open).is_none());
     }
 
@@ -404,7 +404,7 @@ mod tests {
         for p in 1..=5 {
             tw.handover(&close(TcpState::FinWait2, Some(true), 0, p), &mut c);
         }
-        assert_eq!(tw.len(), 2);
+        assert_eq!(tw.followed(), 2);
         assert_eq!(c.untracked, 3);
     }
 }
