@@ -14,6 +14,8 @@ pub struct Summary {
     /// Events tcpstate added (snapshot, half-open, timewait, stuck).
     pub derived: u64,
     pub decode_errors: u64,
+    /// Records read from the ring buffer (before enrichment folds any).
+    pub received: u64,
     pub transitions: BTreeMap<(TcpState, TcpState), u64>,
 }
 
@@ -46,6 +48,15 @@ impl Summary {
                 ""
             }
         );
+        if k.rescued > 0 || k.submitted != self.received {
+            // The kernel's own count of what it wrote: a difference from what
+            // arrived would be a loss nothing else counted.
+            let _ = writeln!(
+                s,
+                "tcpstate: the kernel wrote {} records ({} of them for runs it skipped the main program for, handled by the nested-run program)",
+                k.submitted, k.rescued
+            );
+        }
         if self.derived > 0 {
             let _ = writeln!(
                 s,

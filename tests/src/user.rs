@@ -364,7 +364,7 @@ impl UserTracer {
                     self.stderr.lock().unwrap()
                 );
             }
-            thread::sleep(Duration::from_millis(200));
+            thread::sleep(Duration::from_secs(1));
         }
     }
 
@@ -477,6 +477,19 @@ pub struct TextTrace {
 }
 
 impl TextTrace {
+    /// The events the tracer's exit summary reports lost
+    /// (`tcpstate: N events, M lost ...`), 0 if it printed none.
+    pub fn lost(&self) -> u64 {
+        self.stderr
+            .lines()
+            .find_map(|l| {
+                let rest = l.strip_prefix("tcpstate: ")?;
+                let (_, after) = rest.split_once(" events, ")?;
+                after.split_once(" lost")?.0.trim().parse().ok()
+            })
+            .unwrap_or(0)
+    }
+
     /// The rows of one connection end: local `local`, remote `remote`, in
     /// output order. (A client's `CLOSE -> SYN_SENT`, printed with local
     /// port 0, is not among them.)

@@ -59,15 +59,23 @@ mod expect {
 
     /// A timewait socket reaching TIME_WAIT: at the hand-over, or later
     /// for an orphan that receives its peer's FIN.
+    /// (Without building the label: a storm has hundreds of thousands of
+    /// rows to look at.)
     pub fn is_time_wait_entry(r: &TextRow) -> bool {
-        let l = r.label();
-        l == TIMEWAIT_SOCKET || l == ORPHAN_TO_TIME_WAIT
+        r.new == "TIME_WAIT"
+            && match (r.old.as_deref(), r.note.as_deref()) {
+                (None, Some("timewait socket")) => true,
+                (Some("FIN_WAIT2"), Some("timewait")) => true,
+                _ => false,
+            }
     }
-    pub const TIME_WAIT_EXPIRED: &str = "TIME_WAIT -> CLOSE (timewait expired)";
-    pub const TIME_WAIT_REUSED: &str = "TIME_WAIT -> CLOSE (timewait reused by a new connection)";
     pub fn is_time_wait_end(r: &TextRow) -> bool {
-        let l = r.label();
-        l == TIME_WAIT_EXPIRED || l == TIME_WAIT_REUSED
+        r.old.as_deref() == Some("TIME_WAIT")
+            && r.new == "CLOSE"
+            && matches!(
+                r.note.as_deref(),
+                Some("timewait expired" | "timewait reused by a new connection")
+            )
     }
 
     pub fn is_expiry_of_half_open(r: &TextRow) -> bool {
@@ -822,7 +830,7 @@ fn compare_with_tcpstates(port: u16) -> Result<(), (String, bool)> {
 #[test]
 fn a_storm_of_20000_connections_shows_every_time_wait_and_its_expiry() {
     const N: usize = 20_000;
-    let port = 23112;
+    let port = 23119;
     let ns = Netns::new();
     let mut server = ns
         .command(loadgen_bin())
@@ -852,27 +860,48 @@ fn a_storm_of_20000_connections_shows_every_time_wait_and_its_expiry() {
     // N connections plus the client's stop connection.
     let ends = N + 1;
     let client_end = |r: &TextRow| r.rport == port && r.lport != port;
-    tracer.wait_count(LONG * 3, "TIME_WAIT entries", ends, |r| {
-        client_end(r) && expect::is_time_wait_entry(r)
-    });
+    let deadline = Instant::now() + LONG * 3;
+    while Instant::now() < deadline
+        && tracer.count(|r| client_end(r) && expect::is_time_wait_entry(r)) < ends
+    {
+        thread::sleep(Duration::from_secs(1));
+    }
     // Each timewait socket ends once: it expires, or a later connection of
     // the storm reuses its tuple (tcp_tw_reuse is on for loopback).
-    tracer.wait_count(Duration::from_secs(90), "TIME_WAIT ends", ends, |r| {
-        client_end(r) && expect::is_time_wait_end(r)
-    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline
+        && tracer.count(|r| client_end(r) && expect::is_time_wait_end(r)) < ends
+    {
+        thread::sleep(Duration::from_secs(1));
+    }
     let t = tracer.stop();
-    let entries: Vec<_> = t
-        .rows
+    // Per client port (a port is reused by several connections): as many
+    // TIME_WAIT ends as entries.
+    let mut per_port: BTreeMap<u16, (usize, usize, Vec<String>)> = BTreeMap::new();
+    for r in t.rows.iter().filter(|r| client_end(r)) {
+        let e = per_port.entry(r.lport).or_default();
+        e.0 += usize::from(expect::is_time_wait_entry(r));
+        e.1 += usize::from(expect::is_time_wait_end(r));
+        e.2.push(r.label());
+    }
+    let entries: usize = per_port.values().map(|v| v.0).sum();
+    let ended: usize = per_port.values().map(|v| v.1).sum();
+    let odd: Vec<String> = per_port
         .iter()
-        .filter(|r| client_end(r) && expect::is_time_wait_entry(r))
+        .filter(|(_, v)| v.0 != v.1)
+        .take(5)
+        .map(|(p, v)| format!("port {p}: {}", v.2.join(" | ")))
         .collect();
-    let ended = t
-        .rows
-        .iter()
-        .filter(|r| client_end(r) && expect::is_time_wait_end(r))
-        .count();
-    assert_eq!(entries.len(), ends, "one TIME_WAIT entry per connection");
-    assert_eq!(ended, ends, "one TIME_WAIT end per connection");
+    // Exactly one each per connection, short only by the state changes the
+    // tracer itself reports lost (the kernel skips a program it finds
+    // running on the CPU twice over; counted, never hidden).
+    let lost = t.lost();
+    assert!(
+        entries <= ends && ended == entries && ends - entries <= lost as usize,
+        "{entries} TIME_WAIT entries and {ended} ends for {ends} connections, {lost} reported lost; first odd ports:\n{}\nstderr:\n{}",
+        odd.join("\n"),
+        t.stderr
+    );
     assert!(!t.stderr.contains("not followed"), "{}", t.stderr);
     assert!(
         !t.rows.iter().any(expect::is_expiry_of_half_open),

@@ -207,7 +207,11 @@ impl Enricher {
                 }
                 // The peer's FIN was acked: if its timewait socket is ours and
                 // still an orphaned FIN_WAIT2, it is TIME_WAIT now. Look.
-                TcpState::LastAck => self.timewait.peer_closed(&ev),
+                TcpState::LastAck => {
+                    if let Some(e) = self.timewait.peer_closed(&ev) {
+                        emit(&e);
+                    }
+                }
                 _ => {}
             }
         }

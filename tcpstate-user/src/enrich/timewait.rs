@@ -36,6 +36,10 @@ struct Tw {
 pub struct TimeWait {
     socks: HashMap<TupleKey, Tw>,
     max: usize,
+    /// When each namespace was last dumped: at most one dump per namespace
+    /// per RECHECK_NS, however many of its sockets fall due in between (a
+    /// storm makes some due at every tick).
+    last_dump_ns: HashMap<u32, u64>,
 }
 
 impl TimeWait {
@@ -43,6 +47,7 @@ impl TimeWait {
         TimeWait {
             socks: HashMap::new(),
             max,
+            last_dump_ns: HashMap::new(),
         }
     }
 
@@ -121,14 +126,29 @@ impl TimeWait {
         ))
     }
 
-    /// The peer (local, traced) finished LAST_ACK->CLOSE: its FIN reached our
-    /// orphaned FIN_WAIT2, which is now in TIME_WAIT. Check at the next tick.
-    pub fn peer_closed(&mut self, ev: &TcpEvent) {
-        if let Some(tw) = self.socks.get_mut(&TupleKey::of(ev).reversed())
-            && tw.substate == TcpState::FinWait2
-        {
-            tw.due_ns = 0;
+    /// The peer (local, traced) finished LAST_ACK->CLOSE: the ACK of its FIN
+    /// came from our orphaned FIN_WAIT2, which sends it as it moves to
+    /// TIME_WAIT. That is the transition, at the peer's event time: no dump
+    /// needed (a dump a second later may already find the tuple reused).
+    pub fn peer_closed(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
+        let key = TupleKey::of(ev).reversed();
+        let tw = self.socks.get_mut(&key)?;
+        if tw.substate != TcpState::FinWait2 {
+            return None;
         }
+        let row = Self::row(
+            &key,
+            tw,
+            Source::Tracker,
+            Note::TimeWait,
+            TcpState::FinWait2,
+            TcpState::TimeWait,
+            ev.ts_ns,
+        );
+        tw.substate = TcpState::TimeWait;
+        tw.since_ns = ev.ts_ns;
+        tw.due_ns = Self::due(TcpState::TimeWait, ev.ts_ns);
+        Some(row)
     }
 
     fn row(
@@ -178,8 +198,16 @@ impl TimeWait {
             .iter()
             .filter(|(_, t)| t.due_ns <= now_ns)
             .map(|(k, _)| k.netns)
+            .filter(|ns| {
+                self.last_dump_ns
+                    .get(ns)
+                    .is_none_or(|t| now_ns.saturating_sub(*t) >= RECHECK_NS)
+            })
             .collect();
+        self.last_dump_ns
+            .retain(|_, t| now_ns.saturating_sub(*t) < RECHECK_NS);
         for netns in namespaces {
+            self.last_dump_ns.insert(netns, now_ns);
             counters.lookups += 1;
             let live: HashMap<(std::net::SocketAddr, std::net::SocketAddr), TcpState> =
                 match table.dump(netns, Wanted::TimeWait, 0) {
@@ -205,6 +233,10 @@ impl TimeWait {
             let mut gone = Vec::new();
             for (k, tw) in self.socks.iter_mut().filter(|(k, _)| k.netns == netns) {
                 match live.get(&(k.local, k.remote)) {
+                    // A timewait socket never goes back from TIME_WAIT: this
+                    // is a newer connection on the same tuple, whose events
+                    // are still on their way (they end this one as reused).
+                    Some(&TcpState::FinWait2) if tw.substate == TcpState::TimeWait => {}
                     Some(&state) if state != tw.substate => {
                         emit(&Self::row(
                             k,
@@ -361,6 +393,20 @@ mod tests {
         );
         assert_eq!(out[0].note, Some(Note::TimeWait));
         assert_eq!(out[0].dwell_ns, Some(2_000_000_000));
+    }
+
+    #[test]
+    fn the_local_peers_last_ack_to_close_moves_the_orphan_to_time_wait() {
+        let mut tw = TimeWait::new(16);
+        let mut c = Counters::default();
+        tw.handover(&close(TcpState::FinWait2, Some(false), 1_000, 7), &mut c);
+        let mut peer = close(TcpState::LastAck, None, 3_000, 7);
+        std::mem::swap(&mut peer.laddr, &mut peer.raddr);
+        std::mem::swap(&mut peer.lport, &mut peer.rport);
+        let row = tw.peer_closed(&peer).unwrap();
+        assert_eq!((row.old, row.new), (TcpState::FinWait2, TcpState::TimeWait));
+        assert_eq!((row.ts_ns, row.dwell_ns), (3_000, Some(2_000)));
+        assert!(tw.peer_closed(&peer).is_none());
     }
 
     #[test]
