@@ -836,6 +836,8 @@ mod tests {
                 "rport": 48008,
                 "role": "client",
                 "close": "active",
+                "reason": null,
+                "data_retransmits": 0,
                 "timewait": "TIME_WAIT",
                 "complete": true,
                 "start_ns": 5_000_000_000u64,
