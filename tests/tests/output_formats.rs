@@ -635,8 +635,12 @@ fn lifecycle_text_line_per_connection() {
         [SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
         "{line}"
     );
-    // The client closed first: its timewait socket took over in TIME_WAIT.
-    assert!(line.ends_with("> CLOSE (then TIME_WAIT)"), "{line}");
+    // The client closed first: its timewait socket took over in TIME_WAIT,
+    // and the line ends with how the connection ended.
+    assert!(
+        line.ends_with("> CLOSE (then TIME_WAIT): closed, this end first"),
+        "{line}"
+    );
     assert!(path.contains("ms > "), "{line}");
 }
 
