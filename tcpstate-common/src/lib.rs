@@ -17,6 +17,12 @@ pub mod names {
     /// does not give the socket layout the BTF program reads.
     pub const PROGRAM: &str = "inet_sock_set_state";
     pub const SYNACK_PROGRAM: &str = "tcp_retransmit_synack";
+    /// Cause hooks (BTF tracepoints): they fire only on resets, socket
+    /// errors and retransmits, never on the state-change path.
+    pub const RESET_SENT_PROGRAM: &str = "tcp_send_reset";
+    pub const RESET_RECEIVED_PROGRAM: &str = "tcp_receive_reset";
+    pub const SOCK_ERROR_PROGRAM: &str = "inet_sk_error_report";
+    pub const RETRANSMIT_PROGRAM: &str = "tcp_retransmit_skb";
     pub const EVENTS: &str = "EVENTS";
     pub const SOCKS: &str = "SOCKS";
     pub const PENDING: &str = "PENDING";
@@ -61,7 +67,24 @@ pub mod source {
     /// `dwell_ns` is the time since its first SYN-ACK, `retransmits` which
     /// retransmit this is.
     pub const SYNACK: u8 = 2;
+    /// Cause events: not state changes but what explains the socket's next
+    /// one (userspace attaches them to its CLOSE row). `oldstate` and
+    /// `newstate` both hold the socket's state when it happened.
+    /// `tcp:tcp_send_reset`: this end sent a reset; `detail` is the kernel's
+    /// `enum sk_rst_reason` value, or `DETAIL_NONE` on kernels without it.
+    pub const RESET_SENT: u8 = 3;
+    /// `tcp:tcp_receive_reset`: the peer's reset was accepted.
+    pub const RESET_RECEIVED: u8 = 4;
+    /// `sock:inet_sk_error_report`: the socket got an error; `detail` is
+    /// `sk_err` (an errno: ECONNREFUSED, ETIMEDOUT, ...).
+    pub const SOCK_ERROR: u8 = 5;
+    /// `tcp:tcp_retransmit_skb`: a segment was resent (a SYN when the
+    /// state is SYN_SENT).
+    pub const RETRANSMIT: u8 = 6;
 }
+
+/// `Event::detail` when the kernel gave no value.
+pub const DETAIL_NONE: u8 = u8::MAX;
 
 /// Event flags.
 pub mod flag {
@@ -102,7 +125,8 @@ pub struct Event {
     /// SYN-ACK retransmit events: which retransmit of the request socket
     /// this is (1 = the first), saturating at 255.
     pub retransmits: u8,
-    pub _pad: u8,
+    /// Cause events: the reset reason or errno (see `source`); 0 otherwise.
+    pub detail: u8,
     /// IPv4 addresses use the first 4 bytes; network byte order.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -126,7 +150,7 @@ impl Event {
         source: source::TRACEPOINT,
         flags: 0,
         retransmits: 0,
-        _pad: 0,
+        detail: 0,
         saddr: [0; 16],
         daddr: [0; 16],
         owner_comm: [0; COMM_LEN],
@@ -229,6 +253,11 @@ pub struct KernelOffsets {
     /// classic tracepoint reports it. `skc_num` is already 0 when a socket
     /// reaches CLOSE (its port is released first).
     pub inet_sport: u32,
+    /// `sock.sk_err` (int): the error `inet_sk_error_report` reports.
+    pub sk_err: u32,
+    /// `sock.__sk_common.skc_state` (u8): what the cause hooks record as
+    /// the socket's state.
+    pub skc_state: u32,
 }
 
 /// The head of `struct sock_common` as the BTF program reads it in one go:
@@ -284,7 +313,14 @@ pub struct Config {
     /// after CLOSE->SYN_SENT. Zero lets unmatched events be dropped before
     /// any map work.
     pub hold_back: u8,
-    pub _pad: [u8; 2],
+    /// Non-zero when `tcp_send_reset` passes `enum sk_rst_reason` as its
+    /// third argument (Linux >= 6.10): reading it on an older kernel would
+    /// make the verifier refuse the program, so it is gated on this
+    /// read-only value and the branch not taken is dropped.
+    pub rst_reason_arg: u8,
+    /// Non-zero when `tcp_retransmit_skb` passes the transmit result as its
+    /// third argument: failed resends (not on the wire) are not counted.
+    pub retransmit_err_arg: u8,
 }
 
 /// `PORTS` map values: which end of a connection a port filter applies to.
@@ -315,11 +351,16 @@ pub mod stat {
     pub const COUNT: u32 = 6;
     /// Counter rows per CPU, one per program that may interrupt another on
     /// its CPU: the main state-change program, the SYN-ACK program (a classic
-    /// tracepoint in softirq), and the nested-run program.
-    pub const ROWS: u32 = 3;
+    /// tracepoint in softirq), the nested-run program, and the cause hooks.
+    pub const ROWS: u32 = 4;
     pub const ROW_TRACING: u32 = 0;
     pub const ROW_SYNACK: u32 = 1;
     pub const ROW_NESTED: u32 = 2;
+    /// The cause hooks (resets, errors, retransmits). They may interrupt
+    /// each other (a timer's retransmit during a close()'s reset), so this
+    /// row's counts can be short by the rare collision; they only count
+    /// submissions and ring-buffer drops of cause events.
+    pub const ROW_CAUSE: u32 = 3;
 }
 
 /// Owner of a socket: the process in whose context it was connected, listened,
@@ -369,7 +410,7 @@ pub struct SockState {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
-const _: () = assert!(core::mem::size_of::<Config>() == 104);
+const _: () = assert!(core::mem::size_of::<Config>() == 112);
 const _: () = assert!(core::mem::size_of::<SockHead>() == 20);
 const _: () = assert!(core::mem::size_of::<SockState>() == 40);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);

@@ -5,7 +5,10 @@
 //!   program for because it was already running on that CPU;
 //! - `inet_sock_set_state`: the same handler on the classic tracepoint,
 //!   loaded instead when kernel BTF does not give the socket layout;
-//! - `tcp_retransmit_synack`: half-open connections that linger.
+//! - `tcp_retransmit_synack`: half-open connections that linger;
+//! - `tcp_send_reset`, `tcp_receive_reset`, `inet_sk_error_report`,
+//!   `tcp_retransmit_skb` (BTF tracepoints): the causes that explain a
+//!   connection's end, emitted only when they happen (see `cause`).
 //!
 //! Events go through one BPF ring buffer; see `maps` for the shared state.
 #![no_std]
@@ -14,9 +17,13 @@
 // `Borrow<V>` argument copies the struct onto the 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod cause;
 mod kernel;
 mod maps;
 mod record;
+mod reset;
+mod retransmit;
+mod sk_error;
 mod state_change;
 mod synack;
 
@@ -117,6 +124,30 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     let _ = synack::handle(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
+    let _ = reset::sent(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
+    let _ = reset::received(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
+    let _ = sk_error::handle(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
+    let _ = retransmit::handle(&ctx);
     0
 }
 

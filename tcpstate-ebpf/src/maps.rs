@@ -52,6 +52,8 @@ pub static CONFIG: Config = Config {
         snt_synack: 0,
         num_retrans: 0,
         inet_sport: 0,
+        sk_err: 0,
+        skc_state: 0,
     },
     netns: 0,
     wakeup_bytes: 0,
@@ -60,7 +62,8 @@ pub static CONFIG: Config = Config {
     verbose: 0,
     fast_layout: 0,
     hold_back: 0,
-    _pad: [0; 2],
+    rst_reason_arg: 0,
+    retransmit_err_arg: 0,
 };
 
 #[inline(always)]

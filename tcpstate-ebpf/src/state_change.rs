@@ -129,7 +129,7 @@ fn fill_event<R: Record>(ev: &mut Event, rec: &R, cfg: &Config, f: &EventFields)
     ev.source = source::TRACEPOINT;
     ev.flags = f.flags;
     ev.retransmits = 0;
-    ev._pad = 0;
+    ev.detail = 0;
     ev.saddr = saddr;
     ev.daddr = daddr;
     Some(())

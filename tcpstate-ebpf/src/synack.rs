@@ -100,7 +100,7 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     ev.source = source::SYNACK;
     ev.flags = 0;
     ev.retransmits = previous.saturating_add(1);
-    ev._pad = 0;
+    ev.detail = 0;
     ev.saddr = saddr;
     ev.daddr = daddr;
     emit_copy(stat::ROW_SYNACK, &cfg, ev);

@@ -103,6 +103,11 @@ pub struct Cli {
     #[arg(short = 'w', long, help_heading = "Output")]
     pub wide: bool,
 
+    /// After each row, one sentence of what it means for this connection
+    /// (who closed, who must act, why it ended). Text output only.
+    #[arg(long, conflicts_with_all = ["json", "csv", "lifecycle"], help_heading = "Output")]
+    pub explain: bool,
+
     /// Print CSV with a header row (the JSON fields; docs/output.md).
     #[arg(long, conflicts_with_all = ["json", "wide", "lifecycle", "summary"], help_heading = "Output")]
     pub csv: bool,

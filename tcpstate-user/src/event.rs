@@ -122,6 +122,9 @@ pub enum Source {
     SockDiag,
     /// tcpstate's own bookkeeping (e.g. a socket flagged as stuck).
     Tracker,
+    /// A cause hook (reset sent/received, socket error, retransmit): not a
+    /// row; the enricher folds it into the socket's CLOSE row.
+    Cause(Cause),
     Unknown(u8),
 }
 
@@ -132,9 +135,19 @@ impl Source {
             Source::SynackTracepoint => "synack_tracepoint",
             Source::SockDiag => "sock_diag",
             Source::Tracker => "tracker",
+            Source::Cause(_) => "cause",
             Source::Unknown(_) => "unknown",
         }
     }
+}
+
+/// The cause hooks' events (`common::source::RESET_SENT` ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    ResetSent,
+    ResetReceived,
+    SockError,
+    Retransmit,
 }
 
 /// What a non-tracepoint event means, beyond its states.
@@ -208,9 +221,15 @@ impl fmt::Display for NoteText<'_> {
             Some(Note::TimeWaitReused) => f.write_str("timewait reused by a new connection"),
             Some(Note::Stuck(ns)) => write!(f, "stuck for {:.1}s", ns as f64 / 1e9),
             Some(other) => f.write_str(other.name()),
-            None if ev.retransmits == 1 => f.write_str("after 1 SYN-ACK retransmit"),
-            None if ev.retransmits > 1 => {
-                write!(f, "after {} SYN-ACK retransmits", ev.retransmits)
+            // The client's rows count its SYNs, the server's its SYN-ACKs.
+            None if ev.retransmits > 0 => {
+                let what = if ev.old == TcpState::SynSent {
+                    "SYN"
+                } else {
+                    "SYN-ACK"
+                };
+                let s = if ev.retransmits == 1 { "" } else { "s" };
+                write!(f, "after {} {what} retransmit{s}", ev.retransmits)
             }
             None => Ok(()),
         }
@@ -276,6 +295,12 @@ pub struct TcpEvent {
     /// SYN-ACK retransmits: on a SYN-ACK event, which retransmit it is; on a
     /// connection's SYN_RECV->ESTABLISHED, how many it took (0 otherwise).
     pub retransmits: u32,
+    /// Cause events: the kernel's reset reason or errno (`Event::detail`).
+    pub detail: u8,
+    /// On rows into CLOSE (and expiry rows): how the connection ended.
+    pub reason: Option<crate::why::Reason>,
+    /// On rows into CLOSE: data segments retransmitted over the connection.
+    pub data_retransmits: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,6 +368,10 @@ impl From<&common::Event> for TcpEvent {
             source: match e.source {
                 common::source::TRACEPOINT => Source::Tracepoint,
                 common::source::SYNACK => Source::SynackTracepoint,
+                common::source::RESET_SENT => Source::Cause(Cause::ResetSent),
+                common::source::RESET_RECEIVED => Source::Cause(Cause::ResetReceived),
+                common::source::SOCK_ERROR => Source::Cause(Cause::SockError),
+                common::source::RETRANSMIT => Source::Cause(Cause::Retransmit),
                 other => Source::Unknown(other),
             },
             replayed: e.flags & common::flag::REPLAYED != 0,
@@ -350,6 +379,9 @@ impl From<&common::Event> for TcpEvent {
             peer_fin: (e.flags & common::flag::FIN_KNOWN != 0)
                 .then_some(e.flags & common::flag::FIN_RECEIVED != 0),
             retransmits: e.retransmits as u32,
+            detail: e.detail,
+            reason: None,
+            data_retransmits: 0,
         }
     }
 }
@@ -396,6 +428,8 @@ impl TcpEvent {
             replayed: false,
             peer_fin: None,
             retransmits: 0,
+            reason: None,
+            data_retransmits: 0,
             ..*self
         }
     }

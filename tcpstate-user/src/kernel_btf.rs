@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use tcpstate_common::{KernelOffsets, SockHead};
+use tcpstate_common::{KernelOffsets, SockHead, names};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -93,6 +93,43 @@ pub struct KernelBtf {
     pub state_change_btf_id: Option<u32>,
     /// Why the BTF program cannot be used, for `--verbose`.
     pub btf_program_unusable: Option<&'static str>,
+    /// The `btf_trace_*` typedef ids of the cause hooks this kernel has, in
+    /// the order of [`CAUSE_HOOKS`] (`None`: that hook is missing).
+    pub cause_btf_ids: [Option<u32>; 4],
+    /// `tcp_send_reset` passes `enum sk_rst_reason` (Linux >= 6.10).
+    pub rst_reason_arg: bool,
+    /// `tcp_retransmit_skb` passes the transmit result (`int err`).
+    pub retransmit_err_arg: bool,
+}
+
+/// The cause hooks: (program name, tracepoint). Each is optional: a kernel
+/// without one loses only the reasons it gives.
+pub const CAUSE_HOOKS: [(&str, &str); 4] = [
+    (names::RESET_SENT_PROGRAM, "tcp_send_reset"),
+    (names::RESET_RECEIVED_PROGRAM, "tcp_receive_reset"),
+    (names::SOCK_ERROR_PROGRAM, "inet_sk_error_report"),
+    (names::RETRANSMIT_PROGRAM, "tcp_retransmit_skb"),
+];
+
+/// The id of `btf_trace_<tp>` and how many arguments the tracepoint passes
+/// (its function prototype less the leading `void *__data`).
+fn trace_typedef(btf: &Btf, tp: &str) -> Option<(u32, usize)> {
+    let id = btf
+        .resolve_ids_by_name(&format!("btf_trace_{tp}"))
+        .ok()?
+        .into_iter()
+        .next()?;
+    let mut ty = btf.resolve_type_by_id(id).ok()?;
+    for _ in 0..8 {
+        ty = match ty {
+            Type::FuncProto(p) => return Some((id, p.parameters.len().saturating_sub(1))),
+            Type::Typedef(ref t) => btf.resolve_chained_type(t).ok()?,
+            Type::Ptr(ref t) => btf.resolve_chained_type(t).ok()?,
+            Type::Const(ref t) | Type::Volatile(ref t) => btf.resolve_chained_type(t).ok()?,
+            _ => return None,
+        };
+    }
+    None
 }
 
 /// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum` and the other
@@ -134,7 +171,10 @@ pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
         inet_sport: struct_by_name(&btf, "inet_sock")
             .ok()
             .map_or(0, |t| opt(&t, &["inet_sport"])),
+        sk_err: opt(&sock, &["sk_err"]),
+        skc_state: opt(&sock, &["__sk_common", "skc_state"]),
     };
+    let hooks = CAUSE_HOOKS.map(|(_, tp)| trace_typedef(&btf, tp));
     let head: Vec<u32> = [
         "skc_daddr",
         "skc_rcv_saddr",
@@ -166,6 +206,9 @@ pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
         offsets,
         state_change_btf_id: if unusable.is_none() { typedef } else { None },
         btf_program_unusable: unusable,
+        cause_btf_ids: hooks.map(|h| h.map(|(id, _)| id)),
+        rst_reason_arg: hooks[0].is_some_and(|(_, n)| n >= 3),
+        retransmit_err_arg: hooks[3].is_some_and(|(_, n)| n >= 3),
     })
 }
 
@@ -214,5 +257,8 @@ mod tests {
         assert!(off.net_cookie > 0, "{off:?}");
         assert!(off.sk_flags > 0, "{off:?}");
         assert_eq!(off.sock_done_bit, 1, "{off:?}");
+        assert!(off.sk_err > 0 && off.skc_state == 18, "{off:?}");
+        assert!(k.cause_btf_ids.iter().all(Option::is_some), "{k:?}");
+        assert!(k.rst_reason_arg, "6.10+ passes the reset reason");
     }
 }

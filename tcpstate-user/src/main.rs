@@ -59,6 +59,7 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
         let mut enrich = Enricher::new(enrich::Options {
             stuck: cli.stuck,
             max_tracked: cli.max_tracked as usize,
+            rst_reasons: probe.rst_reasons.clone(),
         });
         let start = reader::Start {
             netns: match &cli.netns {

@@ -115,6 +115,8 @@ pub struct Probe {
     pub half_open: bool,
     pub hook: Hook,
     pub verbose: bool,
+    /// The kernel's names of reset reasons (empty when it gives none).
+    pub rst_reasons: crate::why::RstReasons,
 }
 
 /// The OS error under an aya error, for messages (aya's Display omits it).
@@ -175,6 +177,36 @@ fn attach_nested(ebpf: &mut Ebpf, btf_id: u32, say: &mut dyn FnMut(&str)) {
             "nested runs will be counted as lost (nested-run program: {e}: {})",
             source_chain(&e)
         )),
+    }
+}
+
+/// Attaches the cause hooks (resets, socket errors, retransmits) that exist
+/// on this kernel. Each is optional: without one, the rows it would explain
+/// say only what the state changes show.
+fn attach_causes(ebpf: &mut Ebpf, kbtf: &kernel_btf::KernelBtf, say: &mut dyn FnMut(&str)) {
+    for ((program, tp), id) in kernel_btf::CAUSE_HOOKS.iter().zip(kbtf.cause_btf_ids) {
+        let Some(id) = id else {
+            say(&format!(
+                "no tp_btf/{tp} in kernel BTF: its reasons are not shown"
+            ));
+            continue;
+        };
+        let r = (|| -> Result<(), ProgramError> {
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .expect("cause program is in the object")
+                .try_into()?;
+            p.load_with_btf_id(id)?;
+            p.attach()?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => say(&format!("attached to tp_btf/{tp}")),
+            Err(e) => say(&format!(
+                "reasons from {tp} are not shown ({e}: {})",
+                source_chain(&e)
+            )),
+        }
     }
 }
 
@@ -428,7 +460,8 @@ impl Probe {
             verbose: u8::from(opts.verbose),
             fast_layout: u8::from(layout == tcpstate_common::TracepointLayout::SINCE_5_6),
             hold_back: u8::from(needs_hold_back(&opts.ports, &mut say)),
-            _pad: [0; 2],
+            rst_reason_arg: u8::from(kbtf.rst_reason_arg),
+            retransmit_err_arg: u8::from(kbtf.retransmit_err_arg),
         };
         let listeners = (opts.max_sockets / 16).max(256);
         // Possible CPUs (not online ones): the kernel program indexes the
@@ -537,6 +570,18 @@ impl Probe {
             attach_synack(&mut ebpf, &mut say)
         };
 
+        attach_causes(&mut ebpf, &kbtf, &mut say);
+        // Reset reason names as this kernel prints them (they change
+        // between versions, so no table here).
+        let rst_reasons = std::fs::read_to_string(tracing.join("events/tcp/tcp_send_reset/format"))
+            .map(|f| crate::why::RstReasons::from_format(&f))
+            .unwrap_or_default();
+        if rst_reasons.is_empty() {
+            say(
+                "resets are shown without the kernel's reason (no sk_rst_reason in tcp_send_reset)",
+            );
+        }
+
         let stats = StatsView::map(&ebpf, ncpus)
             .map_err(|e| UserError::runtime(format!("mapping the STATS counters: {e}")))?;
         Ok(Probe {
@@ -548,6 +593,7 @@ impl Probe {
             half_open,
             hook,
             verbose: opts.verbose,
+            rst_reasons,
         })
     }
     /// Detaches and unloads the programs, so nothing more enters the ring
@@ -562,7 +608,11 @@ impl Probe {
                 let _ = tp.unload();
             }
         }
-        for name in [names::BTF_PROGRAM, names::NESTED_PROGRAM] {
+        let causes = kernel_btf::CAUSE_HOOKS.map(|(p, _)| p);
+        for name in [names::BTF_PROGRAM, names::NESTED_PROGRAM]
+            .into_iter()
+            .chain(causes)
+        {
             if let Some(p) = self.ebpf.program_mut(name)
                 && let Ok(tp) = <&mut BtfTracePoint>::try_from(p)
             {

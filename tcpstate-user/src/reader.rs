@@ -115,6 +115,13 @@ impl Stages<'_> {
         self.enrich.on_tick(boot_ns(), &mut emit);
     }
 
+    /// Releases the rows the enricher still holds (CLOSE rows waiting for
+    /// their cause), at exit.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
+        self.enrich.finish(&mut emit);
+    }
+
     /// Runs the start-up snapshot through the same stages.
     pub fn start(&mut self, start: &Start, out: &mut Vec<u8>) -> crate::enrich::snapshot::Snapshot {
         let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
@@ -241,6 +248,7 @@ pub async fn run(
         // were attached is delivered, none is left in the buffer.
         probe.detach();
         stages.drain(ring.get_mut(), out.buf());
+        stages.finish(out.buf());
         stages.render.finish(out.buf());
         match out.finish(FINISH_TIMEOUT) {
             Flush::Done => {}

@@ -268,7 +268,14 @@ const EVENT_SCHEMA: &[(&str, &[&str])] = &[
     ("container_id", &["string", "null"]),
     ("pod_uid", &["string", "null"]),
 ];
-const OPTIONAL_EVENT_KEYS: &[(&str, &str)] = &[("retransmits", "integer"), ("age_ms", "number")];
+const OPTIONAL_EVENT_KEYS: &[(&str, &str)] = &[
+    ("retransmits", "integer"),
+    ("age_ms", "number"),
+    ("reason", "string"),
+    ("reset_reason", "string"),
+    ("error", "integer"),
+    ("data_retransmits", "integer"),
+];
 
 #[test]
 fn json_lines_of_real_traffic_have_the_documented_fields_and_types() {
@@ -389,7 +396,7 @@ fn csv_has_a_header_and_the_json_fields_per_row() {
     assert_eq!(
         header.join(","),
         "time,time_ns,source,skaddr,netns,family,pid,comm,cpu_pid,cpu_comm,laddr,lport,raddr,rport,\
-         oldstate,newstate,ms,replayed,note,peer_fin,retransmits,age_ms,cgroup,container_id,pod_uid"
+         oldstate,newstate,ms,replayed,note,peer_fin,retransmits,age_ms,cgroup,container_id,pod_uid,reason,reset_reason,error,data_retransmits"
     );
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<Vec<String>> = lines[1..].iter().map(|l| csv_cells(l)).collect();
@@ -628,8 +635,12 @@ fn lifecycle_text_line_per_connection() {
         [SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
         "{line}"
     );
-    // The client closed first: its timewait socket took over in TIME_WAIT.
-    assert!(line.ends_with("> CLOSE (then TIME_WAIT)"), "{line}");
+    // The client closed first: its timewait socket took over in TIME_WAIT,
+    // and the line ends with how the connection ended.
+    assert!(
+        line.ends_with("> CLOSE (then TIME_WAIT): closed, this end first"),
+        "{line}"
+    );
     assert!(path.contains("ms > "), "{line}");
 }
 

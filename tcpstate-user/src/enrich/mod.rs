@@ -8,6 +8,8 @@
 //!   takes over when a full socket closes, and its expiry;
 //! - [`stuck`]: sockets sitting too long in CLOSE_WAIT, FIN_WAIT2, LAST_ACK
 //!   or SYN_SENT (`--stuck`);
+//! - [`why`]: how each connection ended (resets, errors, timeouts,
+//!   retransmits), on its row into CLOSE;
 //! - [`snapshot`]: the sockets (and listener owners) that already exist
 //!   when tracing starts, in every network namespace.
 //!
@@ -20,6 +22,7 @@ pub mod snapshot;
 pub mod stuck;
 pub mod table;
 pub mod timewait;
+pub mod why;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
@@ -94,6 +97,8 @@ pub struct Options {
     pub stuck: Option<Duration>,
     /// Most half-open and timewait sockets followed at once.
     pub max_tracked: usize,
+    /// The kernel's names of reset reasons.
+    pub rst_reasons: crate::why::RstReasons,
 }
 
 /// Counters for the exit report.
@@ -122,6 +127,7 @@ pub struct Enricher {
     halfopen: halfopen::HalfOpen,
     timewait: timewait::TimeWait,
     stuck: Option<stuck::Stuck>,
+    why: why::Why,
     opts: Options,
     pub counters: Counters,
 }
@@ -141,6 +147,7 @@ impl Enricher {
             halfopen: halfopen::HalfOpen::new(opts.max_tracked),
             timewait: timewait::TimeWait::new(opts.max_tracked),
             stuck: opts.stuck.map(|d| stuck::Stuck::new(d, opts.max_tracked)),
+            why: why::Why::new(opts.rst_reasons.clone(), opts.max_tracked),
             opts,
             counters: Counters::default(),
         }
@@ -148,6 +155,18 @@ impl Enricher {
 
     /// Handles one decoded kernel event: emits it, then what it implies.
     pub fn on_event(&mut self, ev: &TcpEvent, emit: &mut Emit<'_>) {
+        let mut emit = |e: &TcpEvent| {
+            let mut e = *e;
+            why::annotate_expiry(&mut e);
+            emit(&e)
+        };
+        let emit: &mut Emit<'_> = &mut emit;
+        if matches!(ev.source, Source::Cause(_)) {
+            if let Some(row) = self.why.on_cause(ev) {
+                self.emit_closed(&row, emit);
+            }
+            return;
+        }
         let mut ev = *ev;
         if ev.owner.is_none() {
             ev.owner = self.known_owner(&ev);
@@ -194,6 +213,18 @@ impl Enricher {
             }
             _ => {}
         }
+        let mut released = Vec::new();
+        ev = match self.why.on_transition(&ev, &mut |r| released.push(r)) {
+            why::Next::Emit(e) => e,
+            why::Next::Held => ev,
+        };
+        for r in released {
+            self.emit_closed(&r, emit);
+        }
+        if ev.new == TcpState::Close && ev.reason.is_none() {
+            // Held until the cause the kernel reports after the CLOSE.
+            return;
+        }
         emit(&ev);
         if let Some(st) = &mut self.stuck {
             st.on_event(&ev);
@@ -237,8 +268,37 @@ impl Enricher {
         self.listener_owners.get(&ListenerKey::of(ev)).copied()
     }
 
+    /// A CLOSE row released by [`why::Why`]: a local abort or timeout, so
+    /// none of the FIN_WAIT2/LAST_ACK follow-ups apply.
+    fn emit_closed(&mut self, ev: &TcpEvent, emit: &mut Emit<'_>) {
+        emit(ev);
+        if let Some(st) = &mut self.stuck {
+            st.on_event(ev);
+        }
+    }
+
+    /// Tracing stops: the CLOSE rows still waiting for a cause.
+    pub fn finish(&mut self, emit: &mut Emit<'_>) {
+        let mut rows = Vec::new();
+        self.why.flush(&mut |r| rows.push(r));
+        for r in rows {
+            self.emit_closed(&r, emit);
+        }
+    }
+
     /// Periodic work: dumps that are due, stuck sockets.
     pub fn on_tick(&mut self, now_ns: u64, emit: &mut Emit<'_>) {
+        let mut emit = |e: &TcpEvent| {
+            let mut e = *e;
+            why::annotate_expiry(&mut e);
+            emit(&e)
+        };
+        let emit: &mut Emit<'_> = &mut emit;
+        let mut rows = Vec::new();
+        self.why.tick(&mut |r| rows.push(r));
+        for r in rows {
+            self.emit_closed(&r, emit);
+        }
         self.halfopen
             .tick(now_ns, &mut self.diag, &mut self.counters, emit);
         self.timewait

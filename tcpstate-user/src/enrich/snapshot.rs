@@ -120,6 +120,9 @@ fn event(s: &DiagSocket, netns: u32, now: u64, owner: Option<Task>) -> TcpEvent 
         note: Some(Note::Snapshot),
         peer_fin: None,
         retransmits: 0,
+        detail: 0,
+        reason: None,
+        data_retransmits: 0,
     }
 }
 

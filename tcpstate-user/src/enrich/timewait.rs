@@ -180,6 +180,9 @@ impl TimeWait {
             note: Some(note),
             peer_fin: None,
             retransmits: 0,
+            detail: 0,
+            reason: None,
+            data_retransmits: 0,
         }
     }
 

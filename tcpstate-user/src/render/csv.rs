@@ -12,7 +12,7 @@ use crate::{
     event::{Note, TcpEvent},
 };
 
-pub const COLUMNS: [&str; 25] = [
+pub const COLUMNS: [&str; 29] = [
     "time",
     "time_ns",
     "source",
@@ -38,6 +38,10 @@ pub const COLUMNS: [&str; 25] = [
     "cgroup",
     "container_id",
     "pod_uid",
+    "reason",
+    "reset_reason",
+    "error",
+    "data_retransmits",
 ];
 
 pub struct Csv {
@@ -142,6 +146,22 @@ impl Render for Csv {
         if let Some(uid) = a.and_then(|a| a.pod_uid.as_deref()) {
             out.extend_from_slice(uid.as_bytes());
         }
+        out.push(b',');
+        if let Some(r) = ev.reason {
+            out.extend_from_slice(r.code().as_bytes());
+            out.push(b',');
+            if let Some(n) = r.reset_reason() {
+                out.extend_from_slice(n.as_bytes());
+            }
+            out.push(b',');
+            if let crate::why::Reason::Error(e) = r {
+                buf::u64(out, e as u64);
+            }
+            out.push(b',');
+            buf::u64(out, ev.data_retransmits as u64);
+        } else {
+            out.extend_from_slice(b",,,");
+        }
         out.push(b'\n');
     }
 }
@@ -167,11 +187,11 @@ mod tests {
         csv().header(&mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "time,time_ns,source,skaddr,netns,family,pid,comm,cpu_pid,cpu_comm,laddr,lport,raddr,rport,oldstate,newstate,ms,replayed,note,peer_fin,retransmits,age_ms,cgroup,container_id,pod_uid\n"
+            "time,time_ns,source,skaddr,netns,family,pid,comm,cpu_pid,cpu_comm,laddr,lport,raddr,rport,oldstate,newstate,ms,replayed,note,peer_fin,retransmits,age_ms,cgroup,container_id,pod_uid,reason,reset_reason,error,data_retransmits\n"
         );
         assert_eq!(
             render(&TcpEvent::from(&raw_v4())),
-            "2025-11-24T16:00:05.000000Z,5000000000,tracepoint,0xffff888012345678,4026531840,ipv4,4242,server,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,1.234567,false,,,,,,,\n"
+            "2025-11-24T16:00:05.000000Z,5000000000,tracepoint,0xffff888012345678,4026531840,ipv4,4242,server,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,1.234567,false,,,,,,,,,,,\n"
         );
     }
 
@@ -185,11 +205,11 @@ mod tests {
         ev.note = Some(Note::HalfOpen(2));
         assert_eq!(
             render(&ev),
-            "2025-11-24T16:00:05.000000Z,5000000000,synack_tracepoint,0xffff888012345678,4026531840,ipv4,,,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,,false,half-open,,2,,,,\n"
+            "2025-11-24T16:00:05.000000Z,5000000000,synack_tracepoint,0xffff888012345678,4026531840,ipv4,,,0,swapper/1,127.0.0.1,10050,127.0.0.2,48008,ESTABLISHED,FIN_WAIT1,,false,half-open,,2,,,,,,,,\n"
         );
         ev.source = Source::Tracker;
         ev.note = Some(Note::Stuck(2_500_000_000));
-        assert!(render(&ev).ends_with(",false,stuck,,,2500.0,,,\n"));
+        assert!(render(&ev).ends_with(",false,stuck,,,2500.0,,,,,,,\n"));
     }
 
     #[test]
@@ -210,7 +230,7 @@ mod tests {
         let row = String::from_utf8(out).unwrap();
         assert!(
             row.ends_with(&format!(
-                ",/kubepods/besteffort/pod0e5a9b44-1c3d-4f2a-9e6b-7d8c9a0b1c2d/{id},{id},0e5a9b44-1c3d-4f2a-9e6b-7d8c9a0b1c2d\n"
+                ",/kubepods/besteffort/pod0e5a9b44-1c3d-4f2a-9e6b-7d8c9a0b1c2d/{id},{id},0e5a9b44-1c3d-4f2a-9e6b-7d8c9a0b1c2d,,,,\n"
             )),
             "{row}"
         );

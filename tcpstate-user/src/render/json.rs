@@ -189,8 +189,30 @@ impl Json {
             key(out, "age_ms");
             buf::ms_exact(out, ns);
         }
+        reason_fields(out, ev);
         out.push(b'}');
     }
+}
+
+/// `reason` (how the connection ended), `reset_reason` (the kernel's, when
+/// this end sent a reset and the kernel named it) and `data_retransmits`,
+/// on rows into CLOSE only.
+pub fn reason_fields(out: &mut Vec<u8>, ev: &TcpEvent) {
+    let Some(r) = ev.reason else {
+        return;
+    };
+    key(out, "reason");
+    buf::json_str(out, r.code());
+    if let Some(n) = r.reset_reason() {
+        key(out, "reset_reason");
+        buf::json_str(out, n);
+    }
+    if let crate::why::Reason::Error(e) = r {
+        key(out, "error");
+        buf::u64(out, e as u64);
+    }
+    key(out, "data_retransmits");
+    buf::u64(out, ev.data_retransmits as u64);
 }
 
 /// SYN-ACK retransmits a row reports: the half-open rows carry them in

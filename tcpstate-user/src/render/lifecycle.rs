@@ -102,6 +102,9 @@ struct History {
     /// On FIN_WAIT2/CLOSING -> CLOSE: whether the peer's FIN had arrived
     /// (the timewait socket taking over is in TIME_WAIT) or not (FIN_WAIT2).
     peer_fin: Option<bool>,
+    /// How it ended (the row into CLOSE), and its data retransmits.
+    reason: Option<crate::why::Reason>,
+    data_retransmits: u32,
 }
 
 impl History {
@@ -116,6 +119,8 @@ impl History {
             tuple: *ev,
             last_ns: ev.ts_ns,
             peer_fin: None,
+            reason: None,
+            data_retransmits: 0,
         };
         if ev.note == Some(Note::Snapshot) {
             // Already in `new` when tracing started; since when is unknown.
@@ -180,6 +185,10 @@ impl History {
         self.last_ns = self.last_ns.max(ev.ts_ns);
         if ev.new == TcpState::Close {
             self.peer_fin = ev.peer_fin;
+        }
+        if ev.reason.is_some() {
+            self.reason = ev.reason;
+            self.data_retransmits = ev.data_retransmits;
         }
     }
 
@@ -577,6 +586,13 @@ fn write_text(
         out.extend_from_slice(b" (unfinished)");
         out.extend_from_slice(off.as_bytes());
     }
+    if let Some(r) = h.reason {
+        use std::io::Write as _;
+        let _ = write!(out, ": {r}");
+        if h.data_retransmits > 0 {
+            let _ = write!(out, ", {} data retransmits", h.data_retransmits);
+        }
+    }
     out.push(b'\n');
 }
 
@@ -602,6 +618,17 @@ fn write_json(h: &History, end: End, end_ns: u64, time: &mut TimeWriter, out: &m
         Some(k) => buf::json_str(out, k.name()),
         None => out.extend_from_slice(b"null"),
     }
+    json::key(out, "reason");
+    match h.reason {
+        Some(r) => buf::json_str(out, r.code()),
+        None => out.extend_from_slice(b"null"),
+    }
+    if let Some(n) = h.reason.and_then(|r| r.reset_reason()) {
+        json::key(out, "reset_reason");
+        buf::json_str(out, n);
+    }
+    json::key(out, "data_retransmits");
+    buf::u64(out, h.data_retransmits as u64);
     json::key(out, "timewait");
     match h.timewait() {
         Some(st) => json::state(out, st),
@@ -809,6 +836,8 @@ mod tests {
                 "rport": 48008,
                 "role": "client",
                 "close": "active",
+                "reason": null,
+                "data_retransmits": 0,
                 "timewait": "TIME_WAIT",
                 "complete": true,
                 "start_ns": 5_000_000_000u64,

@@ -103,9 +103,15 @@ pub fn for_cli(
     } else if cli.csv {
         Some(Box::new(csv::Csv::new(clock).with_containers(containers)))
     } else {
-        Some(Box::new(
-            text::Text::new(time, cli.wide, palette).with_containers(containers),
-        ))
+        let text = text::Text::new(time, cli.wide, palette).with_containers(containers);
+        Some(Box::new(if cli.explain {
+            text.with_explain(crate::explain::Explainer::new(
+                crate::explain::Sysctls::read(),
+                cli.max_tracked as usize,
+            ))
+        } else {
+            text
+        }))
     };
     let per_event = per_event.map(|r| -> Box<dyn Render> {
         if cli.trigger.is_empty() {

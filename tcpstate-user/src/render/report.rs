@@ -31,6 +31,8 @@ pub struct Report {
     transitions: BTreeMap<(TcpState, TcpState), Edge>,
     states: BTreeMap<TcpState, Log2Hist>,
     notes: BTreeMap<&'static str, u64>,
+    /// Connections per way they ended (with the kernel's reset reason).
+    reasons: BTreeMap<String, u64>,
 }
 
 fn ms(ns: Option<u64>) -> String {
@@ -93,6 +95,12 @@ impl Report {
                 let _ = writeln!(s, "{n:>10}  {note}");
             }
         }
+        if !self.reasons.is_empty() {
+            let _ = writeln!(s, "\n{:>10}  ENDED BY", "COUNT");
+            for (r, n) in &self.reasons {
+                let _ = writeln!(s, "{n:>10}  {r}");
+            }
+        }
         for (state, h) in &self.states {
             let _ = writeln!(s, "\nstate = {state}");
             h.write(&mut s, "usecs");
@@ -117,6 +125,7 @@ impl Report {
                 "max_ms": ms_json((e.dwell.count > 0).then_some(e.dwell.max)),
             })).collect::<Vec<_>>(),
             "notes": self.notes.iter().map(|(n, c)| json!({"note": n, "count": c})).collect::<Vec<_>>(),
+            "reasons": self.reasons.iter().map(|(r, c)| json!({"reason": r, "count": c})).collect::<Vec<_>>(),
             "states": self.states.iter().map(|(st, h)| json!({
                 "state": st.to_string(),
                 "count": h.total(),
@@ -142,6 +151,13 @@ impl Render for Report {
         self.last_ns = self.last_ns.max(ev.ts_ns);
         if let Some(note) = ev.note {
             *self.notes.entry(note.name()).or_default() += 1;
+        }
+        if let Some(r) = ev.reason {
+            let key = match r.reset_reason() {
+                Some(n) => format!("{} {n}", r.code()),
+                None => r.code().to_string(),
+            };
+            *self.reasons.entry(key).or_default() += 1;
         }
         if ev.source != Source::Tracepoint {
             return;

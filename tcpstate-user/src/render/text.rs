@@ -12,6 +12,8 @@ pub struct Text {
     palette: Palette,
     /// Wide output's CONTAINER column, when attribution is on.
     containers: Option<container::Shared>,
+    /// `--explain`: a sentence after each row.
+    explain: Option<crate::explain::Explainer>,
 }
 
 impl Text {
@@ -21,12 +23,19 @@ impl Text {
             wide,
             palette,
             containers: None,
+            explain: None,
         }
     }
 
     /// Adds the owner's container (short ID, `-` for none) to wide output.
     pub fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
         self.containers = containers;
+        self
+    }
+
+    /// `--explain`: a sentence after each row.
+    pub fn with_explain(mut self, explain: crate::explain::Explainer) -> Self {
+        self.explain = Some(explain);
         self
     }
 }
@@ -149,6 +158,10 @@ impl Render for Text {
             Some(ns) => buf::ms3(out, ns),
             None => out.push(b'-'),
         }
+        if let Some(r) = ev.reason {
+            use std::io::Write as _;
+            let _ = write!(out, " {r}");
+        }
         let note = NoteText(ev);
         if !note.is_empty() {
             use std::io::Write as _;
@@ -156,6 +169,9 @@ impl Render for Text {
             let _ = write!(out, " {on}({note}){off}");
         }
         out.push(b'\n');
+        if let Some(explain) = &mut self.explain {
+            explain.line(ev, out);
+        }
     }
 }
 
