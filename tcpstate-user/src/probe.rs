@@ -161,16 +161,15 @@ fn attach_synack(ebpf: &mut Ebpf, say: &mut dyn FnMut(&str)) -> bool {
 /// Attaches the nested-run program after the main one (the kernel calls
 /// them in attach order). Optional: without it, the changes the kernel skips
 /// while the main program runs are counted as lost.
-fn attach_nested(ebpf: &mut Ebpf, btf_id: u32, say: &mut dyn FnMut(&str)) {
-    let r = (|| -> Result<(), ProgramError> {
+fn attach_nested(ebpf: &mut Ebpf, loaded: Result<(), ProgramError>, say: &mut dyn FnMut(&str)) {
+    let r = loaded.and_then(|()| {
         let p: &mut BtfTracePoint = ebpf
             .program_mut(names::NESTED_PROGRAM)
             .expect("nested program is in the object")
             .try_into()?;
-        p.load_with_btf_id(btf_id)?;
         p.attach()?;
         Ok(())
-    })();
+    });
     match r {
         Ok(()) => say("attached the nested-run program to tp_btf/inet_sock_set_state"),
         Err(e) => say(&format!(
@@ -178,6 +177,42 @@ fn attach_nested(ebpf: &mut Ebpf, btf_id: u32, say: &mut dyn FnMut(&str)) {
             source_chain(&e)
         )),
     }
+}
+
+/// Loads the main and the nested-run state-change programs, each verified on
+/// its own thread: verification is most of start-up, and the two are the
+/// same size. The main program's failure is fatal; the nested one's is
+/// returned for [`attach_nested`] to report.
+fn load_state_change_programs(
+    ebpf: &mut Ebpf,
+    btf_id: u32,
+) -> Result<Result<(), ProgramError>, UserError> {
+    let (mut main, mut nested) = (None, None);
+    for (name, prog) in ebpf.programs_mut() {
+        if name == names::BTF_PROGRAM {
+            main = Some(prog);
+        } else if name == names::NESTED_PROGRAM {
+            nested = Some(prog);
+        }
+    }
+    let main: &mut BtfTracePoint = main
+        .expect("program is in the object")
+        .try_into()
+        .map_err(|e| program_error("program type", e))?;
+    let nested: Result<&mut BtfTracePoint, ProgramError> =
+        nested.expect("nested program is in the object").try_into();
+    let (main_loaded, nested_loaded) = std::thread::scope(|s| {
+        let other = s.spawn(move || nested.and_then(|p| p.load_with_btf_id(btf_id)));
+        let main_loaded = main.load_with_btf_id(btf_id);
+        (main_loaded, other.join())
+    });
+    main_loaded.map_err(|e| program_error("loading the program", e))?;
+    Ok(nested_loaded.unwrap_or_else(|_| {
+        Err(ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "verifier thread",
+            io_error: std::io::Error::other("panicked"),
+        }))
+    }))
 }
 
 /// Attaches the cause hooks (resets, socket errors, retransmits) that exist
@@ -530,20 +565,18 @@ impl Probe {
         let prog_fd = match hook {
             Hook::Btf => {
                 let btf_id = kbtf.state_change_btf_id.expect("checked above");
+                let nested_loaded = load_state_change_programs(&mut ebpf, btf_id)?;
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(names::BTF_PROGRAM)
                     .expect("program is in the object")
                     .try_into()
                     .map_err(|e| program_error("program type", e))?;
-                program
-                    .load_with_btf_id(btf_id)
-                    .map_err(|e| program_error("loading the program", e))?;
                 // aya keeps the link with the program: detached at unload.
                 program
                     .attach()
                     .map_err(|e| program_error("attaching to tp_btf/inet_sock_set_state", e))?;
                 let fd = own_fd(program.fd())?;
-                attach_nested(&mut ebpf, btf_id, &mut say);
+                attach_nested(&mut ebpf, nested_loaded, &mut say);
                 fd
             }
             Hook::Classic => {
