@@ -63,11 +63,10 @@ mod expect {
     /// rows to look at.)
     pub fn is_time_wait_entry(r: &TextRow) -> bool {
         r.new == "TIME_WAIT"
-            && match (r.old.as_deref(), r.note.as_deref()) {
-                (None, Some("timewait socket")) => true,
-                (Some("FIN_WAIT2"), Some("timewait")) => true,
-                _ => false,
-            }
+            && matches!(
+                (r.old.as_deref(), r.note.as_deref()),
+                (None, Some("timewait socket")) | (Some("FIN_WAIT2"), Some("timewait"))
+            )
     }
     pub fn is_time_wait_end(r: &TextRow) -> bool {
         r.old.as_deref() == Some("TIME_WAIT")
