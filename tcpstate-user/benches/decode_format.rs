@@ -3,7 +3,7 @@
 //! Each iteration decodes a batch of raw ring-buffer records, as the kernel writes them for
 //! loopback connections (10 transitions each, alternating client and server sockets), and
 //! renders them into one output buffer, as the reader does before its one write per batch.
-//! The renderers are built by `render::for_cli` from real command lines, so this measures what
+//! The renderers are built by `render::build` from the settings of real command lines, so this measures what
 //! `tcpstate`, `tcpstate -w`, `tcpstate -j` and `tcpstate --csv` do per event.
 //!
 //! `cargo bench -p tcpstate-user --bench decode_format`; `cargo xtask bench` adds the figures
@@ -76,9 +76,12 @@ fn records() -> Vec<u8> {
     out
 }
 
-fn cli(args: &[&str]) -> Cli {
-    Cli::try_parse_from(["tcpstate", "--color", "never"].iter().chain(args).copied())
-        .expect("valid command line")
+fn settings(args: &[&str]) -> tcpstate::render::Options {
+    let cli = Cli::try_parse_from(["tcpstate", "--color", "never"].iter().chain(args).copied())
+        .expect("valid command line");
+    tcpstate::settings::Settings::from_cli(&cli)
+        .expect("valid settings")
+        .render
 }
 
 fn bench(c: &mut Criterion) {
@@ -102,7 +105,7 @@ fn bench(c: &mut Criterion) {
         ("json", &["-j"][..]),
         ("csv", &["--csv"][..]),
     ] {
-        let mut r = render::for_cli(&cli(args), clock, None);
+        let mut r = render::build(&settings(args), clock, None);
         let mut out = Vec::with_capacity(1 << 20);
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -117,7 +120,7 @@ fn bench(c: &mut Criterion) {
     }
 
     // What the reader adds per event besides rendering: the exit summary's counters.
-    let mut r = render::for_cli(&cli(&[]), clock, None);
+    let mut r = render::build(&settings(&[]), clock, None);
     let mut summary = Summary::default();
     let mut out = Vec::with_capacity(1 << 20);
     g.bench_function("text_with_summary", |b| {

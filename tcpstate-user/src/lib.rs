@@ -24,6 +24,7 @@ pub mod privileges;
 pub mod probe;
 pub mod reader;
 pub mod render;
+pub mod settings;
 pub mod summary;
 pub mod tracefs;
 pub mod why;

@@ -1,52 +1,64 @@
 use tcpstate::{
-    cli::Cli,
+    cli::{Cli, generate},
     clock::WallClock,
-    enrich::{self, Enricher},
+    enrich::Enricher,
     error::UserError,
     gate::Gate,
-    metrics, netns,
-    probe::{Probe, ProbeOptions},
+    metrics,
+    probe::Probe,
     reader::{self, Stop},
     render,
+    settings::Settings,
     summary::Summary,
 };
 
 fn main() {
     let cli = Cli::parse_or_exit();
-    if let Some(code) = render::generate::from_cli(&cli) {
+    if let Some(code) = generate::from_cli(&cli) {
         std::process::exit(code);
     }
     if let Err(msg) = cli.validate() {
         UserError::usage(msg).report(false);
         std::process::exit(2);
     }
-    let code = match run(&cli) {
+    let verbose = cli.verbose;
+    let code = match Settings::from_cli(&cli).and_then(run) {
         Ok(code) => code,
         Err(e) => {
-            e.report(cli.verbose);
+            e.report(verbose);
             e.exit_code
         }
     };
     std::process::exit(code);
 }
 
-fn run(cli: &Cli) -> Result<i32, UserError> {
+fn run(settings: Settings) -> Result<i32, UserError> {
+    let Settings {
+        probe: probe_options,
+        enrich: mut enrich_options,
+        render: render_options,
+        containers,
+        metrics: metrics_options,
+        start,
+        flush_interval,
+        duration,
+        verbose,
+    } = settings;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| UserError::runtime(format!("starting the runtime: {e}")))?;
     runtime.block_on(async {
-        let mut probe = Probe::load(&ProbeOptions::from_cli(cli))?;
+        let mut probe = Probe::load(&probe_options)?;
         let ring = probe.take_events()?;
-        let containers = cli.container_options();
         let attributor = containers.attributor();
-        let recorder = match cli.metrics_options() {
+        let recorder = match metrics_options {
             Some(opts) => {
                 let (recorder, registry) = metrics::Recorder::new(&opts);
                 let bound = metrics::serve(opts.addr, registry).await.map_err(|e| {
                     UserError::runtime(format!("serving metrics on {}: {e}", opts.addr))
                 })?;
-                if cli.verbose {
+                if verbose {
                     eprintln!("tcpstate: metrics at http://{bound}/metrics");
                 }
                 Some(recorder)
@@ -54,21 +66,10 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
             None => None,
         };
         let mut gate = Gate::new(attributor.clone(), containers.select, recorder);
-        let mut render = render::for_cli(cli, WallClock::now(), attributor);
+        let mut render = render::build(&render_options, WallClock::now(), attributor);
         let mut summary = Summary::default();
-        let mut enrich = Enricher::new(enrich::Options {
-            stuck: cli.stuck,
-            max_tracked: cli.max_tracked as usize,
-            rst_reasons: probe.rst_reasons.clone(),
-        });
-        let start = reader::Start {
-            netns: match &cli.netns {
-                Some(spec) => netns::resolve(spec)?,
-                None => 0,
-            },
-            filter: enrich::Filter::from_cli(cli),
-            rows: cli.wants_snapshot(),
-        };
+        enrich_options.rst_reasons = probe.rst_reasons.clone();
+        let mut enrich = Enricher::new(enrich_options);
         let mut stages = reader::Stages {
             enrich: &mut enrich,
             gate: &mut gate,
@@ -80,8 +81,8 @@ fn run(cli: &Cli) -> Result<i32, UserError> {
             ring,
             &mut stages,
             reader::Options {
-                flush_interval: cli.flush_interval,
-                duration: cli.duration,
+                flush_interval,
+                duration,
                 start,
             },
         )

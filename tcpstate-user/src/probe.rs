@@ -9,10 +9,9 @@ use aya::{
     maps::{HashMap, MapData, RingBuf},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
-use tcpstate_common::{AF_INET, AF_INET6, Config, ListenKey, Owner, names, port_match, stat};
+use tcpstate_common::{Config, ListenKey, Owner, names, port_match, stat};
 
 use crate::{
-    cli::Cli,
     enrich::ListenerKey,
     error::{UserError, permission_hint},
     event::Task,
@@ -39,41 +38,6 @@ pub struct ProbeOptions {
     pub half_open: bool,
     /// Use the classic tracepoint even where the BTF one works.
     pub classic: bool,
-}
-
-impl ProbeOptions {
-    pub fn from_cli(cli: &Cli) -> Self {
-        let mut ports: Vec<(u16, u8)> = Vec::new();
-        let mut add = |p: u16, bits: u8| match ports.iter_mut().find(|(q, _)| *q == p) {
-            Some((_, b)) => *b |= bits,
-            None => ports.push((p, bits)),
-        };
-        for &p in &cli.ports {
-            add(p, port_match::LOCAL | port_match::REMOTE);
-        }
-        for &p in &cli.lports {
-            add(p, port_match::LOCAL);
-        }
-        for &p in &cli.rports {
-            add(p, port_match::REMOTE);
-        }
-        ProbeOptions {
-            netns: cli.netns.clone(),
-            family: if cli.ipv4 {
-                AF_INET
-            } else if cli.ipv6 {
-                AF_INET6
-            } else {
-                0
-            },
-            ports,
-            ring_size: cli.ring_size,
-            max_sockets: cli.max_sockets,
-            verbose: cli.verbose,
-            half_open: !cli.no_half_open,
-            classic: cli.classic_tracepoint,
-        }
-    }
 }
 
 /// Kernel-side counters, summed over CPUs.

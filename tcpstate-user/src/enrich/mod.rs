@@ -70,20 +70,6 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn from_cli(cli: &crate::cli::Cli) -> Self {
-        Filter {
-            local_ports: cli.ports.iter().chain(&cli.lports).copied().collect(),
-            remote_ports: cli.ports.iter().chain(&cli.rports).copied().collect(),
-            family: if cli.ipv4 {
-                tcpstate_common::AF_INET
-            } else if cli.ipv6 {
-                tcpstate_common::AF_INET6
-            } else {
-                0
-            },
-        }
-    }
-
     pub fn matches(&self, family: u16, local: u16, remote: u16) -> bool {
         let ports = self.local_ports.is_empty() && self.remote_ports.is_empty()
             || self.local_ports.contains(&local)

@@ -5,13 +5,12 @@
 //! Per-event formats: [`text`] (default, `-w` wide, coloured by state),
 //! [`csv`], [`json`] (JSON Lines). Per-connection: [`lifecycle`]. Filters and
 //! reports that wrap or sit beside them: [`trigger`], [`report`]
-//! (`--summary`), [`diagram`] (`--diagram`). [`for_cli`] assembles them.
+//! (`--summary`), [`diagram`] (`--diagram`). [`build`] assembles them from [`Options`].
 
 pub mod buf;
 pub mod color;
 pub mod csv;
 pub mod diagram;
-pub mod generate;
 pub mod json;
 pub mod lifecycle;
 pub mod report;
@@ -55,77 +54,87 @@ impl Render for Tee {
     }
 }
 
-/// The TIME column the CLI asked for (`-T`, `-t`, else the wall clock).
-pub fn time_format(cli: &crate::cli::Cli) -> timefmt::TimeFormat {
-    if cli.datetime {
-        timefmt::TimeFormat::DateTime
-    } else if cli.timestamp {
-        timefmt::TimeFormat::SinceStart
-    } else {
-        timefmt::TimeFormat::Clock
-    }
+/// What to print, and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub json: bool,
+    pub csv: bool,
+    pub wide: bool,
+    pub lifecycle: bool,
+    pub summary: bool,
+    /// No per-event output (`--quiet`, e.g. with `--metrics`).
+    pub quiet: bool,
+    pub explain: bool,
+    pub color: color::ColorChoice,
+    pub time: timefmt::TimeFormat,
+    /// Most connection histories kept (`--lifecycle`, `--trigger`).
+    pub max_histories: usize,
+    /// Most sockets `--explain` keeps facts about.
+    pub max_tracked: usize,
+    pub trigger: Vec<trigger::TriggerSpec>,
+    pub diagram: Option<std::path::PathBuf>,
 }
 
-/// Which renderers the CLI asked for:
-/// - the per-event format (`-j`, `--csv`, else text), or one line per
-///   connection with `--lifecycle`, or nothing with `--summary` alone;
-/// - wrapped in a [`trigger::Trigger`] with `--trigger`;
-/// - plus the `--summary` report and the `--diagram` file, fed every event.
+/// The renderers asked for:
+/// - the per-event format (JSON, CSV, else text), or one line per
+///   connection with `lifecycle`, or nothing with `summary` or `quiet`;
+/// - wrapped in a [`trigger::Trigger`] when triggers are given;
+/// - plus the summary report and the diagram file, fed every event.
 ///
 /// `containers`: the attributor that fills the container columns of wide,
 /// JSON and CSV output (`None`: attribution is off).
-pub fn for_cli(
-    cli: &crate::cli::Cli,
+pub fn build(
+    o: &Options,
     clock: WallClock,
     containers: Option<crate::container::Shared>,
 ) -> Box<dyn Render> {
-    let colour = !cli.json
-        && !cli.csv
+    let colour = !o.json
+        && !o.csv
         && color::enabled(
-            cli.color,
+            o.color,
             std::io::stdout().is_terminal(),
             color::ColorEnv::from_process(),
         );
     let palette = color::Palette::new(colour);
-    let time = timefmt::TimeWriter::new(clock, time_format(cli));
-    let max = cli.max_histories as usize;
+    let time = timefmt::TimeWriter::new(clock, o.time);
+    let max = o.max_histories;
 
-    let per_event: Option<Box<dyn Render>> = if cli.lifecycle {
-        Some(if cli.json {
+    let per_event: Option<Box<dyn Render>> = if o.lifecycle {
+        Some(if o.json {
             Box::new(lifecycle::Lifecycle::json(clock, max))
         } else {
             Box::new(lifecycle::Lifecycle::text(time, palette, max))
         })
-    } else if cli.summary || cli.quiet {
+    } else if o.summary || o.quiet {
         None
-    } else if cli.json {
+    } else if o.json {
         Some(Box::new(json::Json::new(clock).with_containers(containers)))
-    } else if cli.csv {
+    } else if o.csv {
         Some(Box::new(csv::Csv::new(clock).with_containers(containers)))
     } else {
-        let text = text::Text::new(time, cli.wide, palette).with_containers(containers);
-        Some(Box::new(if cli.explain {
+        let text = text::Text::new(time, o.wide, palette).with_containers(containers);
+        Some(Box::new(if o.explain {
             text.with_explain(crate::explain::Explainer::new(
                 crate::explain::Sysctls::read(),
-                cli.max_tracked as usize,
+                o.max_tracked,
             ))
         } else {
             text
         }))
     };
     let per_event = per_event.map(|r| -> Box<dyn Render> {
-        if cli.trigger.is_empty() {
+        if o.trigger.is_empty() {
             r
         } else {
-            Box::new(trigger::Trigger::new(r, cli.trigger.clone(), max))
+            Box::new(trigger::Trigger::new(r, o.trigger.clone(), max))
         }
     });
 
     let mut sinks: Vec<Box<dyn Render>> = per_event.into_iter().collect();
-    if cli.summary {
-        sinks.push(Box::new(report::Report::new(cli.json)));
+    if o.summary {
+        sinks.push(Box::new(report::Report::new(o.json)));
     }
-    if let Some(path) = &cli.diagram {
+    if let Some(path) = &o.diagram {
         sinks.push(Box::new(diagram::Diagram::new(path.clone())));
     }
     if sinks.len() == 1 {

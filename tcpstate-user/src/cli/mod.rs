@@ -1,6 +1,8 @@
 //! Command-line interface. Parsing and validation live here; clap exits with
 //! status 2 on usage errors, as does our own validation ([`Cli::validate`]).
 
+pub mod generate;
+
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use clap::CommandFactory as _;
 
-use crate::cli::Cli;
+use super::Cli;
 
 /// Writes the completion script for `shell`.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {

@@ -1,0 +1,154 @@
+//! The one place flags become settings: [`Settings::from_cli`] turns the
+//! parsed command line ([`crate::cli::Cli`], which only parses) into one
+//! options value per component. No component below sees the command line,
+//! so each can be built and tested from its own options, and the arrows run
+//! one way: cli -> settings -> probe / enrich / render / reader.
+
+use std::time::Duration;
+
+use tcpstate_common::{AF_INET, AF_INET6, port_match};
+
+use crate::{
+    cli::Cli, container, enrich, error::UserError, metrics, netns, probe::ProbeOptions, render,
+};
+
+/// Everything the run needs, per component.
+pub struct Settings {
+    pub probe: ProbeOptions,
+    pub enrich: enrich::Options,
+    pub render: render::Options,
+    pub containers: container::Options,
+    pub metrics: Option<metrics::Options>,
+    /// The start-up read of existing sockets.
+    pub start: crate::reader::Start,
+    pub flush_interval: Duration,
+    pub duration: Option<Duration>,
+    pub verbose: bool,
+}
+
+impl Settings {
+    pub fn from_cli(cli: &Cli) -> Result<Settings, UserError> {
+        let family = if cli.ipv4 {
+            AF_INET
+        } else if cli.ipv6 {
+            AF_INET6
+        } else {
+            0
+        };
+        Ok(Settings {
+            probe: ProbeOptions {
+                netns: cli.netns.clone(),
+                family,
+                ports: port_bits(&cli.ports, &cli.lports, &cli.rports),
+                ring_size: cli.ring_size,
+                max_sockets: cli.max_sockets,
+                verbose: cli.verbose,
+                half_open: !cli.no_half_open,
+                classic: cli.classic_tracepoint,
+            },
+            enrich: enrich::Options {
+                stuck: cli.stuck,
+                max_tracked: cli.max_tracked as usize,
+                // Read from the running kernel by the probe; filled in then.
+                rst_reasons: Default::default(),
+            },
+            render: render::Options {
+                json: cli.json,
+                csv: cli.csv,
+                wide: cli.wide,
+                lifecycle: cli.lifecycle,
+                summary: cli.summary,
+                quiet: cli.quiet,
+                explain: cli.explain,
+                color: cli.color,
+                time: if cli.datetime {
+                    render::timefmt::TimeFormat::DateTime
+                } else if cli.timestamp {
+                    render::timefmt::TimeFormat::SinceStart
+                } else {
+                    render::timefmt::TimeFormat::Clock
+                },
+                max_histories: cli.max_histories as usize,
+                max_tracked: cli.max_tracked as usize,
+                trigger: cli.trigger.clone(),
+                diagram: cli.diagram.clone(),
+            },
+            containers: cli.container_options(),
+            metrics: cli.metrics_options(),
+            start: crate::reader::Start {
+                netns: match &cli.netns {
+                    Some(spec) => netns::resolve(spec)?,
+                    None => 0,
+                },
+                filter: enrich::Filter {
+                    local_ports: cli.ports.iter().chain(&cli.lports).copied().collect(),
+                    remote_ports: cli.ports.iter().chain(&cli.rports).copied().collect(),
+                    family,
+                },
+                rows: cli.wants_snapshot(),
+            },
+            flush_interval: cli.flush_interval,
+            duration: cli.duration,
+            verbose: cli.verbose,
+        })
+    }
+}
+
+/// `--port`/`--lport`/`--rport` as the kernel side's port table: each port
+/// once, with the ends it applies to.
+fn port_bits(both: &[u16], local: &[u16], remote: &[u16]) -> Vec<(u16, u8)> {
+    let mut ports: Vec<(u16, u8)> = Vec::new();
+    let mut add = |p: u16, bits: u8| match ports.iter_mut().find(|(q, _)| *q == p) {
+        Some((_, b)) => *b |= bits,
+        None => ports.push((p, bits)),
+    };
+    for &p in both {
+        add(p, port_match::LOCAL | port_match::REMOTE);
+    }
+    for &p in local {
+        add(p, port_match::LOCAL);
+    }
+    for &p in remote {
+        add(p, port_match::REMOTE);
+    }
+    ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn settings(args: &[&str]) -> Settings {
+        let cli =
+            Cli::try_parse_from(std::iter::once("tcpstate").chain(args.iter().copied())).unwrap();
+        Settings::from_cli(&cli).unwrap()
+    }
+
+    #[test]
+    fn a_port_named_twice_applies_to_the_union_of_its_ends() {
+        assert_eq!(
+            port_bits(&[80], &[80, 443], &[22]),
+            vec![
+                (80, port_match::LOCAL | port_match::REMOTE),
+                (443, port_match::LOCAL),
+                (22, port_match::REMOTE)
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_reach_each_component() {
+        let s = settings(&["--port", "10050", "-4", "--stuck", "5s", "-w", "-T"]);
+        assert_eq!(s.probe.family, AF_INET);
+        assert_eq!(
+            s.probe.ports,
+            vec![(10050, port_match::LOCAL | port_match::REMOTE)]
+        );
+        assert_eq!(s.enrich.stuck, Some(Duration::from_secs(5)));
+        assert!(s.render.wide && !s.render.json);
+        assert_eq!(s.render.time, render::timefmt::TimeFormat::DateTime);
+        assert!(s.start.rows, "a port filter takes the snapshot by default");
+        assert_eq!(s.start.filter.local_ports, vec![10050]);
+    }
+}
