@@ -101,14 +101,15 @@ pub fn port_lines(r: impl BufRead, port: u16) -> std::io::Result<u64> {
     Ok(n)
 }
 
-/// Lines of a file that look like events (hold ` -> `), whatever their port; column
-/// headings (`OLDSTATE -> NEWSTATE`) are not events.
+/// Lines of a file that look like events (hold ` -> `, or `  is ` for a state row such as
+/// `is TIME_WAIT`), whatever their port; column headings (`OLDSTATE -> NEWSTATE`) are not
+/// events.
 pub fn event_lines(r: impl BufRead) -> std::io::Result<u64> {
     let mut n = 0;
     for line in r.split(b'\n') {
         let line = line?;
         let has = |pat: &[u8]| line.windows(pat.len()).any(|w| w == pat);
-        if has(b" -> ") && !has(b"OLDSTATE") {
+        if (has(b" -> ") || has(b"  is ")) && !has(b"OLDSTATE") {
             n += 1;
         }
     }

@@ -245,7 +245,7 @@ impl NoteText<'_> {
 
 /// A process: pid (thread-group id) and raw `comm` bytes. Show `comm` only
 /// through [`crate::comm::sanitize`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Task {
     pub pid: u32,
     pub comm: [u8; common::COMM_LEN],

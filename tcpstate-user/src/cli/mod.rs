@@ -237,7 +237,7 @@ pub struct Cli {
 
     /// Most half-open, timewait and --stuck candidate sockets followed at once
     /// (beyond it they are counted as untracked in the exit report).
-    #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..=4_000_000), help_heading = "Beyond the tracepoint")]
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=4_000_000), help_heading = "Beyond the tracepoint")]
     pub max_tracked: u32,
 
     /// Explain setup steps and show kernel-side diagnostics and verifier logs.

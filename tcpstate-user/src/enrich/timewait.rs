@@ -23,18 +23,104 @@ const TIMEWAIT_LEN_NS: u64 = 60_000_000_000;
 const RECHECK_NS: u64 = 1_000_000_000;
 
 /// One followed timewait socket: what is needed to print its rows, small
-/// because a busy server has tens of thousands.
+/// because a busy server has tens of thousands (key and value 64 bytes).
 struct Tw {
-    owner: Option<Task>,
+    /// Index into [`Owners`].
+    owner: u32,
     family: u16,
     substate: TcpState,
+    flagged_stuck: bool,
     since_ns: u64,
     due_ns: u64,
-    flagged_stuck: bool,
+}
+
+/// A tuple in 40 bytes (a `SocketAddr` pair takes 64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TwKey {
+    netns: u32,
+    lport: u16,
+    rport: u16,
+    laddr: [u8; 16],
+    raddr: [u8; 16],
+}
+
+fn octets(ip: std::net::IpAddr) -> [u8; 16] {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&v4.octets());
+            a
+        }
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn ip(octets: [u8; 16], family: u16) -> std::net::IpAddr {
+    if family == tcpstate_common::AF_INET6 {
+        std::net::IpAddr::V6(octets.into())
+    } else {
+        std::net::IpAddr::V4([octets[0], octets[1], octets[2], octets[3]].into())
+    }
+}
+
+impl TwKey {
+    fn of(k: &TupleKey) -> Self {
+        TwKey {
+            netns: k.netns,
+            lport: k.local.port(),
+            rport: k.remote.port(),
+            laddr: octets(k.local.ip()),
+            raddr: octets(k.remote.ip()),
+        }
+    }
+
+    fn dumped(netns: u32, local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Self {
+        Self::of(&TupleKey {
+            netns,
+            local,
+            remote,
+        })
+    }
+}
+
+/// Owners of followed sockets, each stored once (a storm's sockets mostly
+/// share one owner), so an entry holds a 4-byte index instead of 24 bytes.
+#[derive(Default)]
+struct Owners {
+    tasks: Vec<Task>,
+    index: HashMap<Task, u32>,
+}
+
+/// Index of "no owner".
+const NO_OWNER: u32 = u32::MAX;
+/// Most distinct owners kept; beyond, rows name none.
+const MAX_OWNERS: usize = 65_536;
+
+impl Owners {
+    fn id(&mut self, owner: Option<Task>) -> u32 {
+        let Some(t) = owner else {
+            return NO_OWNER;
+        };
+        if let Some(&i) = self.index.get(&t) {
+            return i;
+        }
+        if self.tasks.len() >= MAX_OWNERS {
+            return NO_OWNER;
+        }
+        let i = self.tasks.len() as u32;
+        self.tasks.push(t);
+        self.index.insert(t, i);
+        i
+    }
+
+    fn get(&self, id: u32) -> Option<Task> {
+        self.tasks.get(id as usize).copied()
+    }
 }
 
 pub struct TimeWait {
-    socks: HashMap<TupleKey, Tw>,
+    socks: HashMap<TwKey, Tw>,
+    owners: Owners,
     max: usize,
     /// When each namespace was last dumped: at most one dump per namespace
     /// per RECHECK_NS, however many of its sockets fall due in between (a
@@ -46,6 +132,7 @@ impl TimeWait {
     pub fn new(max: usize) -> Self {
         TimeWait {
             socks: HashMap::new(),
+            owners: Owners::default(),
             max,
             last_dump_ns: HashMap::new(),
         }
@@ -68,15 +155,20 @@ impl TimeWait {
             counters.untracked += 1;
             return;
         }
+        if self.socks.is_empty() {
+            // Nothing refers to the owners any more: start afresh.
+            self.owners = Owners::default();
+        }
+        let owner = self.owners.id(ev.owner);
         self.socks.insert(
-            TupleKey::of(ev),
+            TwKey::of(&TupleKey::of(ev)),
             Tw {
-                owner: ev.owner,
+                owner,
                 family: ev.family,
                 substate: ev.new,
+                flagged_stuck: false,
                 since_ns: ev.ts_ns,
                 due_ns: Self::due(ev.new, ev.ts_ns),
-                flagged_stuck: false,
             },
         );
     }
@@ -113,9 +205,10 @@ impl TimeWait {
     /// socket accepted). Without this, a storm that reuses ports would leave
     /// the old timewait socket's end unreported.
     pub fn reused(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
-        let key = TupleKey::of(ev);
+        let key = TwKey::of(&TupleKey::of(ev));
         let tw = self.socks.remove(&key)?;
         Some(Self::row(
+            &self.owners,
             &key,
             &tw,
             Source::Tracker,
@@ -131,12 +224,13 @@ impl TimeWait {
     /// TIME_WAIT. That is the transition, at the peer's event time: no dump
     /// needed (a dump a second later may already find the tuple reused).
     pub fn peer_closed(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
-        let key = TupleKey::of(ev).reversed();
+        let key = TwKey::of(&TupleKey::of(ev).reversed());
         let tw = self.socks.get_mut(&key)?;
         if tw.substate != TcpState::FinWait2 {
             return None;
         }
         let row = Self::row(
+            &self.owners,
             &key,
             tw,
             Source::Tracker,
@@ -152,7 +246,8 @@ impl TimeWait {
     }
 
     fn row(
-        key: &TupleKey,
+        owners: &Owners,
+        key: &TwKey,
         tw: &Tw,
         source: Source,
         note: Note,
@@ -165,14 +260,14 @@ impl TimeWait {
             ts_ns: now_ns,
             skaddr: 0,
             dwell_ns: Some(now_ns.saturating_sub(tw.since_ns)),
-            owner: tw.owner,
+            owner: owners.get(tw.owner),
             on_cpu,
             netns: key.netns,
             family: tw.family,
-            laddr: key.local.ip(),
-            lport: key.local.port(),
-            raddr: key.remote.ip(),
-            rport: key.remote.port(),
+            laddr: ip(key.laddr, tw.family),
+            lport: key.lport,
+            raddr: ip(key.raddr, tw.family),
+            rport: key.rport,
             old,
             new,
             source,
@@ -212,36 +307,37 @@ impl TimeWait {
         for netns in namespaces {
             self.last_dump_ns.insert(netns, now_ns);
             counters.lookups += 1;
-            let live: HashMap<(std::net::SocketAddr, std::net::SocketAddr), TcpState> =
-                match table.dump(netns, Wanted::TimeWait, 0) {
-                    // Timewait sockets have no inode; a full socket on the
-                    // tuple is a new connection that reused it.
-                    Ok(socks) => socks
-                        .into_iter()
-                        .filter(|s| s.inode == 0)
-                        .map(|s| ((s.local, s.remote), s.state))
-                        .collect(),
-                    Err(e) => {
-                        // Retried at the next tick; a namespace that is gone
-                        // (its last process exited) cannot be entered again,
-                        // and what it held is gone with it.
-                        counters.lookup_errors += 1;
-                        counters.last_error = Some(format!("netns {netns}: {e}"));
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            self.socks.retain(|k, _| k.netns != netns);
-                        }
-                        continue;
+            let live: HashMap<TwKey, TcpState> = match table.dump(netns, Wanted::TimeWait, 0) {
+                // Timewait sockets have no inode; a full socket on the
+                // tuple is a new connection that reused it.
+                Ok(socks) => socks
+                    .into_iter()
+                    .filter(|s| s.inode == 0)
+                    .map(|s| (TwKey::dumped(netns, s.local, s.remote), s.state))
+                    .collect(),
+                Err(e) => {
+                    // Retried at the next tick; a namespace that is gone
+                    // (its last process exited) cannot be entered again,
+                    // and what it held is gone with it.
+                    counters.lookup_errors += 1;
+                    counters.last_error = Some(format!("netns {netns}: {e}"));
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        self.socks.retain(|k, _| k.netns != netns);
                     }
-                };
+                    continue;
+                }
+            };
             let mut gone = Vec::new();
+            let owners = &self.owners;
             for (k, tw) in self.socks.iter_mut().filter(|(k, _)| k.netns == netns) {
-                match live.get(&(k.local, k.remote)) {
+                match live.get(k) {
                     // A timewait socket never goes back from TIME_WAIT: this
                     // is a newer connection on the same tuple, whose events
                     // are still on their way (they end this one as reused).
                     Some(&TcpState::FinWait2) if tw.substate == TcpState::TimeWait => {}
                     Some(&state) if state != tw.substate => {
                         emit(&Self::row(
+                            owners,
                             k,
                             tw,
                             Source::SockDiag,
@@ -261,6 +357,7 @@ impl TimeWait {
                     }
                     None => {
                         emit(&Self::row(
+                            owners,
                             k,
                             tw,
                             Source::SockDiag,
@@ -287,6 +384,7 @@ impl TimeWait {
             if tw.substate == TcpState::FinWait2 && !tw.flagged_stuck && age >= threshold_ns {
                 tw.flagged_stuck = true;
                 emit(&Self::row(
+                    &self.owners,
                     k,
                     tw,
                     Source::Tracker,
