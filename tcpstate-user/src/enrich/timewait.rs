@@ -213,8 +213,7 @@ impl TimeWait {
             &tw,
             Source::Tracker,
             Note::TimeWaitReused,
-            tw.substate,
-            TcpState::Close,
+            (tw.substate, TcpState::Close),
             ev.ts_ns,
         ))
     }
@@ -235,8 +234,7 @@ impl TimeWait {
             tw,
             Source::Tracker,
             Note::TimeWait,
-            TcpState::FinWait2,
-            TcpState::TimeWait,
+            (TcpState::FinWait2, TcpState::TimeWait),
             ev.ts_ns,
         );
         tw.substate = TcpState::TimeWait;
@@ -251,8 +249,7 @@ impl TimeWait {
         tw: &Tw,
         source: Source,
         note: Note,
-        old: TcpState,
-        new: TcpState,
+        (old, new): (TcpState, TcpState),
         now_ns: u64,
     ) -> TcpEvent {
         let on_cpu = Task::current();
@@ -342,8 +339,7 @@ impl TimeWait {
                             tw,
                             Source::SockDiag,
                             Note::TimeWait,
-                            tw.substate,
-                            state,
+                            (tw.substate, state),
                             now_ns,
                         ));
                         tw.substate = state;
@@ -362,8 +358,7 @@ impl TimeWait {
                             tw,
                             Source::SockDiag,
                             Note::TimeWaitExpired,
-                            tw.substate,
-                            TcpState::Close,
+                            (tw.substate, TcpState::Close),
                             now_ns,
                         ));
                         gone.push(*k);
@@ -389,8 +384,7 @@ impl TimeWait {
                     tw,
                     Source::Tracker,
                     Note::Stuck(age),
-                    TcpState::FinWait2,
-                    TcpState::FinWait2,
+                    (TcpState::FinWait2, TcpState::FinWait2),
                     now_ns,
                 ));
             }
