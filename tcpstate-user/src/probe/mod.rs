@@ -1,21 +1,34 @@
-//! Loads the eBPF program with its configuration, sizes its maps, attaches it
-//! to `sock:inet_sock_set_state`, and reads its counters. Every failure is
-//! turned into a [`UserError`] with a hint.
+//! Loads the kernel programs with their configuration, sizes their maps,
+//! attaches them (the BTF state-change hook, or the classic tracepoint on
+//! kernels without the BTF it needs), and reads their counters. Every
+//! failure is turned into a [`UserError`] with a hint. By concern:
+//! [`attach`] (each program), [`counters`] (what the kernel counts),
+//! [`errors`] (refusals as one-line errors).
 
-use std::{os::fd::AsRawFd, path::Path};
+mod attach;
+mod counters;
+mod errors;
+
+use std::os::fd::AsRawFd;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{BtfTracePoint, TracePoint},
 };
 use tcpstate_common::{Config, ListenKey, Owner, names, port_match, stat};
 
+pub use self::counters::KernelStats;
+use self::{
+    attach::{
+        attach_causes, attach_classic, attach_nested, attach_synack, load_state_change_programs,
+        own_fd,
+    },
+    counters::{StatsView, recursion_misses},
+    errors::{check_privileges, load_error, program_error},
+};
 use crate::{
-    enrich::ListenerKey,
-    error::{UserError, permission_hint},
-    event::Task,
-    kernel_btf, layout, netns, privileges, tracefs,
+    enrich::ListenerKey, error::UserError, event::Task, kernel_btf, layout, netns, tracefs,
 };
 
 /// `BPF_NOEXIST` (include/uapi/linux/bpf.h): create only.
@@ -40,33 +53,6 @@ pub struct ProbeOptions {
     pub classic: bool,
 }
 
-/// Kernel-side counters, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelStats {
-    /// Events dropped because the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// Socket-tracking updates that failed (dwell/owner unknown for those).
-    pub sock_map_fail: u64,
-    pub listen_map_fail: u64,
-    pub submitted: u64,
-    /// Events of sockets met mid-life: opened before tracing, or evicted
-    /// from the full socket map (then --max-sockets is too small).
-    pub untracked: u64,
-    /// Runs of our program the kernel skipped because another BPF program was
-    /// already running on that CPU (`recursion_misses` in the program info).
-    pub recursion_misses: u64,
-    /// Runs the kernel skipped for the main program that the nested-run
-    /// program handled (not lost).
-    pub rescued: u64,
-}
-
-impl KernelStats {
-    /// Events that never reached userspace.
-    pub fn lost(&self) -> u64 {
-        self.ringbuf_full + self.recursion_misses
-    }
-}
-
 pub struct Probe {
     ebpf: Ebpf,
     stats: StatsView,
@@ -81,132 +67,6 @@ pub struct Probe {
     pub verbose: bool,
     /// The kernel's names of reset reasons (empty when it gives none).
     pub rst_reasons: crate::why::RstReasons,
-}
-
-/// The OS error under an aya error, for messages (aya's Display omits it).
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
-}
-
-/// Attaches `tcp:tcp_retransmit_synack`, where half-open connections that
-/// linger show. Optional: without it tcpstate still traces every state
-/// change, and says what it cannot see.
-fn attach_synack(ebpf: &mut Ebpf, say: &mut dyn FnMut(&str)) -> bool {
-    let r = (|| -> Result<(), ProgramError> {
-        let p: &mut TracePoint = ebpf
-            .program_mut(names::SYNACK_PROGRAM)
-            .expect("synack program is in the object")
-            .try_into()?;
-        p.load()?;
-        p.attach("tcp", "tcp_retransmit_synack")?;
-        Ok(())
-    })();
-    match r {
-        Ok(()) => {
-            say("attached to tcp:tcp_retransmit_synack");
-            true
-        }
-        Err(e) => {
-            say(&format!(
-                "half-open connections are not seen (tcp:tcp_retransmit_synack: {e}: {})",
-                source_chain(&e)
-            ));
-            false
-        }
-    }
-}
-
-/// Attaches the nested-run program after the main one (the kernel calls
-/// them in attach order). Optional: without it, the changes the kernel skips
-/// while the main program runs are counted as lost.
-fn attach_nested(ebpf: &mut Ebpf, loaded: Result<(), ProgramError>, say: &mut dyn FnMut(&str)) {
-    let r = loaded.and_then(|()| {
-        let p: &mut BtfTracePoint = ebpf
-            .program_mut(names::NESTED_PROGRAM)
-            .expect("nested program is in the object")
-            .try_into()?;
-        p.attach()?;
-        Ok(())
-    });
-    match r {
-        Ok(()) => say("attached the nested-run program to tp_btf/inet_sock_set_state"),
-        Err(e) => say(&format!(
-            "nested runs will be counted as lost (nested-run program: {e}: {})",
-            source_chain(&e)
-        )),
-    }
-}
-
-/// Loads the main and the nested-run state-change programs, each verified on
-/// its own thread: verification is most of start-up, and the two are the
-/// same size. The main program's failure is fatal; the nested one's is
-/// returned for [`attach_nested`] to report.
-fn load_state_change_programs(
-    ebpf: &mut Ebpf,
-    btf_id: u32,
-) -> Result<Result<(), ProgramError>, UserError> {
-    let (mut main, mut nested) = (None, None);
-    for (name, prog) in ebpf.programs_mut() {
-        if name == names::BTF_PROGRAM {
-            main = Some(prog);
-        } else if name == names::NESTED_PROGRAM {
-            nested = Some(prog);
-        }
-    }
-    let main: &mut BtfTracePoint = main
-        .expect("program is in the object")
-        .try_into()
-        .map_err(|e| program_error("program type", e))?;
-    let nested: Result<&mut BtfTracePoint, ProgramError> =
-        nested.expect("nested program is in the object").try_into();
-    let (main_loaded, nested_loaded) = std::thread::scope(|s| {
-        let other = s.spawn(move || nested.and_then(|p| p.load_with_btf_id(btf_id)));
-        let main_loaded = main.load_with_btf_id(btf_id);
-        (main_loaded, other.join())
-    });
-    main_loaded.map_err(|e| program_error("loading the program", e))?;
-    Ok(nested_loaded.unwrap_or_else(|_| {
-        Err(ProgramError::SyscallError(aya::sys::SyscallError {
-            call: "verifier thread",
-            io_error: std::io::Error::other("panicked"),
-        }))
-    }))
-}
-
-/// Attaches the cause hooks (resets, socket errors, retransmits) that exist
-/// on this kernel. Each is optional: without one, the rows it would explain
-/// say only what the state changes show.
-fn attach_causes(ebpf: &mut Ebpf, kbtf: &kernel_btf::KernelBtf, say: &mut dyn FnMut(&str)) {
-    for ((program, tp), id) in kernel_btf::CAUSE_HOOKS.iter().zip(kbtf.cause_btf_ids) {
-        let Some(id) = id else {
-            say(&format!(
-                "no tp_btf/{tp} in kernel BTF: its reasons are not shown"
-            ));
-            continue;
-        };
-        let r = (|| -> Result<(), ProgramError> {
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut(program)
-                .expect("cause program is in the object")
-                .try_into()?;
-            p.load_with_btf_id(id)?;
-            p.attach()?;
-            Ok(())
-        })();
-        match r {
-            Ok(()) => say(&format!("attached to tp_btf/{tp}")),
-            Err(e) => say(&format!(
-                "reasons from {tp} are not shown ({e}: {})",
-                source_chain(&e)
-            )),
-        }
-    }
 }
 
 /// Which program carries the state changes.
@@ -243,71 +103,6 @@ fn say(verbose: bool) -> impl FnMut(&str) {
     }
 }
 
-fn check_privileges() -> Result<(), UserError> {
-    let Some(caps) = privileges::effective() else {
-        return Ok(()); // cannot tell: let the kernel decide
-    };
-    let missing = privileges::missing_for_tracing(caps);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let who = if unsafe { libc::geteuid() } == 0 {
-        "running as root but without"
-    } else {
-        "not root and without"
-    };
-    Err(
-        UserError::runtime(format!("{who} {}", missing.join(" and ")))
-            .hint(permission_hint(Some(libc::EPERM)).unwrap_or_default()),
-    )
-}
-
-fn load_error(e: aya::EbpfError) -> UserError {
-    let errno = match &e {
-        aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) => {
-            io_error.raw_os_error()
-        }
-        _ => None,
-    };
-    let mut err = UserError::runtime(format!("loading the eBPF object failed: {e}"));
-    if let Some(h) = permission_hint(errno) {
-        err = err.hint(h);
-    }
-    err
-}
-
-fn program_error(what: &str, e: ProgramError) -> UserError {
-    match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            let mut err = UserError::runtime(format!(
-                "the kernel's verifier rejected the program: {io_error}"
-            ))
-            .detail(format!("verifier log:\n{verifier_log}"));
-            // The verifier answers EACCES for a program it rejects; only EPERM
-            // means missing privileges.
-            err = match io_error.raw_os_error() {
-                Some(libc::EPERM) => {
-                    err.hint(permission_hint(Some(libc::EPERM)).unwrap_or_default())
-                }
-                _ => err.hint("run with --verbose to see the verifier log"),
-            };
-            err
-        }
-        ProgramError::SyscallError(s) => {
-            let errno = s.io_error.raw_os_error();
-            let mut err = UserError::runtime(format!("{what}: {} failed: {}", s.call, s.io_error));
-            if let Some(h) = permission_hint(errno) {
-                err = err.hint(h);
-            }
-            err
-        }
-        other => UserError::runtime(format!("{what}: {other}")),
-    }
-}
-
 /// Whether a socket's first event must be held back until it matches: only
 /// when a local-port filter names a port connect() could pick as its
 /// ephemeral port, which is chosen after CLOSE->SYN_SENT (a port bound
@@ -333,32 +128,6 @@ fn needs_hold_back(ports: &[(u16, u8)], say: &mut dyn FnMut(&str)) -> bool {
 fn ephemeral_range(text: &str) -> Option<(u16, u16)> {
     let mut it = text.split_whitespace().map(|w| w.parse::<u16>().ok());
     Some((it.next()??, it.next()??))
-}
-
-/// Our own handle on a program: its skip counter stays readable after aya
-/// detaches and unloads it at exit (the kernel keeps a program alive while a
-/// descriptor refers to it).
-fn own_fd(
-    fd: Result<&aya::programs::ProgramFd, ProgramError>,
-) -> Result<std::os::fd::OwnedFd, UserError> {
-    use std::os::fd::AsFd;
-    fd.map_err(|e| program_error("program fd", e))?
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| UserError::runtime(format!("duplicating the program fd: {e}")))
-}
-
-fn attach_classic(program: &mut TracePoint, tracing: &Path) -> Result<(), UserError> {
-    program.attach("sock", "inet_sock_set_state").map(drop).map_err(|e| {
-        let missing = matches!(&e, ProgramError::SyscallError(s) if s.io_error.kind() == std::io::ErrorKind::NotFound)
-            || !tracing.join("events/sock/inet_sock_set_state/id").exists();
-        let err = program_error("attaching to sock:inet_sock_set_state", e);
-        if missing {
-            err.hint("the tracepoint sock:inet_sock_set_state does not exist on this kernel")
-        } else {
-            err
-        }
-    })
 }
 
 impl Probe {
@@ -669,86 +438,6 @@ impl Probe {
             rescued: sum(stat::RESCUED),
         }
     }
-}
-
-/// The kernel's counters, read from memory (the map is BPF_F_MMAPABLE): no
-/// syscall, so reading them cannot make the kernel skip our program.
-struct StatsView {
-    ptr: *const u64,
-    len_bytes: usize,
-    ncpus: u32,
-}
-
-impl StatsView {
-    fn map(ebpf: &Ebpf, ncpus: u32) -> std::io::Result<StatsView> {
-        use std::os::fd::AsFd;
-        let map = ebpf
-            .map(names::STATS)
-            .ok_or_else(|| std::io::Error::other("STATS map missing"))?;
-        let fd = match map {
-            aya::maps::Map::Array(d) => d.fd().as_fd().as_raw_fd(),
-            _ => return Err(std::io::Error::other("STATS is not an array")),
-        };
-        let len_bytes = (ncpus * stat::ROWS * stat::COUNT) as usize * 8;
-        // SAFETY: mapping a BPF array map fd read-only for its byte size.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len_bytes,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(StatsView {
-            ptr: ptr.cast(),
-            len_bytes,
-            ncpus,
-        })
-    }
-
-    fn sum(&self, slot: u32) -> u64 {
-        (0..self.ncpus * stat::ROWS)
-            .map(|row| {
-                let i = (row * stat::COUNT + slot) as usize;
-                // SAFETY: i < ncpus * ROWS * COUNT, inside the mapping;
-                // aligned u64 words, each written whole by the kernel.
-                unsafe { std::ptr::read_volatile(self.ptr.add(i)) }
-            })
-            .sum()
-    }
-}
-
-impl Drop for StatsView {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.ptr.cast_mut().cast(), self.len_bytes) };
-    }
-}
-
-/// `recursion_misses` from BPF_OBJ_GET_INFO_BY_FD: aya's ProgramInfo does not
-/// expose it, so ask the kernel directly with its own struct layout.
-fn recursion_misses(prog_fd: i32) -> Option<u64> {
-    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    attr.info.bpf_fd = prog_fd as u32;
-    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
-    attr.info.info = &mut info as *mut _ as u64;
-    // SAFETY: attr points to a valid bpf_attr for BPF_OBJ_GET_INFO_BY_FD.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as i32,
-            &mut attr as *mut bpf_attr,
-            std::mem::size_of::<bpf_attr>() as u32,
-        )
-    };
-    (rc == 0).then_some(info.recursion_misses)
 }
 
 /// Forwards aya-log records from the kernel program to stderr (--verbose).

@@ -1,0 +1,175 @@
+//! Loading and attaching each program: the two state-change programs
+//! (verified on two threads), the SYN-ACK and cause hooks (optional: a
+//! missing one is said under `--verbose`, not fatal), and the classic
+//! tracepoint fallback.
+
+use std::path::Path;
+
+use aya::{
+    Ebpf,
+    programs::{BtfTracePoint, ProgramError, TracePoint},
+};
+use tcpstate_common::names;
+
+use super::errors::program_error;
+use crate::{error::UserError, kernel_btf};
+
+/// The OS error under an aya error, for messages (aya's Display omits it).
+pub(super) fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Attaches `tcp:tcp_retransmit_synack`, where half-open connections that
+/// linger show. Optional: without it tcpstate still traces every state
+/// change, and says what it cannot see.
+pub(super) fn attach_synack(ebpf: &mut Ebpf, say: &mut dyn FnMut(&str)) -> bool {
+    let r = (|| -> Result<(), ProgramError> {
+        let p: &mut TracePoint = ebpf
+            .program_mut(names::SYNACK_PROGRAM)
+            .expect("synack program is in the object")
+            .try_into()?;
+        p.load()?;
+        p.attach("tcp", "tcp_retransmit_synack")?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => {
+            say("attached to tcp:tcp_retransmit_synack");
+            true
+        }
+        Err(e) => {
+            say(&format!(
+                "half-open connections are not seen (tcp:tcp_retransmit_synack: {e}: {})",
+                source_chain(&e)
+            ));
+            false
+        }
+    }
+}
+
+/// Attaches the nested-run program after the main one (the kernel calls
+/// them in attach order). Optional: without it, the changes the kernel skips
+/// while the main program runs are counted as lost.
+pub(super) fn attach_nested(
+    ebpf: &mut Ebpf,
+    loaded: Result<(), ProgramError>,
+    say: &mut dyn FnMut(&str),
+) {
+    let r = loaded.and_then(|()| {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(names::NESTED_PROGRAM)
+            .expect("nested program is in the object")
+            .try_into()?;
+        p.attach()?;
+        Ok(())
+    });
+    match r {
+        Ok(()) => say("attached the nested-run program to tp_btf/inet_sock_set_state"),
+        Err(e) => say(&format!(
+            "nested runs will be counted as lost (nested-run program: {e}: {})",
+            source_chain(&e)
+        )),
+    }
+}
+
+/// Loads the main and the nested-run state-change programs, each verified on
+/// its own thread: verification is most of start-up, and the two are the
+/// same size. The main program's failure is fatal; the nested one's is
+/// returned for [`attach_nested`] to report.
+pub(super) fn load_state_change_programs(
+    ebpf: &mut Ebpf,
+    btf_id: u32,
+) -> Result<Result<(), ProgramError>, UserError> {
+    let (mut main, mut nested) = (None, None);
+    for (name, prog) in ebpf.programs_mut() {
+        if name == names::BTF_PROGRAM {
+            main = Some(prog);
+        } else if name == names::NESTED_PROGRAM {
+            nested = Some(prog);
+        }
+    }
+    let main: &mut BtfTracePoint = main
+        .expect("program is in the object")
+        .try_into()
+        .map_err(|e| program_error("program type", e))?;
+    let nested: Result<&mut BtfTracePoint, ProgramError> =
+        nested.expect("nested program is in the object").try_into();
+    let (main_loaded, nested_loaded) = std::thread::scope(|s| {
+        let other = s.spawn(move || nested.and_then(|p| p.load_with_btf_id(btf_id)));
+        let main_loaded = main.load_with_btf_id(btf_id);
+        (main_loaded, other.join())
+    });
+    main_loaded.map_err(|e| program_error("loading the program", e))?;
+    Ok(nested_loaded.unwrap_or_else(|_| {
+        Err(ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "verifier thread",
+            io_error: std::io::Error::other("panicked"),
+        }))
+    }))
+}
+
+/// Attaches the cause hooks (resets, socket errors, retransmits) that exist
+/// on this kernel. Each is optional: without one, the rows it would explain
+/// say only what the state changes show.
+pub(super) fn attach_causes(
+    ebpf: &mut Ebpf,
+    kbtf: &kernel_btf::KernelBtf,
+    say: &mut dyn FnMut(&str),
+) {
+    for ((program, tp), id) in kernel_btf::CAUSE_HOOKS.iter().zip(kbtf.cause_btf_ids) {
+        let Some(id) = id else {
+            say(&format!(
+                "no tp_btf/{tp} in kernel BTF: its reasons are not shown"
+            ));
+            continue;
+        };
+        let r = (|| -> Result<(), ProgramError> {
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .expect("cause program is in the object")
+                .try_into()?;
+            p.load_with_btf_id(id)?;
+            p.attach()?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => say(&format!("attached to tp_btf/{tp}")),
+            Err(e) => say(&format!(
+                "reasons from {tp} are not shown ({e}: {})",
+                source_chain(&e)
+            )),
+        }
+    }
+}
+
+/// Our own handle on a program: its skip counter stays readable after aya
+/// detaches and unloads it at exit (the kernel keeps a program alive while a
+/// descriptor refers to it).
+pub(super) fn own_fd(
+    fd: Result<&aya::programs::ProgramFd, ProgramError>,
+) -> Result<std::os::fd::OwnedFd, UserError> {
+    use std::os::fd::AsFd;
+    fd.map_err(|e| program_error("program fd", e))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| UserError::runtime(format!("duplicating the program fd: {e}")))
+}
+
+pub(super) fn attach_classic(program: &mut TracePoint, tracing: &Path) -> Result<(), UserError> {
+    program.attach("sock", "inet_sock_set_state").map(drop).map_err(|e| {
+        let missing = matches!(&e, ProgramError::SyscallError(s) if s.io_error.kind() == std::io::ErrorKind::NotFound)
+            || !tracing.join("events/sock/inet_sock_set_state/id").exists();
+        let err = program_error("attaching to sock:inet_sock_set_state", e);
+        if missing {
+            err.hint("the tracepoint sock:inet_sock_set_state does not exist on this kernel")
+        } else {
+            err
+        }
+    })
+}
