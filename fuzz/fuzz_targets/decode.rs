@@ -40,10 +40,10 @@ const CONFIGS: &[&[&str]] = &[
 fn note(selector: u8, arg: u64) -> Option<Note> {
     match selector % 10 {
         0 => Some(Note::Snapshot),
-        1 => Some(Note::HalfOpen),
-        2 => Some(Note::SynackRetransmit(arg as u32)),
-        3 => Some(Note::HalfOpenCompleted),
-        4 => Some(Note::HalfOpenExpired),
+        1 => Some(Note::HalfOpen(arg as u32)),
+        2 => Some(Note::TimeWaitSocket),
+        3 => Some(Note::TimeWaitReused),
+        4 => Some(Note::HalfOpenExpired(arg as u32)),
         5 => Some(Note::TimeWait),
         6 => Some(Note::TimeWaitExpired),
         7 => Some(Note::Stuck(arg)),
@@ -108,7 +108,10 @@ fuzz_target!(|data: &[u8]| {
         let Ok(cli) = Cli::try_parse_from(args) else {
             continue;
         };
-        let mut r = render::for_cli(&cli, clock);
+        let Ok(settings) = tcpstate::settings::Settings::from_cli(&cli) else {
+            continue;
+        };
+        let mut r = render::build(&settings.render, clock, None);
         let mut out = Vec::new();
         r.header(&mut out);
         for ev in &events {
