@@ -67,6 +67,9 @@ pub struct TextRow {
     pub ms: Option<f64>,
     /// The text in parentheses at the end of the row, if any.
     pub note: Option<String>,
+    /// Why a connection ended, on rows into CLOSE: the words after MS
+    /// (`closed, this end first`, `reset sent: TCP_ABORT_ON_CLOSE`, ...).
+    pub reason: Option<String>,
 }
 
 impl TextRow {
@@ -98,16 +101,28 @@ impl TextRow {
         if let Some(s) = start {
             words.push((s, &body[s..]));
         }
+        // `... OLD -> NEW MS [reason words]` or `... is NEW MS [reason words]`:
+        // find the state column from the right (a reason may follow MS).
+        let is_state = |w: &str| {
+            w.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+                || w.starts_with("UNKNOWN(")
+        };
+        let is_ms = |w: &str| w == "-" || w.parse::<f64>().is_ok();
         let n = words.len();
         if n < 10 {
             return bad("too few columns");
         }
-        let ms_word = words[n - 1].1;
-        let new = words[n - 2].1.to_string();
-        let (old, rest) = match words[n - 3].1 {
-            "->" => (Some(words[n - 4].1.to_string()), n - 4),
-            "is" => (None, n - 3),
-            _ => return bad("neither `->` nor `is` before NEWSTATE"),
+        let Some(arrow) = (7..n.saturating_sub(2)).rev().find(|&j| {
+            matches!(words[j].1, "->" | "is") && is_state(words[j + 1].1) && is_ms(words[j + 2].1)
+        }) else {
+            return bad("neither `->` nor `is` before NEWSTATE");
+        };
+        let reason = (arrow + 3 < n).then(|| body[words[arrow + 3].0..].trim().to_string());
+        let ms_word = words[arrow + 2].1;
+        let new = words[arrow + 1].1.to_string();
+        let (old, rest) = match words[arrow].1 {
+            "->" => (Some(words[arrow - 1].1.to_string()), arrow - 1),
+            _ => (None, arrow),
         };
         if rest < 7 {
             return bad("too few columns before the state");
@@ -157,6 +172,7 @@ impl TextRow {
             old,
             new,
             ms,
+            reason,
             note,
         })
     }
