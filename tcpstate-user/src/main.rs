@@ -69,6 +69,10 @@ fn run(settings: Settings) -> Result<i32, UserError> {
         let mut render = render::build(&render_options, WallClock::now(), attributor);
         let mut summary = Summary::default();
         enrich_options.rst_reasons = probe.rst_reasons.clone();
+        let start = reader::Start {
+            netns: probe.netns,
+            ..start
+        };
         let mut enrich = Enricher::new(enrich_options);
         let mut stages = reader::Stages {
             enrich: &mut enrich,

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use tcpstate_common::{AF_INET, AF_INET6, port_match};
 
-use crate::{
-    cli::Cli, container, enrich, error::UserError, metrics, netns, probe::ProbeOptions, render,
-};
+use crate::{cli::Cli, container, enrich, error::UserError, metrics, probe::ProbeOptions, render};
 
 /// Everything the run needs, per component.
 pub struct Settings {
@@ -76,10 +74,9 @@ impl Settings {
             containers: cli.container_options(),
             metrics: cli.metrics_options(),
             start: crate::reader::Start {
-                netns: match &cli.netns {
-                    Some(spec) => netns::resolve(spec)?,
-                    None => 0,
-                },
+                // Resolved by the probe, after the privilege checks: a user
+                // without them hears about that first.
+                netns: 0,
                 filter: enrich::Filter {
                     local_ports: cli.ports.iter().chain(&cli.lports).copied().collect(),
                     remote_ports: cli.ports.iter().chain(&cli.rports).copied().collect(),

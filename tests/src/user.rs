@@ -104,7 +104,8 @@ impl TextRow {
         // `... OLD -> NEW MS [reason words]` or `... is NEW MS [reason words]`:
         // find the state column from the right (a reason may follow MS).
         let is_state = |w: &str| {
-            w.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+            w.chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
                 || w.starts_with("UNKNOWN(")
         };
         let is_ms = |w: &str| w == "-" || w.parse::<f64>().is_ok();

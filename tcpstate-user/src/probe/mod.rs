@@ -64,6 +64,8 @@ pub struct Probe {
     /// retransmit program is attached).
     pub half_open: bool,
     pub hook: Hook,
+    /// The `--netns` namespace's inode, 0 = every namespace.
+    pub netns: u32,
     pub verbose: bool,
     /// The kernel's names of reset reasons (empty when it gives none).
     pub rst_reasons: crate::why::RstReasons,
@@ -360,8 +362,10 @@ impl Probe {
             hook,
             verbose: opts.verbose,
             rst_reasons,
+            netns,
         })
     }
+
     /// Detaches and unloads the programs, so nothing more enters the ring
     /// buffer: draining it afterwards delivers every event produced while
     /// tracing (events made between a last drain and detaching would
