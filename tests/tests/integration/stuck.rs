@@ -4,12 +4,11 @@
 //! is flagged once (`tracker`, note `stuck`, X->X, `age_ms`) with the
 //! process that owns it.
 
-mod beyond_util;
 
 use std::thread;
 use std::time::Duration;
 
-use beyond_util::*;
+use tcpstate_tests::beyond::*;
 
 /// The client closes, the server leaves its end in CLOSE_WAIT on purpose.
 /// After 1 s both ends are flagged: the server's CLOSE_WAIT (its owner is

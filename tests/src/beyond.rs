@@ -1,25 +1,48 @@
-//! Helpers shared by the tests of what tcpstate reports beyond the state
-//! tracepoint (issue #3): half-open request sockets, timewait sockets, the
-//! start-up snapshot and `--stuck`. Those events come from other sources
-//! (`sock_ops`, `synack_tracepoint`, `sock_diag`, `tracker`) and some carry
-//! no socket address, so a connection end is identified by its tuple: the
-//! tracepoint events of the sockets that had that tuple, plus the events of
-//! other sources with that tuple, in the tracer's output order.
-
-#![allow(dead_code)] // each test file uses a different subset
+//! Helpers for the tests of what tcpstate reports beyond the state
+//! tracepoint: lingering half-open connections, timewait sockets, the
+//! start-up snapshot and `--stuck`. Those rows come from other sources
+//! (`synack_tracepoint`, `sock_diag`, `tracker`) and carry no socket address
+//! of a full socket, so a connection end is identified by its tuple: the
+//! tracepoint events of the sockets that had that tuple, plus the rows of
+//! other sources with that tuple, in the tracer's output order. Each row is
+//! compared by its label (`source[/note] OLD->NEW`, or `source/note is STATE`
+//! for a state row).
 
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use tcpstate_tests::states::*;
-pub use tcpstate_tests::{Event, Netns, Peer, Trace, Tracer};
+pub use crate::scenario::{Connected, PORT, close_listener_and_stop};
+pub use crate::states::*;
+pub use crate::{Event, Netns, Peer, Trace, Tracer};
 
-pub const PORT: u16 = 10050;
+/// A client's active open.
+pub const OPENED: &[&str] = &["tracepoint CLOSE->SYN_SENT", "tracepoint SYN_SENT->ESTABLISHED"];
+/// A prompt passive open: exactly the kernel's two rows.
+pub const ACCEPTED: &[&str] = &["tracepoint LISTEN->SYN_RECV", "tracepoint SYN_RECV->ESTABLISHED"];
+/// The end that closes first, up to its full socket's CLOSE (a timewait
+/// socket takes over).
+pub const ACTIVE_CLOSE: &[&str] = &[
+    "tracepoint ESTABLISHED->FIN_WAIT1",
+    "tracepoint FIN_WAIT1->FIN_WAIT2",
+    "tracepoint FIN_WAIT2->CLOSE",
+];
+/// The end whose peer closes first.
+pub const PASSIVE_CLOSE: &[&str] = &[
+    "tracepoint ESTABLISHED->CLOSE_WAIT",
+    "tracepoint CLOSE_WAIT->LAST_ACK",
+    "tracepoint LAST_ACK->CLOSE",
+];
+/// The timewait socket of an orphan (closed before the peer's FIN came),
+/// then the peer's FIN arriving.
+pub const ORPHAN_THEN_TIME_WAIT: &[&str] = &[
+    "tracker/timewait-socket is FIN_WAIT2",
+    "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
+];
 
-/// Sets a per-namespace sysctl, e.g. `net.ipv4.tcp_fin_timeout=1`.
-pub fn sysctl(ns: &Netns, setting: &str) {
-    ns.exec(&["sysctl", "-qw", setting]);
+/// The rows of `parts`, one after the other.
+pub fn rows<'a>(parts: &[&[&'a str]]) -> Vec<&'a str> {
+    parts.concat()
 }
 
 /// The events of one connection end (`local` -> `remote`), every source, in
@@ -58,13 +81,13 @@ pub fn end_events(t: &Trace, local: SocketAddr, remote: SocketAddr) -> Vec<Event
         .collect()
 }
 
-/// `source[/note] OLD->NEW` of each event.
+/// The label of each event ([`Event::labelled`]).
 pub fn labels(events: &[Event]) -> Vec<String> {
     events.iter().map(Event::labelled).collect()
 }
 
 /// Asserts that the end `local` -> `remote` produced exactly `expected`
-/// (`source[/note] OLD->NEW` each) and returns its events for further checks.
+/// (a label each) and returns its events for further checks.
 pub fn assert_end(
     t: &Trace,
     what: &str,
@@ -184,4 +207,24 @@ pub fn stop(tracer: Tracer) -> Trace {
         eprintln!("{}", t.dump_all());
     }
     t
+}
+
+/// The client closes first with close(2) and the server once it has read
+/// EOF; waits until the client's orphan is in TIME_WAIT. The server closes
+/// only after its ACK of the client's FIN has been seen: else that ACK may
+/// ride on the server's FIN and the client's orphaned FIN_WAIT2 is never
+/// visible.
+pub fn client_closes_first_to_time_wait(tracer: &Tracer, server: &mut Peer, client: &mut Peer) {
+    let (c, s) = (client.local, server_side(client));
+    client.close();
+    server.expect_reply("wait-eof", "eof 0");
+    tracer.wait_for(c.port(), s.port(), FIN_WAIT2, CLOSE);
+    server.close();
+    wait_end(
+        tracer,
+        Duration::from_secs(5),
+        c,
+        s,
+        "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
+    );
 }

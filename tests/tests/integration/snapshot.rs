@@ -4,12 +4,11 @@
 //! oldstate == newstate == the current state and the owning process (none
 //! for timewait and request sockets, which no process holds).
 
-mod beyond_util;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use beyond_util::*;
+use tcpstate_tests::beyond::*;
 
 /// `(local, remote, state, pid)` of every snapshot event, sorted.
 fn snapshot_rows(t: &Trace) -> Vec<(SocketAddr, SocketAddr, String, Option<u32>)> {
@@ -198,7 +197,7 @@ fn no_snapshot_lists_nothing() {
 #[test]
 fn snapshot_lists_a_half_open_connection_and_follows_it() {
     let ns = Netns::new();
-    sysctl(&ns, "net.ipv4.tcp_synack_retries=1");
+    ns.sysctl("net.ipv4.tcp_synack_retries=1");
     // Every ACK to 127.0.0.2:10050 is dropped: connections made to that
     // address stay half-open on the server's side.
     ns.nft(

@@ -12,13 +12,12 @@
 //! A second test checks that every map of an instance is bounded, sized by
 //! the flags, and reports its size (printed for the closing note).
 
-mod reliability_util;
 
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reliability_util::*;
+use tcpstate_tests::reliability::*;
 
 fn soak_connections() -> u64 {
     std::env::var("TCPSTATE_SOAK_CONNECTIONS")

@@ -7,14 +7,13 @@
 //! Alternative tracefs roots are handed to the tool through its testing hook,
 //! the `TCPSTATE_TRACEFS` environment variable (see docs/security.md).
 
-mod reliability_util;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use reliability_util::*;
+use tcpstate_tests::reliability::*;
 
 /// A network namespace path that does not exist: runs that get past the
 /// flag under test stop there, with a usage error naming `--netns`.

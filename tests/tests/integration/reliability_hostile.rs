@@ -9,13 +9,12 @@
 //! namespace; each thread listens, connects, accepts and closes, so it owns
 //! every socket of its connection (12 events: listener 2, client 5, server 5).
 
-mod reliability_util;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 
-use reliability_util::*;
+use tcpstate_tests::reliability::*;
 
 /// (raw name as set with PR_SET_NAME, how tcpstate must show it)
 const NAMES: &[(&[u8], &str)] = &[

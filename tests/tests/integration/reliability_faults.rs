@@ -10,7 +10,6 @@
 //! while it runs, and after it exits the kernel must no longer know any of
 //! them (BPF_*_GET_FD_BY_ID answers ENOENT).
 
-mod reliability_util;
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -19,7 +18,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reliability_util::*;
+use tcpstate_tests::reliability::*;
 
 /// When the signal is sent, relative to the tracer's start.
 #[derive(Debug, Clone, Copy)]
