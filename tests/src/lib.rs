@@ -669,8 +669,13 @@ impl Event {
             (p, c) => format!("{p:?}/{c:?}"),
         };
         let ms = self.ms.map_or("null".to_string(), |m| format!("{m:.3}"));
+        let what = if self.is_state_row() {
+            format!("is {}", self.newstate)
+        } else {
+            self.transition()
+        };
         format!(
-            "{:>20} {:<24} {:<22} {}:{} -> {}:{}  {} ms={ms}",
+            "{:>20} {:<24} {:<22} {}:{} -> {}:{}  {what} ms={ms}",
             self.time_ns,
             format!("pid {owner}"),
             format!("cpu {}/{}", self.cpu_pid, self.cpu_comm),
@@ -678,7 +683,6 @@ impl Event {
             self.lport,
             self.raddr,
             self.rport,
-            self.transition()
         )
     }
 }

@@ -314,7 +314,13 @@ fn json_lines_of_real_traffic_have_the_documented_fields_and_types() {
             time.len() == 27 && time.ends_with('Z') && time.as_bytes()[19] == b'.',
             "{time}"
         );
+        // A state row says which state a socket is in (oldstate ==
+        // newstate); only other sources print them.
+        let state_row = v["kind"] == "state";
+        assert!(state_row || v["kind"] == "transition", "{line}");
+        assert_eq!(state_row, v["oldstate"] == v["newstate"], "{line}");
         if v["source"] == "tracepoint" {
+            assert!(!state_row, "{line}");
             assert_eq!(v["note"], Value::Null, "{line}");
             transitions.push(format!(
                 "{}->{}",

@@ -1,8 +1,8 @@
-//! `--stuck DURATION` (issue #3): a socket that stays in a state only its
-//! application or its peer can end (CLOSE_WAIT, FIN_WAIT2 including an
-//! orphaned timewait socket, LAST_ACK, SYN_SENT) longer than the threshold
-//! is flagged once (`tracker`, note `stuck`, X->X, `age_ms`) with the
-//! process that owns it.
+//! `--stuck DURATION`: a socket that stays in a state only its application
+//! or its peer can end (CLOSE_WAIT, FIN_WAIT2 including an orphaned timewait
+//! socket, LAST_ACK, SYN_SENT) longer than the threshold is flagged once
+//! with a state row (`tracker`, note `stuck`, `is STATE`, `age_ms`) naming
+//! the process that owns it.
 
 
 use std::thread;
@@ -17,12 +17,15 @@ use tcpstate_tests::beyond::*;
 /// once only, however long they stay.
 #[test]
 fn close_wait_left_open_is_flagged_with_its_owner() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--stuck", "1s"]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
-    let (s, c) = (conn.local, conn.peer);
+    let Connected {
+        ns,
+        tracer,
+        mut server,
+        mut client,
+        s,
+        c,
+        ..
+    } = Connected::loopback(&["--stuck", "1s"]);
 
     client.close();
     server.expect_reply("wait-eof", "eof 0");
@@ -33,20 +36,8 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
         "nothing is stuck yet\n{}",
         early.dump_all()
     );
-    wait_end(
-        &tracer,
-        Duration::from_secs(5),
-        s,
-        c,
-        "tracker/stuck CLOSE_WAIT->CLOSE_WAIT",
-    );
-    wait_end(
-        &tracer,
-        Duration::from_secs(5),
-        c,
-        s,
-        "tracker/stuck FIN_WAIT2->FIN_WAIT2",
-    );
+    wait_end(&tracer, Duration::from_secs(5), s, c, "tracker/stuck is CLOSE_WAIT");
+    wait_end(&tracer, Duration::from_secs(5), c, s, "tracker/stuck is FIN_WAIT2");
     assert_eq!(ss_state(&ns, s, c).as_deref(), Some("CLOSE-WAIT"));
     // Flagged once: nothing more while they stay stuck.
     thread::sleep(Duration::from_millis(2500));
@@ -65,38 +56,36 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
         "server end",
         s,
         c,
-        &[
-            "sock_ops/half-open LISTEN->SYN_RECV",
-            "tracepoint LISTEN->SYN_RECV",
-            "tracker/half-open-completed SYN_RECV->ESTABLISHED",
-            "tracepoint SYN_RECV->ESTABLISHED",
-            "tracepoint ESTABLISHED->CLOSE_WAIT",
-            "tracker/stuck CLOSE_WAIT->CLOSE_WAIT",
-            "tracepoint CLOSE_WAIT->LAST_ACK",
-            "tracepoint LAST_ACK->CLOSE",
-        ],
+        &rows(&[
+            ACCEPTED,
+            &[
+                "tracepoint ESTABLISHED->CLOSE_WAIT",
+                "tracker/stuck is CLOSE_WAIT",
+                "tracepoint CLOSE_WAIT->LAST_ACK",
+                "tracepoint LAST_ACK->CLOSE",
+            ],
+        ]),
     );
-    let stuck = &srv[5];
+    let stuck = &srv[3];
     assert_owner(&t, "stuck CLOSE_WAIT", stuck, server.pid);
     assert_ms(&t, "stuck CLOSE_WAIT age_ms", stuck.age_ms, 1000.0, 2000.0);
     assert_eq!(stuck.ms, stuck.age_ms, "{}", stuck.row());
-    assert!(stuck.time_ns - srv[4].time_ns >= 1_000_000_000);
+    assert!(stuck.time_ns - srv[2].time_ns >= 1_000_000_000);
 
     let cli = assert_end(
         &t,
         "client end",
         c,
         s,
-        &[
-            "tracepoint CLOSE->SYN_SENT",
-            "tracepoint SYN_SENT->ESTABLISHED",
-            "tracepoint ESTABLISHED->FIN_WAIT1",
-            "tracepoint FIN_WAIT1->FIN_WAIT2",
-            "tracepoint FIN_WAIT2->CLOSE",
-            "tracker/timewait FIN_WAIT2->FIN_WAIT2",
-            "tracker/stuck FIN_WAIT2->FIN_WAIT2",
-            "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
-        ],
+        &rows(&[
+            OPENED,
+            ACTIVE_CLOSE,
+            &[
+                "tracker/timewait-socket is FIN_WAIT2",
+                "tracker/stuck is FIN_WAIT2",
+                "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
+            ],
+        ]),
     );
     assert_owner(&t, "stuck orphaned FIN_WAIT2", &cli[6], client.pid);
     assert_ms(&t, "stuck FIN_WAIT2 age_ms", cli[6].age_ms, 1000.0, 2000.0);
@@ -107,11 +96,13 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
 /// is a listener or an idle ESTABLISHED connection, however long they last.
 #[test]
 fn prompt_close_and_idle_connections_are_not_flagged() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--stuck", "1s"]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut idle = Peer::client(&ns, "127.0.0.1:10050");
-    server.accept();
+    let Connected {
+        ns,
+        tracer,
+        mut server,
+        client: mut idle,
+        ..
+    } = Connected::loopback(&["--stuck", "1s"]);
     let mut quick = Peer::client(&ns, "127.0.0.1:10050");
     server.accept();
     quick.cmd("shutdown wr");
