@@ -12,14 +12,20 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use crate::scenario::{Connected, PORT, close_listener_and_stop};
+pub use crate::Event;
+pub use crate::scenario::*;
 pub use crate::states::*;
-pub use crate::{Event, Netns, Peer, Trace, Tracer};
 
 /// A client's active open.
-pub const OPENED: &[&str] = &["tracepoint CLOSE->SYN_SENT", "tracepoint SYN_SENT->ESTABLISHED"];
+pub const OPENED: &[&str] = &[
+    "tracepoint CLOSE->SYN_SENT",
+    "tracepoint SYN_SENT->ESTABLISHED",
+];
 /// A prompt passive open: exactly the kernel's two rows.
-pub const ACCEPTED: &[&str] = &["tracepoint LISTEN->SYN_RECV", "tracepoint SYN_RECV->ESTABLISHED"];
+pub const ACCEPTED: &[&str] = &[
+    "tracepoint LISTEN->SYN_RECV",
+    "tracepoint SYN_RECV->ESTABLISHED",
+];
 /// The end that closes first, up to its full socket's CLOSE (a timewait
 /// socket takes over).
 pub const ACTIVE_CLOSE: &[&str] = &[
@@ -197,16 +203,6 @@ pub fn ss_state(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> Option<Str
 /// listening address may be a wildcard).
 pub fn server_side(client: &Peer) -> SocketAddr {
     client.remote.expect("a client peer")
-}
-
-/// Stops the tracer; with `TCPSTATE_TEST_DUMP` set (and `--nocapture`),
-/// prints every event of every source.
-pub fn stop(tracer: Tracer) -> Trace {
-    let t = tracer.stop();
-    if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
-        eprintln!("{}", t.dump_all());
-    }
-    t
 }
 
 /// The client closes first with close(2) and the server once it has read

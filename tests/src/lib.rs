@@ -887,7 +887,7 @@ impl Tracer {
 
     /// Stops the tracer with SIGINT (it drains what is pending and exits 0)
     /// and returns everything it printed.
-    pub fn stop(mut self) -> Trace {
+    pub fn stop(&mut self) -> Trace {
         signal(self.child.id(), libc::SIGINT);
         let deadline = Instant::now() + EVENT_TIMEOUT;
         let status = loop {
@@ -910,7 +910,7 @@ impl Tracer {
         thread::sleep(Duration::from_millis(20)); // let the stderr reader finish
         let trace = self.snapshot();
         if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
-            eprintln!("{}", trace.dump());
+            eprintln!("{}", trace.dump_all());
         }
         assert!(
             status.success(),
@@ -1143,7 +1143,12 @@ impl Trace {
             let notes: &[&str] = if state_row {
                 &["snapshot", "timewait-socket", "stuck"]
             } else {
-                &["half-open", "half-open-expired", "timewait", "timewait-expired"]
+                &[
+                    "half-open",
+                    "half-open-expired",
+                    "timewait",
+                    "timewait-expired",
+                ]
             };
             match &e.note {
                 None if e.source == "tracepoint" => {}

@@ -9,7 +9,6 @@
 //! `/proc/PID/fdinfo/*` (which names each BPF prog/map/link id it holds);
 //! after it exits, `BPF_*_GET_FD_BY_ID` must answer ENOENT for every one.
 
-
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write as _};

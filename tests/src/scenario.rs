@@ -2,21 +2,16 @@
 //! specification: what it does to the connection and what it expects.
 //!
 //! ```ignore
-//! let Connected { tracer, mut server, mut client, conn, .. } = Connected::loopback(&[]);
-//! client.close();
-//! server.expect_reply("wait-eof", "eof 0");
-//! server.close();
-//! let t = close_listener_and_stop(tracer, &mut server, 3);
-//! t.assert_connection(&client, paths::ACTIVE_CLOSER, &conn, paths::PASSIVE_CLOSER_SERVER);
+//! let mut w = Connected::loopback(&[]);
+//! w.client_closes_first();
+//! let t = w.close_listener_and_stop(3);
+//! w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 //! ```
-//!
-//! Every [`Peer`] and [`Tracer`] holds its [`Netns`], so a destructuring
-//! that leaves the namespace out (`..`) does not delete it.
 
 use std::net::SocketAddr;
 
 use crate::states::*;
-use crate::{Accepted, Netns, Peer, Trace, Tracer};
+pub use crate::{Accepted, Netns, Peer, Trace, Tracer};
 
 /// The port the scenarios' servers listen on (each test has its own namespace).
 pub const PORT: u16 = 10050;
@@ -44,9 +39,9 @@ pub mod paths {
     pub const LISTENER: &[&str] = &[CLOSE, LISTEN, CLOSE];
 }
 
-/// A fresh namespace, the tracer started first (`--json --netns NS` plus
-/// the test's arguments), a server listening and one client connected to it,
-/// accepted.
+/// A scenario's world: a fresh namespace, the tracer started first
+/// (`--json --netns NS` plus the test's arguments), a server listening and
+/// one client connected to it, accepted.
 pub struct Connected {
     pub ns: Netns,
     pub tracer: Tracer,
@@ -61,14 +56,8 @@ pub struct Connected {
 }
 
 impl Connected {
-    /// Server on `listen`, client connected to `connect`.
-    pub fn open(tracer_args: &[&str], listen: &str, connect: &str) -> Connected {
-        let ns = Netns::new();
-        Connected::open_in(ns, tracer_args, listen, connect)
-    }
-
-    /// Like [`Connected::open`] in a namespace the test prepared (sysctls,
-    /// nftables rules).
+    /// Server on `listen`, client connected to `connect`, in `ns` (which the
+    /// test may have prepared: sysctls, nftables rules).
     pub fn open_in(ns: Netns, tracer_args: &[&str], listen: &str, connect: &str) -> Connected {
         let tracer = Tracer::start(&ns, tracer_args);
         let mut server = Peer::server(&ns, listen);
@@ -87,36 +76,71 @@ impl Connected {
 
     /// Server on 127.0.0.1:[`PORT`], the client connected to it.
     pub fn loopback(tracer_args: &[&str]) -> Connected {
-        Connected::open(tracer_args, "127.0.0.1:10050", "127.0.0.1:10050")
+        Connected::open_in(Netns::new(), tracer_args, LOOPBACK, LOOPBACK)
     }
 
     /// Server on 0.0.0.0:[`PORT`] (the seed article's), the client connected
     /// to 127.0.0.1.
     pub fn wildcard(tracer_args: &[&str]) -> Connected {
-        Connected::open(tracer_args, "0.0.0.0:10050", "127.0.0.1:10050")
+        Connected::open_in(Netns::new(), tracer_args, "0.0.0.0:10050", LOOPBACK)
+    }
+
+    /// Both ends close with close(2), the client first; the server once it
+    /// has read EOF.
+    pub fn client_closes_first(&mut self) {
+        client_closes_first(&mut self.server, &mut self.client);
+    }
+
+    /// A simultaneous close made deterministic: `first`'s FINs are dropped
+    /// on input, it closes with `how` (`close`, `shutdown wr`), then the
+    /// other end does; once `first` has received the other's FIN in
+    /// FIN_WAIT1 (CLOSING), its FINs go through again and it reaches CLOSE.
+    pub fn fins_cross(&mut self, first: Side, how: &str) {
+        let (selector, ports, first, second) = match first {
+            Side::Server => (
+                "tcp sport 10050",
+                (self.s.port(), self.c.port()),
+                &mut self.server,
+                &mut self.client,
+            ),
+            Side::Client => (
+                "tcp dport 10050",
+                (self.c.port(), self.s.port()),
+                &mut self.client,
+                &mut self.server,
+            ),
+        };
+        self.ns.drop_fins(selector);
+        first.cmd(how);
+        self.tracer
+            .wait_for(ports.0, ports.1, ESTABLISHED, FIN_WAIT1);
+        second.cmd(how);
+        self.tracer.wait_for(ports.0, ports.1, FIN_WAIT1, CLOSING);
+        self.ns.lift_fin_gate();
+        self.tracer.wait_for(ports.0, ports.1, CLOSING, CLOSE);
+    }
+
+    /// The usual ending: the server closes its listener; once the tracer has
+    /// seen `closes` transitions into CLOSE, it is stopped.
+    pub fn close_listener_and_stop(&mut self, closes: usize) -> Trace {
+        self.server
+            .expect_reply("close-listener", "listener-closed");
+        self.tracer.wait_for_closes(closes);
+        self.tracer.stop()
+    }
+
+    /// Asserts the trace is exactly this connection and its listener: the
+    /// client end went through `client_path`, the server end through
+    /// `server_path`, the listener CLOSE->LISTEN->CLOSE.
+    pub fn assert_paths(&self, t: &Trace, client_path: &[&str], server_path: &[&str]) {
+        t.assert_connection(&self.client, client_path, &self.conn, server_path);
     }
 }
 
-/// The usual ending: the server closes its listener; once the tracer has
-/// seen `closes` transitions into CLOSE, it is stopped.
-pub fn close_listener_and_stop(tracer: Tracer, server: &mut Peer, closes: usize) -> Trace {
-    server.expect_reply("close-listener", "listener-closed");
-    tracer.wait_for_closes(closes);
-    tracer.stop()
-}
-
-/// Both ends close with close(2), the client first; the server closes once
-/// it has read EOF.
-pub fn client_closes_first(server: &mut Peer, client: &mut Peer) {
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-}
-
 impl Trace {
-    /// Asserts the trace is exactly one connection and its listener on
-    /// [`PORT`]: the client end went through `client_path`, the server end
-    /// through `server_path`, the listener CLOSE->LISTEN->CLOSE.
+    /// Asserts the trace is exactly one connection and its listener: the
+    /// client end went through `client_path`, the server end through
+    /// `server_path`, the listener CLOSE->LISTEN->CLOSE.
     pub fn assert_connection(
         &self,
         client: &Peer,
@@ -126,7 +150,26 @@ impl Trace {
     ) {
         self.assert_path("client end", &self.client_end(client), client_path);
         self.assert_path("server end", &self.server_end(conn), server_path);
-        self.assert_path("listener", &self.listener(PORT), &[CLOSE, LISTEN, CLOSE]);
+        let listener = self.listener(conn.local.port());
+        self.assert_path("listener", &listener, paths::LISTENER);
         self.assert_socket_count(3);
     }
 }
+
+/// Both ends close with close(2), the client first; the server once it has
+/// read EOF.
+pub fn client_closes_first(server: &mut Peer, client: &mut Peer) {
+    client.close();
+    server.expect_reply("wait-eof", "eof 0");
+    server.close();
+}
+
+/// One end of the connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    Server,
+    Client,
+}
+
+/// 127.0.0.1:[`PORT`].
+pub const LOOPBACK: &str = "127.0.0.1:10050";

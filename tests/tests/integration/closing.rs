@@ -3,101 +3,38 @@
 //!
 //! CLOSING needs a side to receive the peer's FIN while its own FIN is still
 //! unacknowledged. On loopback a FIN arrives before the peer can close, so we
-//! make it deterministic with nftables inside the namespace (NOTES §3): the
+//! make it deterministic with nftables inside the namespace: the
 //! closing side's FINs are dropped on input until the peer's FIN has crossed
 //! them, then the gate is lifted and the retransmitted FIN completes the close.
-//! (NOTES drops only the first FIN with `limit rate 1/hour burst 1 packets`;
-//! the gate does the same without relying on the peer closing before the
-//! retransmission timer fires.)
+//! (Dropping only the first FIN, `limit rate 1/hour burst 1 packets`, would
+//! rely on the peer closing before the retransmission timer fires.)
 
+use tcpstate_tests::scenario::*;
 use tcpstate_tests::states::*;
-use tcpstate_tests::{Netns, Peer, Tracer};
 
-const PORT: u16 = 10050;
-
-/// Drops every FIN matching `selector` (`tcp sport 10050`, ...) on input.
-fn drop_fins(ns: &Netns, selector: &str) {
-    ns.nft(&format!(
-        "table inet tcpst_gate {{
-            chain input {{
-                type filter hook input priority 0; policy accept;
-                {selector} tcp flags & fin == fin counter drop
-            }}
-        }}"
-    ));
-}
-
-fn lift_gate(ns: &Netns) {
-    ns.nft("delete table inet tcpst_gate");
-}
+/// A client end that closed first and went through CLOSING.
+const CLOSING_CLIENT: &[&str] = &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, CLOSING, CLOSE];
+/// A server end that closed first and went through CLOSING.
+const CLOSING_SERVER: &[&str] = &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, CLOSING, CLOSE];
 
 /// The server closes first but its FIN is lost; the client closes before it
 /// is retransmitted. The server receives a FIN while in FIN_WAIT1: CLOSING.
+/// The client's FIN was acked before the server's FIN arrived: FIN_WAIT2.
 #[test]
 fn server_fin_lost_server_goes_through_closing() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
-
-    drop_fins(&ns, "tcp sport 10050");
-    server.close();
-    tracer.wait_for(conn.local.port(), conn.peer.port(), ESTABLISHED, FIN_WAIT1);
-    client.close();
-    tracer.wait_for(conn.local.port(), conn.peer.port(), FIN_WAIT1, CLOSING);
-    lift_gate(&ns);
-    tracer.wait_for(conn.local.port(), conn.peer.port(), CLOSING, CLOSE);
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    t.assert_path(
-        "server end (its FIN lost, then the client's FIN arrives)",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, CLOSING, CLOSE],
-    );
-    t.assert_path(
-        "client end (its FIN acked before the server's FIN arrives)",
-        &t.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(PORT), &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    let mut w = Connected::loopback(&[]);
+    w.fins_cross(Side::Server, "close");
+    let t = w.close_listener_and_stop(3);
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, CLOSING_SERVER);
 }
 
 /// The mirror: the client's FIN is lost, the client goes through CLOSING.
 #[test]
 fn client_fin_lost_client_goes_through_closing() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
-
-    drop_fins(&ns, "tcp dport 10050");
-    client.close();
-    tracer.wait_for(client.local.port(), PORT, ESTABLISHED, FIN_WAIT1);
-    server.close();
-    tracer.wait_for(client.local.port(), PORT, FIN_WAIT1, CLOSING);
-    lift_gate(&ns);
-    tracer.wait_for(client.local.port(), PORT, CLOSING, CLOSE);
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    t.assert_path(
-        "client end (its FIN lost, then the server's FIN arrives)",
-        &t.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, CLOSING, CLOSE],
-    );
-    t.assert_path(
-        "server end (its FIN acked before the client's FIN arrives)",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(PORT), &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    let mut w = Connected::loopback(&[]);
+    w.fins_cross(Side::Client, "close");
+    let t = w.close_listener_and_stop(3);
+    w.assert_paths(&t, CLOSING_CLIENT, paths::ACTIVE_CLOSER_SERVER);
 }
 
 /// Simultaneous close with shutdown(SHUT_WR) instead of close(2): the
@@ -105,40 +42,15 @@ fn client_fin_lost_client_goes_through_closing() {
 /// the same.
 #[test]
 fn simultaneous_shutdown_goes_through_closing() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
-
-    drop_fins(&ns, "tcp sport 10050");
-    server.cmd("shutdown wr");
-    tracer.wait_for(conn.local.port(), conn.peer.port(), ESTABLISHED, FIN_WAIT1);
-    client.cmd("shutdown wr");
-    tracer.wait_for(conn.local.port(), conn.peer.port(), FIN_WAIT1, CLOSING);
-    lift_gate(&ns);
-    tracer.wait_for(conn.local.port(), conn.peer.port(), CLOSING, CLOSE);
-    tracer.wait_for(client.local.port(), PORT, FIN_WAIT2, CLOSE);
-    server.expect_reply("wait-eof", "eof 0");
-    client.expect_reply("wait-eof", "eof 0");
-    server.close();
-    client.close();
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    t.assert_path(
-        "server end",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, CLOSING, CLOSE],
-    );
-    t.assert_path(
-        "client end",
-        &t.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(PORT), &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    let mut w = Connected::loopback(&[]);
+    w.fins_cross(Side::Server, "shutdown wr");
+    w.tracer.wait_for(w.c.port(), PORT, FIN_WAIT2, CLOSE);
+    w.server.expect_reply("wait-eof", "eof 0");
+    w.client.expect_reply("wait-eof", "eof 0");
+    w.server.close();
+    w.client.close();
+    let t = w.close_listener_and_stop(3);
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, CLOSING_SERVER);
 }
 
 /// Half-close: the client shuts down its sending side and keeps receiving.
@@ -146,40 +58,21 @@ fn simultaneous_shutdown_goes_through_closing() {
 /// sending, and leaves it when the server's FIN arrives.
 #[test]
 fn half_close_then_data_then_close() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
-
-    client.cmd("shutdown wr");
-    server.expect_reply("wait-eof", "eof 0");
-    tracer.wait_for(client.local.port(), PORT, FIN_WAIT1, FIN_WAIT2);
-    server.cmd("send 3000");
-    client.expect_reply("recv 3000", "received 3000");
-    let mid = tracer.snapshot();
+    let mut w = Connected::loopback(&[]);
+    w.client.cmd("shutdown wr");
+    w.server.expect_reply("wait-eof", "eof 0");
+    w.tracer.wait_for(w.c.port(), PORT, FIN_WAIT1, FIN_WAIT2);
+    w.server.cmd("send 3000");
+    w.client.expect_reply("recv 3000", "received 3000");
+    let mid = w.tracer.snapshot();
     mid.assert_path(
         "client end, half-closed",
-        &mid.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2],
+        &mid.client_end(&w.client),
+        &paths::ACTIVE_CLOSER[..5],
     );
-    server.close();
-    client.expect_reply("wait-eof", "eof 0");
-    client.close();
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    t.assert_path(
-        "client end",
-        &t.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path(
-        "server end",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(PORT), &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    w.server.close();
+    w.client.expect_reply("wait-eof", "eof 0");
+    w.client.close();
+    let t = w.close_listener_and_stop(3);
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }

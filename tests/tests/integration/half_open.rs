@@ -30,7 +30,7 @@ const HALF_OPEN: &str = "synack_tracepoint/half-open LISTEN->SYN_RECV";
 fn lost_final_ack_shows_half_open_until_completion() {
     let ns = Netns::new();
     ns.drop_acks("tcp dport 10050", Some(2));
-    let tracer = Tracer::start(&ns, &[]);
+    let mut tracer = Tracer::start(&ns, &[]);
     let mut server = Peer::server(&ns, "127.0.0.1:10050");
     let mut client = Peer::client(&ns, "127.0.0.1:10050");
     let (c, s) = (client.local, server_side(&client));
@@ -52,14 +52,17 @@ fn lost_final_ack_shows_half_open_until_completion() {
     let conn = server.accept();
     assert_eq!((conn.local, conn.peer), (s, c));
     client_closes_first_to_time_wait(&tracer, &mut server, &mut client);
-    let t = stop(tracer);
+    let t = tracer.stop();
 
     let srv = assert_end(
         &t,
         "server end",
         s,
         c,
-        &rows(&[&[HALF_OPEN, "tracepoint SYN_RECV->ESTABLISHED"], PASSIVE_CLOSE]),
+        &rows(&[
+            &[HALF_OPEN, "tracepoint SYN_RECV->ESTABLISHED"],
+            PASSIVE_CLOSE,
+        ]),
     );
     let (half_open, established) = (&srv[0], &srv[1]);
     // The request socket has no owner of its own: it belongs to the
@@ -106,7 +109,7 @@ fn half_open_that_never_completes_expires() {
     let ns = Netns::new();
     ns.sysctl("net.ipv4.tcp_synack_retries=1");
     ns.drop_acks("tcp dport 10050", None);
-    let tracer = Tracer::start(&ns, &[]);
+    let mut tracer = Tracer::start(&ns, &[]);
     let mut server = Peer::server(&ns, "127.0.0.1:10050");
     let mut client = Peer::client(&ns, "127.0.0.1:10050");
     let (c, s) = (client.local, server_side(&client));
@@ -127,7 +130,9 @@ fn half_open_that_never_completes_expires() {
     );
     // Nothing was ever accepted: the listener's queue is empty.
     client.expect_reply("abort", "aborted");
-    let t = close_listener_and_stop(tracer, &mut server, 2);
+    server.expect_reply("close-listener", "listener-closed");
+    tracer.wait_for_closes(2);
+    let t = tracer.stop();
 
     let srv = assert_end(
         &t,

@@ -1,8 +1,8 @@
 //! IPv6: `::1` connections, IPv4 on an AF_INET6 socket (`::ffff:a.b.c.d`),
 //! and the `-4` / `-6` family filters.
 
-use tcpstate_tests::states::*;
-use tcpstate_tests::{Accepted, Event, Netns, Peer, Socket, Trace, Tracer};
+use tcpstate_tests::scenario::*;
+use tcpstate_tests::{Event, Socket};
 
 /// Every event of `socket` has this family; the ones with a complete tuple
 /// (both ports known) have these addresses.
@@ -36,34 +36,13 @@ fn assert_addresses(
 
 #[test]
 fn ipv6_loopback_open_and_close() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "[::1]:10050");
-    let mut client = Peer::client(&ns, "[::1]:10050");
-    let conn = server.accept();
-
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    let client_end = t.client_end(&client);
-    let server_end = t.server_end(&conn);
-    let listener = t.listener(10050);
-    t.assert_path(
-        "client end",
-        &client_end,
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path(
-        "server end",
-        &server_end,
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path("listener", &listener, &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    let mut w = Connected::open_in(Netns::new(), &[], "[::1]:10050", "[::1]:10050");
+    w.client_closes_first();
+    let t = w.close_listener_and_stop(3);
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    let client_end = t.client_end(&w.client);
+    let server_end = t.server_end(&w.conn);
+    let listener = t.listener(PORT);
     assert_addresses(&t, "client end", &client_end, "ipv6", "::1", "::1");
     assert_addresses(&t, "server end", &server_end, "ipv6", "::1", "::1");
     assert!(
@@ -80,38 +59,17 @@ fn ipv6_loopback_open_and_close() {
 /// socket is AF_INET6 and shows IPv4-mapped addresses; the client is plain IPv4.
 #[test]
 fn ipv4_on_dual_stack_listener_shows_mapped_addresses() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "[::]:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
+    let mut w = Connected::open_in(Netns::new(), &[], "[::]:10050", LOOPBACK);
     assert_eq!(
-        conn.peer.to_string(),
-        format!("[::ffff:127.0.0.1]:{}", client.local.port())
+        w.conn.peer.to_string(),
+        format!("[::ffff:127.0.0.1]:{}", w.client.local.port())
     );
-
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    let client_end = t.client_end(&client);
-    let server_end = t.server_end(&conn);
-    let listener = t.listener(10050);
-    t.assert_path(
-        "client end",
-        &client_end,
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path(
-        "server end",
-        &server_end,
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path("listener", &listener, &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    w.client_closes_first();
+    let t = w.close_listener_and_stop(3);
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    let client_end = t.client_end(&w.client);
+    let server_end = t.server_end(&w.conn);
+    let listener = t.listener(PORT);
     assert_addresses(
         &t,
         "client end",
@@ -146,45 +104,28 @@ fn one_connection_per_family(ns: &Netns) -> Vec<(Peer, Accepted)> {
         let mut server = Peer::server(ns, addr);
         let mut client = Peer::client(ns, addr);
         let conn = server.accept();
-        client.close();
-        server.expect_reply("wait-eof", "eof 0");
-        server.close();
+        client_closes_first(&mut server, &mut client);
         server.expect_reply("close-listener", "listener-closed");
         done.push((client, conn));
     }
     done
 }
 
-/// Both ends and the listener of a connection, in full.
-fn assert_connection(t: &Trace, client: &Peer, conn: &Accepted) {
-    t.assert_path(
-        "client end",
-        &t.client_end(client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path(
-        "server end",
-        &t.server_end(conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path(
-        "listener",
-        &t.listener(conn.local.port()),
-        &[CLOSE, LISTEN, CLOSE],
-    );
-}
-
 #[test]
 fn family_filter_ipv4_only() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["-4"]);
+    let mut tracer = Tracer::start(&ns, &["-4"]);
     let conns = one_connection_per_family(&ns);
     // Both connections are over; stop() drains whatever is still pending.
     tracer.wait_for_closes(3);
     let t = tracer.stop();
     let (client, conn) = &conns[0];
-    assert_connection(&t, client, conn);
-    t.assert_socket_count(3);
+    t.assert_connection(
+        client,
+        paths::ACTIVE_CLOSER,
+        conn,
+        paths::PASSIVE_CLOSER_SERVER,
+    );
     assert!(
         t.events.iter().all(|e| e.family == "ipv4"),
         "-4 must show only IPv4 sockets\n{}",
@@ -195,13 +136,17 @@ fn family_filter_ipv4_only() {
 #[test]
 fn family_filter_ipv6_only() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["-6"]);
+    let mut tracer = Tracer::start(&ns, &["-6"]);
     let conns = one_connection_per_family(&ns);
     tracer.wait_for_closes(3);
     let t = tracer.stop();
     let (client, conn) = &conns[1];
-    assert_connection(&t, client, conn);
-    t.assert_socket_count(3);
+    t.assert_connection(
+        client,
+        paths::ACTIVE_CLOSER,
+        conn,
+        paths::PASSIVE_CLOSER_SERVER,
+    );
     assert!(
         t.events.iter().all(|e| e.family == "ipv6"),
         "-6 must show only IPv6 sockets\n{}",

@@ -1,10 +1,10 @@
 //! Owner attribution: `pid`/`comm` name the process that owns the socket,
 //! not the task that happened to be on the CPU. On loopback most transitions
-//! run in softirq context (pid 0, swapper) or in the *peer* process (NOTES §3);
+//! run in softirq context (pid 0, swapper) or in the *peer* process;
 //! `cpu_pid`/`cpu_comm` report that task and may differ.
 
-use tcpstate_tests::states::*;
-use tcpstate_tests::{Netns, Peer, Socket, Trace, Tracer};
+use tcpstate_tests::Socket;
+use tcpstate_tests::scenario::*;
 
 fn assert_owner(t: &Trace, what: &str, socket: &Socket, pid: u32) {
     let wrong: Vec<String> = socket
@@ -34,37 +34,17 @@ fn assert_owner(t: &Trace, what: &str, socket: &Socket, pid: u32) {
 /// pid of the process holding it, whoever's context the kernel ran them in.
 #[test]
 fn every_transition_names_the_owning_process() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    assert_ne!(server.pid, client.pid);
-    let conn = server.accept();
-
-    client.cmd("send 1000");
-    server.expect_reply("recv 1000", "received 1000");
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    let client_end = t.client_end(&client);
-    let server_end = t.server_end(&conn);
-    let listener = t.listener(10050);
-    t.assert_path(
-        "client end",
-        &client_end,
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path(
-        "server end",
-        &server_end,
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path("listener", &listener, &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    let mut w = Connected::loopback(&[]);
+    assert_ne!(w.server.pid, w.client.pid);
+    w.client.cmd("send 1000");
+    w.server.expect_reply("recv 1000", "received 1000");
+    w.client_closes_first();
+    let t = w.close_listener_and_stop(3);
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    let (client, server) = (&w.client, &w.server);
+    let client_end = t.client_end(client);
+    let server_end = t.server_end(&w.conn);
+    let listener = t.listener(PORT);
     assert_owner(&t, "client end", &client_end, client.pid);
     assert_owner(&t, "server end", &server_end, server.pid);
     assert_owner(&t, "listener", &listener, server.pid);
@@ -107,12 +87,15 @@ fn every_transition_names_the_owning_process() {
 /// its own process, and both accepted sockets name the server.
 #[test]
 fn each_client_process_owns_its_socket() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut first = Peer::client(&ns, "127.0.0.1:10050");
-    let first_conn = server.accept();
-    let mut second = Peer::client(&ns, "127.0.0.1:10050");
+    let Connected {
+        mut tracer,
+        mut server,
+        client: mut first,
+        conn: first_conn,
+        ns,
+        ..
+    } = Connected::loopback(&[]);
+    let mut second = Peer::client(&ns, LOOPBACK);
     let second_conn = server.accept();
 
     // The server closes the second connection, the first client closes its own.
@@ -128,34 +111,34 @@ fn each_client_process_owns_its_socket() {
     let t = tracer.stop();
     t.assert_socket_count(5);
     let ends = [
-        ("first client end", t.client_end(&first), first.pid),
-        ("second client end", t.client_end(&second), second.pid),
-        ("first server end", t.server_end(&first_conn), server.pid),
-        ("second server end", t.server_end(&second_conn), server.pid),
-        ("listener", t.listener(10050), server.pid),
+        (
+            "first client end",
+            t.client_end(&first),
+            first.pid,
+            paths::ACTIVE_CLOSER,
+        ),
+        (
+            "second client end",
+            t.client_end(&second),
+            second.pid,
+            paths::PASSIVE_CLOSER,
+        ),
+        (
+            "first server end",
+            t.server_end(&first_conn),
+            server.pid,
+            paths::PASSIVE_CLOSER_SERVER,
+        ),
+        (
+            "second server end",
+            t.server_end(&second_conn),
+            server.pid,
+            paths::ACTIVE_CLOSER_SERVER,
+        ),
+        ("listener", t.listener(PORT), server.pid, paths::LISTENER),
     ];
-    t.assert_path(
-        "first client end",
-        &ends[0].1,
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path(
-        "second client end",
-        &ends[1].1,
-        &[CLOSE, SYN_SENT, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path(
-        "first server end",
-        &ends[2].1,
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path(
-        "second server end",
-        &ends[3].1,
-        &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path("listener", &ends[4].1, &[CLOSE, LISTEN, CLOSE]);
-    for (what, socket, pid) in &ends {
+    for (what, socket, pid, path) in &ends {
+        t.assert_path(what, socket, path);
         assert_owner(&t, what, socket, *pid);
     }
 }

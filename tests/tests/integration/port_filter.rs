@@ -47,7 +47,7 @@ fn assert_nothing_on_port(t: &Trace, port: u16) {
 #[test]
 fn port_shows_both_ends_and_the_listener_in_full() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     // Other ports first, so that anything leaking from them is out before
     // the traffic we wait for.
     connection(&ns, 10051);
@@ -90,7 +90,7 @@ fn port_shows_both_ends_and_the_listener_in_full() {
 #[test]
 fn port_follows_every_connection_on_the_port() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     connection(&ns, 10051);
     let mut server = Peer::server(&ns, "127.0.0.1:10050");
     let mut first = Peer::client(&ns, "127.0.0.1:10050");
@@ -139,7 +139,7 @@ fn port_follows_every_connection_on_the_port() {
 #[test]
 fn lport_shows_the_server_side_only() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--lport", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--lport", "10050"]);
     connection(&ns, 10051);
     let (_client, conn) = connection(&ns, 10050);
 
@@ -160,7 +160,7 @@ fn lport_shows_the_server_side_only() {
 #[test]
 fn rport_shows_the_client_side_only() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--rport", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--rport", "10050"]);
     connection(&ns, 10051);
     let (client, _conn) = connection(&ns, 10050);
 
@@ -179,7 +179,7 @@ fn rport_shows_the_client_side_only() {
 #[test]
 fn repeated_port_options_add_up() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--port", "10050", "--port", "10051"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050", "--port", "10051"]);
     connection(&ns, 10052);
     let (first, first_conn) = connection(&ns, 10050);
     let (second, second_conn) = connection(&ns, 10051);

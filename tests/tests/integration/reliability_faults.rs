@@ -10,7 +10,6 @@
 //! while it runs, and after it exits the kernel must no longer know any of
 //! them (BPF_*_GET_FD_BY_ID answers ENOENT).
 
-
 use std::io::{BufRead, BufReader};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;

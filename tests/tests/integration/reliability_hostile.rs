@@ -9,7 +9,6 @@
 //! namespace; each thread listens, connects, accepts and closes, so it owns
 //! every socket of its connection (12 events: listener 2, client 5, server 5).
 
-
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;

@@ -7,7 +7,6 @@
 //! Alternative tracefs roots are handed to the tool through its testing hook,
 //! the `TCPSTATE_TRACEFS` environment variable (see docs/security.md).
 
-
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -444,7 +443,12 @@ fn pre_5_6_format_file_is_used() {
     let root = fake_tracefs(Some(&format));
     let mut cmd = tracer();
     cmd.env("TCPSTATE_TRACEFS", root.path())
-        .args(["--json", "--classic-tracepoint", "--netns", netns.to_str().unwrap()])
+        .args([
+            "--json",
+            "--classic-tracepoint",
+            "--netns",
+            netns.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped());
     let mut t = Background::spawn(cmd);
     let out = t.collect_stdout();

@@ -5,7 +5,6 @@
 //! and it writes nothing anywhere (only stdout and stderr). See
 //! docs/security.md.
 
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;

@@ -6,15 +6,13 @@
 //! process) and the survivor `CLOSE_WAIT`. The tracepoint tells more: the
 //! killed side's full socket actually goes FIN_WAIT2->CLOSE as soon as its FIN
 //! is acked, and what netstat keeps showing in FIN_WAIT2 is the timewait
-//! socket that replaced it (NOTES §3). The survivor stays in CLOSE_WAIT until
+//! socket that replaced it. The survivor stays in CLOSE_WAIT until
 //! it closes, and its FIN is then acked by that timewait socket.
 
 use std::net::SocketAddr;
 
+use tcpstate_tests::scenario::*;
 use tcpstate_tests::states::*;
-use tcpstate_tests::{Netns, Peer, Tracer};
-
-const PORT: u16 = 10050;
 
 /// The `ss -tanpH` line of the socket `local` -> `peer`, as
 /// `(state, has a process)`.
@@ -30,122 +28,91 @@ fn ss_state(ns: &Netns, local: SocketAddr, peer: SocketAddr) -> Option<(String, 
 /// Server Ctrl-C while a client is connected: the server is the active closer.
 #[test]
 fn sigint_to_server_while_client_connected() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "0.0.0.0:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
+    let mut w = Connected::wildcard(&[]);
+    let (s, c) = (w.s, w.c);
 
-    server.sigint();
-    tracer.wait_for(conn.local.port(), conn.peer.port(), FIN_WAIT2, CLOSE);
-    tracer.wait_for(client.local.port(), PORT, ESTABLISHED, CLOSE_WAIT);
+    w.server.sigint();
+    w.tracer.wait_for(s.port(), c.port(), FIN_WAIT2, CLOSE);
+    w.tracer.wait_for(c.port(), PORT, ESTABLISHED, CLOSE_WAIT);
 
     // What the article saw with netstat.
     assert_eq!(
-        ss_state(&ns, client.local, conn.local),
+        ss_state(&w.ns, c, s),
         Some(("CLOSE-WAIT".into(), true)),
         "the client should be in CLOSE-WAIT, owned by tcppeer"
     );
     assert_eq!(
-        ss_state(&ns, conn.local, client.local),
+        ss_state(&w.ns, s, c),
         Some(("FIN-WAIT-2".into(), false)),
         "the killed server's end should show as FIN-WAIT-2 without a process"
     );
 
     // What the tracer saw meanwhile: the client is stuck in CLOSE_WAIT, the
-    // server's full socket is already closed.
-    let mid = tracer.snapshot();
+    // server's full socket is already closed, and so is its listener.
+    let mid = w.tracer.snapshot();
     mid.assert_path(
         "client end, after the server's death",
-        &mid.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, CLOSE_WAIT],
+        &mid.client_end(&w.client),
+        &paths::PASSIVE_CLOSER[..4],
     );
     mid.assert_path(
         "server end, killed",
-        &mid.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
+        &mid.server_end(&w.conn),
+        paths::ACTIVE_CLOSER_SERVER,
     );
-    mid.assert_path(
-        "listener, killed",
-        &mid.listener(PORT),
-        &[CLOSE, LISTEN, CLOSE],
-    );
+    mid.assert_path("listener, killed", &mid.listener(PORT), paths::LISTENER);
 
     // The client finally closes; the server's timewait socket acks its FIN.
-    client.close();
-    tracer.wait_for(client.local.port(), PORT, LAST_ACK, CLOSE);
-    let t = tracer.stop();
-    t.assert_path(
-        "client end",
-        &t.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path(
-        "server end",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(PORT), &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    w.client.close();
+    w.tracer.wait_for(c.port(), PORT, LAST_ACK, CLOSE);
+    let t = w.tracer.stop();
+    w.assert_paths(&t, paths::PASSIVE_CLOSER, paths::ACTIVE_CLOSER_SERVER);
 }
 
 /// The mirror case: client Ctrl-C; the client is the active closer and the
 /// server stays in CLOSE_WAIT with its listener still open.
 #[test]
 fn sigint_to_client_while_connected() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "0.0.0.0:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
+    let mut w = Connected::wildcard(&[]);
+    let (s, c) = (w.s, w.c);
 
-    client.sigint();
-    tracer.wait_for(client.local.port(), PORT, FIN_WAIT2, CLOSE);
-    tracer.wait_for(conn.local.port(), conn.peer.port(), ESTABLISHED, CLOSE_WAIT);
+    w.client.sigint();
+    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
+    w.tracer
+        .wait_for(s.port(), c.port(), ESTABLISHED, CLOSE_WAIT);
 
     assert_eq!(
-        ss_state(&ns, conn.local, client.local),
+        ss_state(&w.ns, s, c),
         Some(("CLOSE-WAIT".into(), true)),
         "the server's end should be in CLOSE-WAIT, owned by tcppeer"
     );
     assert_eq!(
-        ss_state(&ns, client.local, conn.local),
+        ss_state(&w.ns, c, s),
         Some(("FIN-WAIT-2".into(), false)),
         "the killed client's end should show as FIN-WAIT-2 without a process"
     );
 
-    let mid = tracer.snapshot();
+    let mid = w.tracer.snapshot();
     mid.assert_path(
         "client end, killed",
-        &mid.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
+        &mid.client_end(&w.client),
+        paths::ACTIVE_CLOSER,
     );
     mid.assert_path(
         "server end, after the client's death",
-        &mid.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT],
+        &mid.server_end(&w.conn),
+        &paths::PASSIVE_CLOSER_SERVER[..4],
     );
     mid.assert_path(
         "listener, still open",
         &mid.listener(PORT),
-        &[CLOSE, LISTEN],
+        &paths::LISTENER[..2],
     );
 
-    server.close();
-    server.expect_reply("close-listener", "listener-closed");
-    tracer.wait_for(conn.local.port(), conn.peer.port(), LAST_ACK, CLOSE);
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    t.assert_path(
-        "client end",
-        &t.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path(
-        "server end",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(PORT), &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
+    w.server.close();
+    w.server.expect_reply("close-listener", "listener-closed");
+    w.tracer.wait_for(s.port(), c.port(), LAST_ACK, CLOSE);
+    w.tracer.wait_for_closes(3);
+    let t = w.tracer.stop();
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }

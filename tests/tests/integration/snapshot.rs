@@ -5,7 +5,6 @@
 //! owning process (none for timewait sockets, which no process holds; a
 //! request socket's is its listener's).
 
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -73,7 +72,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
     let mut other_client = Peer::client(&ns, "127.0.0.1:10051");
     other.accept();
 
-    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     // The snapshot is printed before anything else (stdout may reach us
     // after the ready line on stderr).
     wait_for(&tracer, Duration::from_secs(5), "the snapshot", |t| {
@@ -98,7 +97,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
     server.expect_reply("close-listener", "listener-closed");
     tracer.wait_for(PORT, 0, LISTEN, CLOSE);
     other_client.close();
-    let t = stop(tracer);
+    let t = tracer.stop();
     assert!(
         t.all[..4]
             .iter()
@@ -135,10 +134,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
         "listener",
         s,
         addr("0.0.0.0:0"),
-        &[
-            "sock_diag/snapshot is LISTEN",
-            "tracepoint LISTEN->CLOSE",
-        ],
+        &["sock_diag/snapshot is LISTEN", "tracepoint LISTEN->CLOSE"],
     );
     // The earlier connection's TIME_WAIT: listed, then nothing (it lasts 60 s).
     assert_end(
@@ -162,11 +158,11 @@ fn no_snapshot_lists_nothing() {
     let mut server = Peer::server(&ns, "127.0.0.1:10050");
     let mut client = Peer::client(&ns, "127.0.0.1:10050");
     server.accept();
-    let tracer = Tracer::start(&ns, &["--port", "10050", "--no-snapshot"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050", "--no-snapshot"]);
     client.exit();
     server.exit();
     tracer.wait_for_closes(3);
-    let t = stop(tracer);
+    let t = tracer.stop();
     assert!(
         t.all.iter().all(|e| e.note.as_deref() != Some("snapshot")),
         "{}",
@@ -190,7 +186,7 @@ fn snapshot_lists_a_half_open_connection_and_follows_it() {
     let (s, c) = (addr("127.0.0.2:10050"), client.local);
     assert_eq!(ss_state(&ns, s, c).as_deref(), Some("SYN-RECV"));
 
-    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     wait_end(
         &tracer,
         Duration::from_secs(8),
@@ -198,7 +194,7 @@ fn snapshot_lists_a_half_open_connection_and_follows_it() {
         c,
         "sock_diag/half-open-expired SYN_RECV->CLOSE",
     );
-    let t = stop(tracer);
+    let t = tracer.stop();
     assert_eq!(
         snapshot_rows(&t),
         vec![

@@ -4,7 +4,6 @@
 //! with a state row (`tracker`, note `stuck`, `is STATE`, `age_ms`) naming
 //! the process that owns it.
 
-
 use std::thread;
 use std::time::Duration;
 
@@ -17,39 +16,44 @@ use tcpstate_tests::beyond::*;
 /// once only, however long they stay.
 #[test]
 fn close_wait_left_open_is_flagged_with_its_owner() {
-    let Connected {
-        ns,
-        tracer,
-        mut server,
-        mut client,
-        s,
-        c,
-        ..
-    } = Connected::loopback(&["--stuck", "1s"]);
+    let mut w = Connected::loopback(&["--stuck", "1s"]);
+    let (s, c) = (w.s, w.c);
 
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
-    let early = tracer.snapshot();
+    w.client.close();
+    w.server.expect_reply("wait-eof", "eof 0");
+    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
+    let early = w.tracer.snapshot();
     assert!(
         !early.all.iter().any(|e| e.note.as_deref() == Some("stuck")),
         "nothing is stuck yet\n{}",
         early.dump_all()
     );
-    wait_end(&tracer, Duration::from_secs(5), s, c, "tracker/stuck is CLOSE_WAIT");
-    wait_end(&tracer, Duration::from_secs(5), c, s, "tracker/stuck is FIN_WAIT2");
-    assert_eq!(ss_state(&ns, s, c).as_deref(), Some("CLOSE-WAIT"));
+    wait_end(
+        &w.tracer,
+        Duration::from_secs(5),
+        s,
+        c,
+        "tracker/stuck is CLOSE_WAIT",
+    );
+    wait_end(
+        &w.tracer,
+        Duration::from_secs(5),
+        c,
+        s,
+        "tracker/stuck is FIN_WAIT2",
+    );
+    assert_eq!(ss_state(&w.ns, s, c).as_deref(), Some("CLOSE-WAIT"));
     // Flagged once: nothing more while they stay stuck.
     thread::sleep(Duration::from_millis(2500));
-    server.close();
+    w.server.close();
     wait_end(
-        &tracer,
+        &w.tracer,
         Duration::from_secs(5),
         c,
         s,
         "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
     );
-    let t = stop(tracer);
+    let t = w.tracer.stop();
 
     let srv = assert_end(
         &t,
@@ -67,7 +71,7 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
         ]),
     );
     let stuck = &srv[3];
-    assert_owner(&t, "stuck CLOSE_WAIT", stuck, server.pid);
+    assert_owner(&t, "stuck CLOSE_WAIT", stuck, w.server.pid);
     assert_ms(&t, "stuck CLOSE_WAIT age_ms", stuck.age_ms, 1000.0, 2000.0);
     assert_eq!(stuck.ms, stuck.age_ms, "{}", stuck.row());
     assert!(stuck.time_ns - srv[2].time_ns >= 1_000_000_000);
@@ -87,7 +91,7 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
             ],
         ]),
     );
-    assert_owner(&t, "stuck orphaned FIN_WAIT2", &cli[6], client.pid);
+    assert_owner(&t, "stuck orphaned FIN_WAIT2", &cli[6], w.client.pid);
     assert_ms(&t, "stuck FIN_WAIT2 age_ms", cli[6].age_ms, 1000.0, 2000.0);
     t.assert_invariants();
 }
@@ -96,25 +100,20 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
 /// is a listener or an idle ESTABLISHED connection, however long they last.
 #[test]
 fn prompt_close_and_idle_connections_are_not_flagged() {
-    let Connected {
-        ns,
-        tracer,
-        mut server,
-        client: mut idle,
-        ..
-    } = Connected::loopback(&["--stuck", "1s"]);
-    let mut quick = Peer::client(&ns, "127.0.0.1:10050");
-    server.accept();
+    let mut w = Connected::loopback(&["--stuck", "1s"]);
+    let mut quick = Peer::client(&w.ns, LOOPBACK);
+    w.server.accept();
     quick.cmd("shutdown wr");
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
+    w.server.expect_reply("wait-eof", "eof 0");
+    w.server.close();
     quick.expect_reply("wait-eof", "eof 0");
     quick.close();
-    tracer.wait_for(quick.local.port(), PORT, FIN_WAIT2, CLOSE);
+    w.tracer
+        .wait_for(quick.local.port(), PORT, FIN_WAIT2, CLOSE);
     thread::sleep(Duration::from_millis(2500));
-    idle.exit();
-    server.exit();
-    let t = stop(tracer);
+    w.client.exit(); // the idle connection
+    w.server.exit();
+    let t = w.tracer.stop();
     let stuck: Vec<String> = t
         .all
         .iter()

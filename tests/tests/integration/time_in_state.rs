@@ -6,29 +6,20 @@
 use std::thread;
 use std::time::Duration;
 
+use tcpstate_tests::scenario::*;
 use tcpstate_tests::states::*;
-use tcpstate_tests::{Netns, Peer, Tracer};
 
 #[test]
 fn ms_is_null_first_then_non_negative() {
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
+    let mut w = Connected::loopback(&[]);
+    w.client_closes_first();
+    let t = w.close_listener_and_stop(3);
     t.assert_socket_count(3);
     t.assert_invariants();
     for s in [
-        t.client_end(&client),
-        t.server_end(&conn),
-        t.listener(10050),
+        t.client_end(&w.client),
+        t.server_end(&w.conn),
+        t.listener(PORT),
     ] {
         let first = &s.events[0];
         assert!(
@@ -43,51 +34,31 @@ fn ms_is_null_first_then_non_negative() {
 }
 
 /// A connection held ESTABLISHED for 300 ms: the close reports at least that
-/// long in ESTABLISHED (milliseconds, not seconds or microseconds).
+/// long in ESTABLISHED (milliseconds, not seconds or microseconds), on both
+/// ends.
 #[test]
 fn ms_measures_the_time_in_the_old_state() {
     const HELD_MS: f64 = 300.0;
-    let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let conn = server.accept();
+    let mut w = Connected::loopback(&[]);
     thread::sleep(Duration::from_millis(HELD_MS as u64));
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    server.expect_reply("close-listener", "listener-closed");
-
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
+    w.client_closes_first();
+    let t = w.close_listener_and_stop(3);
     t.assert_invariants();
-    let client_end = t.client_end(&client);
-    t.assert_path(
-        "client end",
-        &client_end,
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    let established = client_end
-        .events
-        .iter()
-        .find(|e| e.oldstate == ESTABLISHED)
-        .and_then(|e| e.ms)
-        .expect("ms of ESTABLISHED->FIN_WAIT1");
-    assert!(
-        (HELD_MS..HELD_MS + 10_000.0).contains(&established),
-        "the client was ESTABLISHED for at least {HELD_MS} ms, tracer says {established} ms\n{}",
-        t.dump()
-    );
-    let server_end = t.server_end(&conn);
-    let server_established = server_end
-        .events
-        .iter()
-        .find(|e| e.oldstate == ESTABLISHED)
-        .and_then(|e| e.ms)
-        .expect("ms of ESTABLISHED->CLOSE_WAIT");
-    assert!(
-        (HELD_MS..HELD_MS + 10_000.0).contains(&server_established),
-        "the server end was ESTABLISHED for at least {HELD_MS} ms, tracer says {server_established} ms\n{}",
-        t.dump()
-    );
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    for (what, end) in [
+        ("client end", t.client_end(&w.client)),
+        ("server end", t.server_end(&w.conn)),
+    ] {
+        let established = end
+            .events
+            .iter()
+            .find(|e| e.oldstate == ESTABLISHED)
+            .and_then(|e| e.ms)
+            .unwrap_or_else(|| panic!("{what}: no ms leaving ESTABLISHED\n{}", t.dump()));
+        assert!(
+            (HELD_MS..HELD_MS + 10_000.0).contains(&established),
+            "the {what} was ESTABLISHED for at least {HELD_MS} ms, tracer says {established} ms\n{}",
+            t.dump()
+        );
+    }
 }

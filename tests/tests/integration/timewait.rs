@@ -24,39 +24,32 @@ use tcpstate_tests::beyond::*;
 /// client's FIN and is in TIME_WAIT (FIN_WAIT2->TIME_WAIT).
 #[test]
 fn seed_sigint_server_orphan_in_fin_wait2_then_time_wait() {
-    let Connected {
-        ns,
-        tracer,
-        mut server,
-        mut client,
-        s,
-        c,
-        ..
-    } = Connected::wildcard(&[]);
+    let mut w = Connected::wildcard(&[]);
+    let (s, c) = (w.s, w.c);
 
-    server.sigint();
+    w.server.sigint();
     wait_end(
-        &tracer,
+        &w.tracer,
         Duration::from_secs(5),
         s,
         c,
         "tracker/timewait-socket is FIN_WAIT2",
     );
-    tracer.wait_for(c.port(), PORT, ESTABLISHED, CLOSE_WAIT);
+    w.tracer.wait_for(c.port(), PORT, ESTABLISHED, CLOSE_WAIT);
     // What netstat shows meanwhile.
-    assert_eq!(ss_state(&ns, s, c).as_deref(), Some("FIN-WAIT-2"));
-    assert_eq!(ss_state(&ns, c, s).as_deref(), Some("CLOSE-WAIT"));
+    assert_eq!(ss_state(&w.ns, s, c).as_deref(), Some("FIN-WAIT-2"));
+    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("CLOSE-WAIT"));
 
-    client.close();
+    w.client.close();
     wait_end(
-        &tracer,
+        &w.tracer,
         Duration::from_secs(5),
         s,
         c,
         "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
     );
-    assert_eq!(ss_state(&ns, s, c).as_deref(), Some("TIME-WAIT"));
-    let t = stop(tracer);
+    assert_eq!(ss_state(&w.ns, s, c).as_deref(), Some("TIME-WAIT"));
+    let t = w.tracer.stop();
 
     let srv = assert_end(
         &t,
@@ -67,7 +60,7 @@ fn seed_sigint_server_orphan_in_fin_wait2_then_time_wait() {
     );
     assert_eq!(srv[4].peer_fin, Some(false), "{}", srv[4].row());
     for e in &srv[5..] {
-        assert_owner(&t, "timewait row of the killed server", e, server.pid);
+        assert_owner(&t, "timewait row of the killed server", e, w.server.pid);
     }
     assert_eq!(srv[5].time_ns, srv[4].time_ns);
     // The orphan waited from the handover until the client's FIN arrived.
@@ -87,29 +80,23 @@ fn seed_sigint_server_orphan_in_fin_wait2_then_time_wait() {
 fn seed_sigint_server_orphan_expires_after_fin_timeout() {
     let ns = Netns::new();
     ns.sysctl("net.ipv4.tcp_fin_timeout=1");
-    let Connected {
-        tracer,
-        mut server,
-        mut client,
-        s,
-        c,
-        ..
-    } = Connected::open_in(ns.clone(), &[], "0.0.0.0:10050", "127.0.0.1:10050");
+    let mut w = Connected::open_in(ns, &[], "0.0.0.0:10050", LOOPBACK);
+    let (s, c) = (w.s, w.c);
 
-    server.sigint();
+    w.server.sigint();
     wait_end(
-        &tracer,
+        &w.tracer,
         Duration::from_secs(5),
         s,
         c,
         "sock_diag/timewait-expired FIN_WAIT2->CLOSE",
     );
-    assert_eq!(ss_state(&ns, s, c), None, "the orphan should be gone");
-    assert_eq!(ss_state(&ns, c, s).as_deref(), Some("CLOSE-WAIT"));
+    assert_eq!(ss_state(&w.ns, s, c), None, "the orphan should be gone");
+    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("CLOSE-WAIT"));
 
-    client.close();
-    tracer.wait_for(c.port(), PORT, LAST_ACK, CLOSE);
-    let t = stop(tracer);
+    w.client.close();
+    w.tracer.wait_for(c.port(), PORT, LAST_ACK, CLOSE);
+    let t = w.tracer.stop();
 
     let srv = assert_end(
         &t,
@@ -126,7 +113,7 @@ fn seed_sigint_server_orphan_expires_after_fin_timeout() {
         ]),
     );
     for e in &srv[5..] {
-        assert_owner(&t, "timewait row of the killed server", e, server.pid);
+        assert_owner(&t, "timewait row of the killed server", e, w.server.pid);
     }
     // Lifetime tcp_fin_timeout (1 s), seen by the next once-a-second check.
     assert_ms(&t, "orphan lifetime", srv[6].ms, 900.0, 2600.0);
@@ -141,19 +128,12 @@ fn seed_sigint_server_orphan_expires_after_fin_timeout() {
 /// in TIME_WAIT once the server's FIN arrives.
 #[test]
 fn active_close_with_close_orphan_then_time_wait() {
-    let Connected {
-        ns,
-        tracer,
-        mut server,
-        mut client,
-        s,
-        c,
-        ..
-    } = Connected::loopback(&[]);
+    let mut w = Connected::loopback(&[]);
+    let (s, c) = (w.s, w.c);
 
-    client_closes_first_to_time_wait(&tracer, &mut server, &mut client);
-    assert_eq!(ss_state(&ns, c, s).as_deref(), Some("TIME-WAIT"));
-    let t = close_listener_and_stop(tracer, &mut server, 3);
+    client_closes_first_to_time_wait(&w.tracer, &mut w.server, &mut w.client);
+    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
+    let t = w.close_listener_and_stop(3);
 
     let cli = assert_end(
         &t,
@@ -164,7 +144,7 @@ fn active_close_with_close_orphan_then_time_wait() {
     );
     assert_eq!(cli[4].peer_fin, Some(false), "{}", cli[4].row());
     for e in &cli[5..] {
-        assert_owner(&t, "client's timewait row", e, client.pid);
+        assert_owner(&t, "client's timewait row", e, w.client.pid);
     }
     assert_end(&t, "server end", s, c, &rows(&[ACCEPTED, PASSIVE_CLOSE]));
     t.assert_socket_count(3);
@@ -174,13 +154,13 @@ fn active_close_with_close_orphan_then_time_wait() {
 /// The client half-closes (shutdown(SHUT_WR)), the server closes, the client
 /// reads EOF and closes: its full socket was still owned when the server's
 /// FIN arrived.
-fn client_shuts_down_then_both_close(tracer: &Tracer, server: &mut Peer, client: &mut Peer) {
-    client.cmd("shutdown wr");
-    server.expect_reply("wait-eof", "eof 0");
-    tracer.wait_for(client.local.port(), PORT, FIN_WAIT1, FIN_WAIT2);
-    server.close();
-    client.expect_reply("wait-eof", "eof 0");
-    client.close();
+fn client_shuts_down_then_both_close(w: &mut Connected) {
+    w.client.cmd("shutdown wr");
+    w.server.expect_reply("wait-eof", "eof 0");
+    w.tracer.wait_for(w.c.port(), PORT, FIN_WAIT1, FIN_WAIT2);
+    w.server.close();
+    w.client.expect_reply("wait-eof", "eof 0");
+    w.client.close();
 }
 
 /// Active close with shutdown(SHUT_WR), waiting for the server's FIN, then
@@ -188,30 +168,27 @@ fn client_shuts_down_then_both_close(tracer: &Tracer, server: &mut Peer, client:
 /// is in TIME_WAIT from the start.
 #[test]
 fn active_close_with_shutdown_goes_to_time_wait_directly() {
-    let Connected {
-        ns,
-        tracer,
-        mut server,
-        mut client,
-        s,
-        c,
-        ..
-    } = Connected::loopback(&[]);
+    let mut w = Connected::loopback(&[]);
+    let (s, c) = (w.s, w.c);
 
-    client_shuts_down_then_both_close(&tracer, &mut server, &mut client);
-    tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
-    assert_eq!(ss_state(&ns, c, s).as_deref(), Some("TIME-WAIT"));
-    let t = close_listener_and_stop(tracer, &mut server, 3);
+    client_shuts_down_then_both_close(&mut w);
+    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
+    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
+    let t = w.close_listener_and_stop(3);
 
     let cli = assert_end(
         &t,
         "client end",
         c,
         s,
-        &rows(&[OPENED, ACTIVE_CLOSE, &["tracker/timewait-socket is TIME_WAIT"]]),
+        &rows(&[
+            OPENED,
+            ACTIVE_CLOSE,
+            &["tracker/timewait-socket is TIME_WAIT"],
+        ]),
     );
     assert_eq!(cli[4].peer_fin, Some(true), "{}", cli[4].row());
-    assert_owner(&t, "client's timewait row", &cli[5], client.pid);
+    assert_owner(&t, "client's timewait row", &cli[5], w.client.pid);
     assert_end(&t, "server end", s, c, &rows(&[ACCEPTED, PASSIVE_CLOSE]));
     t.assert_socket_count(3);
     t.assert_invariants();
@@ -221,34 +198,27 @@ fn active_close_with_shutdown_goes_to_time_wait_directly() {
 /// timewait socket is gone and tcpstate says so (timewait-expired).
 #[test]
 fn slow_time_wait_expires_after_60s() {
-    let Connected {
-        ns,
-        tracer,
-        mut server,
-        mut client,
-        s,
-        c,
-        ..
-    } = Connected::loopback(&[]);
+    let mut w = Connected::loopback(&[]);
+    let (s, c) = (w.s, w.c);
 
-    client_shuts_down_then_both_close(&tracer, &mut server, &mut client);
+    client_shuts_down_then_both_close(&mut w);
     wait_end(
-        &tracer,
+        &w.tracer,
         Duration::from_secs(5),
         c,
         s,
         "tracker/timewait-socket is TIME_WAIT",
     );
-    assert_eq!(ss_state(&ns, c, s).as_deref(), Some("TIME-WAIT"));
+    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
     wait_end(
-        &tracer,
+        &w.tracer,
         Duration::from_secs(80),
         c,
         s,
         "sock_diag/timewait-expired TIME_WAIT->CLOSE",
     );
-    assert_eq!(ss_state(&ns, c, s), None, "the TIME_WAIT should be gone");
-    let t = stop(tracer);
+    assert_eq!(ss_state(&w.ns, c, s), None, "the TIME_WAIT should be gone");
+    let t = w.tracer.stop();
 
     let cli = assert_end(
         &t,
@@ -265,25 +235,12 @@ fn slow_time_wait_expires_after_60s() {
         ]),
     );
     for e in &cli[5..] {
-        assert_owner(&t, "client's timewait row", e, client.pid);
+        assert_owner(&t, "client's timewait row", e, w.client.pid);
     }
     // The kernel's timer wheel fires a 60 s timer up to ~4 s late (its
     // granularity at that range), then the next once-a-second check sees it.
     assert_ms(&t, "TIME_WAIT lifetime", cli[6].ms, 59_900.0, 66_500.0);
     t.assert_invariants();
-}
-
-/// The server's FINs are dropped until the client's FIN has crossed them
-/// (closing.rs): the server closes (`how`: `close` or `shutdown wr`), then
-/// the client; once the server is in CLOSING the gate is lifted.
-fn simultaneous_close(tracer: &Tracer, ns: &Netns, server: &mut Peer, client: &mut Peer, how: &str) {
-    let (s, c) = (client.remote.unwrap(), client.local);
-    ns.drop_fins("tcp sport 10050");
-    server.cmd(how);
-    tracer.wait_for(s.port(), c.port(), ESTABLISHED, FIN_WAIT1);
-    client.cmd(how);
-    tracer.wait_for(s.port(), c.port(), FIN_WAIT1, CLOSING);
-    ns.lift_fin_gate();
 }
 
 /// Simultaneous close with close(2), the server's FIN lost until the
@@ -293,37 +250,36 @@ fn simultaneous_close(tracer: &Tracer, ns: &Netns, server: &mut Peer, client: &m
 /// in TIME_WAIT too.
 #[test]
 fn simultaneous_close_closing_to_time_wait() {
-    let Connected {
-        ns,
-        tracer,
-        mut server,
-        mut client,
-        s,
-        c,
-        ..
-    } = Connected::loopback(&[]);
+    let mut w = Connected::loopback(&[]);
+    let (s, c) = (w.s, w.c);
 
-    simultaneous_close(&tracer, &ns, &mut server, &mut client, "close");
+    w.fins_cross(Side::Server, "close");
     wait_end(
-        &tracer,
+        &w.tracer,
         Duration::from_secs(10),
         s,
         c,
         "tracker/timewait-socket is TIME_WAIT",
     );
     wait_end(
-        &tracer,
+        &w.tracer,
         Duration::from_secs(5),
         c,
         s,
         "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
     );
-    assert_eq!(ss_state(&ns, s, c).as_deref(), Some("TIME-WAIT"));
-    assert_eq!(ss_state(&ns, c, s).as_deref(), Some("TIME-WAIT"));
-    let t = stop(tracer);
+    assert_eq!(ss_state(&w.ns, s, c).as_deref(), Some("TIME-WAIT"));
+    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
+    let t = w.tracer.stop();
 
-    let srv = assert_end(&t, "server end", s, c, &rows(&[ACCEPTED, CLOSING_TO_TIME_WAIT]));
-    assert_owner(&t, "server's timewait row", &srv[5], server.pid);
+    let srv = assert_end(
+        &t,
+        "server end",
+        s,
+        c,
+        &rows(&[ACCEPTED, CLOSING_TO_TIME_WAIT]),
+    );
+    assert_owner(&t, "server's timewait row", &srv[5], w.server.pid);
     let cli = assert_end(
         &t,
         "client end",
@@ -332,7 +288,7 @@ fn simultaneous_close_closing_to_time_wait() {
         &rows(&[OPENED, ACTIVE_CLOSE, ORPHAN_THEN_TIME_WAIT]),
     );
     for e in &cli[5..] {
-        assert_owner(&t, "client's timewait row", e, client.pid);
+        assert_owner(&t, "client's timewait row", e, w.client.pid);
     }
     t.assert_invariants();
 }
@@ -351,35 +307,37 @@ const CLOSING_TO_TIME_WAIT: &[&str] = &[
 /// client's (the server's FIN arrived while it was in FIN_WAIT2) too.
 #[test]
 fn simultaneous_shutdown_closing_to_time_wait() {
-    let Connected {
-        ns,
-        tracer,
-        mut server,
-        mut client,
+    let mut w = Connected::loopback(&[]);
+    let (s, c) = (w.s, w.c);
+
+    w.fins_cross(Side::Server, "shutdown wr");
+    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
+    w.server.expect_reply("wait-eof", "eof 0");
+    w.client.expect_reply("wait-eof", "eof 0");
+    w.server.close();
+    w.client.close();
+    let t = w.close_listener_and_stop(3);
+
+    let srv = assert_end(
+        &t,
+        "server end",
         s,
         c,
-        ..
-    } = Connected::loopback(&[]);
-
-    simultaneous_close(&tracer, &ns, &mut server, &mut client, "shutdown wr");
-    tracer.wait_for(s.port(), c.port(), CLOSING, CLOSE);
-    tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
-    server.expect_reply("wait-eof", "eof 0");
-    client.expect_reply("wait-eof", "eof 0");
-    server.close();
-    client.close();
-    let t = close_listener_and_stop(tracer, &mut server, 3);
-
-    let srv = assert_end(&t, "server end", s, c, &rows(&[ACCEPTED, CLOSING_TO_TIME_WAIT]));
-    assert_owner(&t, "server's timewait row", &srv[5], server.pid);
+        &rows(&[ACCEPTED, CLOSING_TO_TIME_WAIT]),
+    );
+    assert_owner(&t, "server's timewait row", &srv[5], w.server.pid);
     let cli = assert_end(
         &t,
         "client end",
         c,
         s,
-        &rows(&[OPENED, ACTIVE_CLOSE, &["tracker/timewait-socket is TIME_WAIT"]]),
+        &rows(&[
+            OPENED,
+            ACTIVE_CLOSE,
+            &["tracker/timewait-socket is TIME_WAIT"],
+        ]),
     );
     assert_eq!(cli[4].peer_fin, Some(true), "{}", cli[4].row());
-    assert_owner(&t, "client's timewait row", &cli[5], client.pid);
+    assert_owner(&t, "client's timewait row", &cli[5], w.client.pid);
     t.assert_invariants();
 }
