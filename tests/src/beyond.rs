@@ -170,17 +170,12 @@ pub fn wait_for(tracer: &Tracer, timeout: Duration, what: &str, cond: impl Fn(&T
     }
 }
 
-/// Waits until the end `local` -> `remote` has an event labelled `label`.
-pub fn wait_end(
-    tracer: &Tracer,
-    timeout: Duration,
-    local: SocketAddr,
-    remote: SocketAddr,
-    label: &str,
-) {
+/// Waits up to `secs` seconds until the end `local` -> `remote` has an
+/// event labelled `label`.
+pub fn wait_end(tracer: &Tracer, secs: u64, local: SocketAddr, remote: SocketAddr, label: &str) {
     wait_for(
         tracer,
-        timeout,
+        Duration::from_secs(secs),
         &format!("`{label}` on {local} -> {remote}"),
         |t| {
             end_events(t, local, remote)
@@ -216,11 +211,5 @@ pub fn client_closes_first_to_time_wait(tracer: &Tracer, server: &mut Peer, clie
     server.expect_reply("wait-eof", "eof 0");
     tracer.wait_for(c.port(), s.port(), FIN_WAIT2, CLOSE);
     server.close();
-    wait_end(
-        tracer,
-        Duration::from_secs(5),
-        c,
-        s,
-        "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
-    );
+    wait_end(tracer, 5, c, s, "sock_diag/timewait FIN_WAIT2->TIME_WAIT");
 }

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use crate::states::*;
-pub use crate::{Accepted, Netns, Peer, Trace, Tracer};
+pub use crate::{Accepted, Netns, Peer, Socket, Trace, Tracer};
 
 /// The port the scenarios' servers listen on (each test has its own namespace).
 pub const PORT: u16 = 10050;
@@ -162,6 +162,78 @@ pub fn client_closes_first(server: &mut Peer, client: &mut Peer) {
     client.close();
     server.expect_reply("wait-eof", "eof 0");
     server.close();
+}
+
+/// Two clients of one server on [`LOOPBACK`], one connection closed by each
+/// side: the server closes the second (its current one), the first client
+/// closes its own; then the server closes its listener.
+pub struct TwoClients {
+    pub server: Peer,
+    pub first: Peer,
+    pub first_conn: Accepted,
+    pub second: Peer,
+    pub second_conn: Accepted,
+}
+
+impl TwoClients {
+    pub fn run(ns: &Netns) -> TwoClients {
+        let mut server = Peer::server(ns, LOOPBACK);
+        let mut first = Peer::client(ns, LOOPBACK);
+        let first_conn = server.accept();
+        let mut second = Peer::client(ns, LOOPBACK);
+        let second_conn = server.accept();
+        server.close();
+        second.expect_reply("wait-eof", "eof 0");
+        second.close();
+        client_closes_first(&mut server, &mut first);
+        server.expect_reply("close-listener", "listener-closed");
+        TwoClients {
+            server,
+            first,
+            first_conn,
+            second,
+            second_conn,
+        }
+    }
+
+    /// Asserts the paths of the five sockets (both ends of both
+    /// connections, the listener) and returns them with their owners' pids.
+    pub fn assert_paths(&self, t: &Trace) -> Vec<(&'static str, Socket, u32)> {
+        let server = self.server.pid;
+        let ends = [
+            (
+                "first client end",
+                t.client_end(&self.first),
+                self.first.pid,
+                paths::ACTIVE_CLOSER,
+            ),
+            (
+                "second client end",
+                t.client_end(&self.second),
+                self.second.pid,
+                paths::PASSIVE_CLOSER,
+            ),
+            (
+                "first server end",
+                t.server_end(&self.first_conn),
+                server,
+                paths::PASSIVE_CLOSER_SERVER,
+            ),
+            (
+                "second server end",
+                t.server_end(&self.second_conn),
+                server,
+                paths::ACTIVE_CLOSER_SERVER,
+            ),
+            ("listener", t.listener(PORT), server, paths::LISTENER),
+        ];
+        ends.into_iter()
+            .map(|(what, socket, pid, path)| {
+                t.assert_path(what, &socket, path);
+                (what, socket, pid)
+            })
+            .collect()
+    }
 }
 
 /// One end of the connection.

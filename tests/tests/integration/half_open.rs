@@ -15,8 +15,6 @@
 //! socket, and resends its ACK whenever the server resends its SYN-ACK
 //! (after 1 s, then 2 s more, ...).
 
-use std::time::Duration;
-
 use tcpstate_tests::beyond::*;
 
 const HALF_OPEN: &str = "synack_tracepoint/half-open LISTEN->SYN_RECV";
@@ -37,7 +35,7 @@ fn lost_final_ack_shows_half_open_until_completion() {
 
     // Half-open: the client thinks it is connected, the server has only a
     // request socket, and tcpstate says so.
-    wait_end(&tracer, Duration::from_secs(5), s, c, HALF_OPEN);
+    wait_end(&tracer, 5, s, c, HALF_OPEN);
     assert_eq!(ss_state(&ns, s, c).as_deref(), Some("SYN-RECV"));
     assert_eq!(ss_state(&ns, c, s).as_deref(), Some("ESTAB"));
     let mid = tracer.snapshot();
@@ -114,11 +112,11 @@ fn half_open_that_never_completes_expires() {
     let mut client = Peer::client(&ns, "127.0.0.1:10050");
     let (c, s) = (client.local, server_side(&client));
 
-    wait_end(&tracer, Duration::from_secs(5), s, c, HALF_OPEN);
+    wait_end(&tracer, 5, s, c, HALF_OPEN);
     assert_eq!(ss_state(&ns, s, c).as_deref(), Some("SYN-RECV"));
     wait_end(
         &tracer,
-        Duration::from_secs(8),
+        8,
         s,
         c,
         "sock_diag/half-open-expired SYN_RECV->CLOSE",

@@ -3,7 +3,6 @@
 //! run in softirq context (pid 0, swapper) or in the *peer* process;
 //! `cpu_pid`/`cpu_comm` report that task and may differ.
 
-use tcpstate_tests::Socket;
 use tcpstate_tests::scenario::*;
 
 fn assert_owner(t: &Trace, what: &str, socket: &Socket, pid: u32) {
@@ -87,58 +86,13 @@ fn every_transition_names_the_owning_process() {
 /// its own process, and both accepted sockets name the server.
 #[test]
 fn each_client_process_owns_its_socket() {
-    let Connected {
-        mut tracer,
-        mut server,
-        client: mut first,
-        conn: first_conn,
-        ns,
-        ..
-    } = Connected::loopback(&[]);
-    let mut second = Peer::client(&ns, LOOPBACK);
-    let second_conn = server.accept();
-
-    // The server closes the second connection, the first client closes its own.
-    server.close();
-    second.expect_reply("wait-eof", "eof 0");
-    second.close();
-    first.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    server.expect_reply("close-listener", "listener-closed");
-
+    let ns = Netns::new();
+    let mut tracer = Tracer::start(&ns, &[]);
+    let two = TwoClients::run(&ns);
     tracer.wait_for_closes(5);
     let t = tracer.stop();
     t.assert_socket_count(5);
-    let ends = [
-        (
-            "first client end",
-            t.client_end(&first),
-            first.pid,
-            paths::ACTIVE_CLOSER,
-        ),
-        (
-            "second client end",
-            t.client_end(&second),
-            second.pid,
-            paths::PASSIVE_CLOSER,
-        ),
-        (
-            "first server end",
-            t.server_end(&first_conn),
-            server.pid,
-            paths::PASSIVE_CLOSER_SERVER,
-        ),
-        (
-            "second server end",
-            t.server_end(&second_conn),
-            server.pid,
-            paths::ACTIVE_CLOSER_SERVER,
-        ),
-        ("listener", t.listener(PORT), server.pid, paths::LISTENER),
-    ];
-    for (what, socket, pid, path) in &ends {
-        t.assert_path(what, socket, path);
+    for (what, socket, pid) in &two.assert_paths(&t) {
         assert_owner(&t, what, socket, *pid);
     }
 }

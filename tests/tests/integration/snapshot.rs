@@ -189,7 +189,7 @@ fn snapshot_lists_a_half_open_connection_and_follows_it() {
     let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     wait_end(
         &tracer,
-        Duration::from_secs(8),
+        8,
         s,
         c,
         "sock_diag/half-open-expired SYN_RECV->CLOSE",

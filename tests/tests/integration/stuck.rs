@@ -28,27 +28,15 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
         "nothing is stuck yet\n{}",
         early.dump_all()
     );
-    wait_end(
-        &w.tracer,
-        Duration::from_secs(5),
-        s,
-        c,
-        "tracker/stuck is CLOSE_WAIT",
-    );
-    wait_end(
-        &w.tracer,
-        Duration::from_secs(5),
-        c,
-        s,
-        "tracker/stuck is FIN_WAIT2",
-    );
+    wait_end(&w.tracer, 5, s, c, "tracker/stuck is CLOSE_WAIT");
+    wait_end(&w.tracer, 5, c, s, "tracker/stuck is FIN_WAIT2");
     assert_eq!(ss_state(&w.ns, s, c).as_deref(), Some("CLOSE-WAIT"));
     // Flagged once: nothing more while they stay stuck.
     thread::sleep(Duration::from_millis(2500));
     w.server.close();
     wait_end(
         &w.tracer,
-        Duration::from_secs(5),
+        5,
         c,
         s,
         "sock_diag/timewait FIN_WAIT2->TIME_WAIT",

@@ -13,8 +13,6 @@
 //! `slow_time_wait_expires_after_60s` (TCP_TIMEWAIT_LEN is not tunable). It
 //! runs in parallel with the others.
 
-use std::time::Duration;
-
 use tcpstate_tests::beyond::*;
 
 /// The seed article's server Ctrl-C: the killed server's socket goes
@@ -28,13 +26,7 @@ fn seed_sigint_server_orphan_in_fin_wait2_then_time_wait() {
     let (s, c) = (w.s, w.c);
 
     w.server.sigint();
-    wait_end(
-        &w.tracer,
-        Duration::from_secs(5),
-        s,
-        c,
-        "tracker/timewait-socket is FIN_WAIT2",
-    );
+    wait_end(&w.tracer, 5, s, c, "tracker/timewait-socket is FIN_WAIT2");
     w.tracer.wait_for(c.port(), PORT, ESTABLISHED, CLOSE_WAIT);
     // What netstat shows meanwhile.
     assert_eq!(ss_state(&w.ns, s, c).as_deref(), Some("FIN-WAIT-2"));
@@ -43,7 +35,7 @@ fn seed_sigint_server_orphan_in_fin_wait2_then_time_wait() {
     w.client.close();
     wait_end(
         &w.tracer,
-        Duration::from_secs(5),
+        5,
         s,
         c,
         "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
@@ -86,7 +78,7 @@ fn seed_sigint_server_orphan_expires_after_fin_timeout() {
     w.server.sigint();
     wait_end(
         &w.tracer,
-        Duration::from_secs(5),
+        5,
         s,
         c,
         "sock_diag/timewait-expired FIN_WAIT2->CLOSE",
@@ -202,17 +194,11 @@ fn slow_time_wait_expires_after_60s() {
     let (s, c) = (w.s, w.c);
 
     client_shuts_down_then_both_close(&mut w);
-    wait_end(
-        &w.tracer,
-        Duration::from_secs(5),
-        c,
-        s,
-        "tracker/timewait-socket is TIME_WAIT",
-    );
+    wait_end(&w.tracer, 5, c, s, "tracker/timewait-socket is TIME_WAIT");
     assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
     wait_end(
         &w.tracer,
-        Duration::from_secs(80),
+        80,
         c,
         s,
         "sock_diag/timewait-expired TIME_WAIT->CLOSE",
@@ -254,16 +240,10 @@ fn simultaneous_close_closing_to_time_wait() {
     let (s, c) = (w.s, w.c);
 
     w.fins_cross(Side::Server, "close");
+    wait_end(&w.tracer, 10, s, c, "tracker/timewait-socket is TIME_WAIT");
     wait_end(
         &w.tracer,
-        Duration::from_secs(10),
-        s,
-        c,
-        "tracker/timewait-socket is TIME_WAIT",
-    );
-    wait_end(
-        &w.tracer,
-        Duration::from_secs(5),
+        5,
         c,
         s,
         "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
