@@ -4,16 +4,25 @@
 use tcpstate_tests::scenario::*;
 use tcpstate_tests::states::*;
 
-/// close(2) with unread data in the receive queue sends a RST (RFC 2525).
+/// `closer` closes with 100 bytes it has not read (sent by the other end)
+/// in its receive queue: that sends a RST (RFC 2525); the other end reads
+/// the reset, then closes.
+fn close_with_unread_data(w: &mut Connected, closer: Side) {
+    let (closer, other) = match closer {
+        Side::Server => (&mut w.server, &mut w.client),
+        Side::Client => (&mut w.client, &mut w.server),
+    };
+    other.cmd("send 100");
+    closer.expect_reply("wait-unread 100", "unread 100");
+    closer.close();
+    other.expect_reply("wait-eof", "error wait-eof: ConnectionReset");
+    other.close();
+}
+
 #[test]
 fn server_close_with_unread_data_resets_both_ends() {
     let mut w = Connected::loopback(&[]);
-    w.client.cmd("send 100");
-    w.server.expect_reply("wait-unread 100", "unread 100");
-    w.server.close();
-    w.client
-        .expect_reply("wait-eof", "error wait-eof: ConnectionReset");
-    w.client.close();
+    close_with_unread_data(&mut w, Side::Server);
     let t = w.close_listener_and_stop(3);
     w.assert_paths(&t, paths::RESET, paths::RESET_SERVER);
 }
@@ -22,12 +31,7 @@ fn server_close_with_unread_data_resets_both_ends() {
 #[test]
 fn client_close_with_unread_data_resets_both_ends() {
     let mut w = Connected::loopback(&[]);
-    w.server.cmd("send 100");
-    w.client.expect_reply("wait-unread 100", "unread 100");
-    w.client.close();
-    w.server
-        .expect_reply("wait-eof", "error wait-eof: ConnectionReset");
-    w.server.close();
+    close_with_unread_data(&mut w, Side::Client);
     let t = w.close_listener_and_stop(3);
     w.assert_paths(&t, paths::RESET, paths::RESET_SERVER);
 }

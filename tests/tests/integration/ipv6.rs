@@ -111,15 +111,16 @@ fn one_connection_per_family(ns: &Netns) -> Vec<(Peer, Accepted)> {
     done
 }
 
-#[test]
-fn family_filter_ipv4_only() {
+/// With `flag` (`-4` or `-6`), of one connection per family only the one
+/// of `family` is shown, in full.
+fn assert_family_filter(flag: &str, family: &str) {
     let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["-4"]);
+    let mut tracer = Tracer::start(&ns, &[flag]);
     let conns = one_connection_per_family(&ns);
     // Both connections are over; stop() drains whatever is still pending.
     tracer.wait_for_closes(3);
     let t = tracer.stop();
-    let (client, conn) = &conns[0];
+    let (client, conn) = &conns[usize::from(family == "ipv6")];
     t.assert_connection(
         client,
         paths::ACTIVE_CLOSER,
@@ -127,29 +128,18 @@ fn family_filter_ipv4_only() {
         paths::PASSIVE_CLOSER_SERVER,
     );
     assert!(
-        t.events.iter().all(|e| e.family == "ipv4"),
-        "-4 must show only IPv4 sockets\n{}",
+        t.events.iter().all(|e| e.family == family),
+        "{flag} must show only {family} sockets\n{}",
         t.dump()
     );
 }
 
 #[test]
+fn family_filter_ipv4_only() {
+    assert_family_filter("-4", "ipv4");
+}
+
+#[test]
 fn family_filter_ipv6_only() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["-6"]);
-    let conns = one_connection_per_family(&ns);
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
-    let (client, conn) = &conns[1];
-    t.assert_connection(
-        client,
-        paths::ACTIVE_CLOSER,
-        conn,
-        paths::PASSIVE_CLOSER_SERVER,
-    );
-    assert!(
-        t.events.iter().all(|e| e.family == "ipv6"),
-        "-6 must show only IPv6 sockets\n{}",
-        t.dump()
-    );
+    assert_family_filter("-6", "ipv6");
 }
