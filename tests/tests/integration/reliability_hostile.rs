@@ -210,7 +210,10 @@ fn hostile_process_names_never_reach_the_output_raw() {
                     .iter()
                     .filter(|c| !NAMES.iter().any(|(_, shown)| c == shown))
                     .collect();
-                assert!(odd.is_empty(), "json: unexpected comm values {odd:?}");
+                assert!(
+                    odd.is_empty(),
+                    "json: unexpected comm values {odd:?}\n{text}"
+                );
                 for (raw, shown) in NAMES {
                     let n = seen.iter().filter(|c| c == shown).count();
                     assert!(
@@ -251,14 +254,20 @@ fn hostile_process_names_never_reach_the_output_raw() {
             }
             _ => {
                 // One header line, then one line per event: transitions
-                // (`OLD -> NEW`) and the state rows of other sources (`is
-                // TIME_WAIT`: each connection's timewait socket). A newline
-                // in a name must not split an event's line.
+                // (`OLD -> NEW`) and the state rows of other sources (each
+                // connection's timewait socket: `is TIME_WAIT`, or `is
+                // FIN_WAIT2` when the client's FIN was acked before the
+                // server's FIN came). A newline in a name must not split an
+                // event's line.
                 let lines: Vec<&str> = text.lines().collect();
                 let events: Vec<&&str> = lines
                     .iter()
                     .skip(1)
-                    .filter(|l| l.contains(" -> ") || l.contains(" is TIME_WAIT "))
+                    .filter(|l| {
+                        l.contains(" -> ")
+                            || l.contains(" is TIME_WAIT ")
+                            || l.contains(" is FIN_WAIT2 ")
+                    })
                     .collect();
                 let transitions = events.iter().filter(|l| l.contains(" -> ")).count();
                 assert!(
