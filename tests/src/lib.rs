@@ -1,7 +1,9 @@
 //! End-to-end test harness for tcpstate.
 //!
-//! Every test builds its own world:
-//! - a [`Netns`]: a fresh network namespace with only `lo` up, removed on drop;
+//! The tests are one binary, `tests/tests/integration/` (a module per
+//! scenario family, run in parallel threads). Every test builds its own world:
+//! - a [`Netns`]: a fresh network namespace with only `lo` up, removed when
+//!   the last of its holders (the test, its peers and tracer) goes;
 //! - a [`Tracer`]: the real `tcpstate --json --netns /run/netns/<name>` binary,
 //!   started before any traffic and stopped with SIGINT once the scenario is over;
 //! - [`Peer`]s: `tcppeer` processes (see `src/bin/tcppeer.rs`) run inside the
@@ -9,7 +11,15 @@
 //!
 //! The [`Trace`] that [`Tracer::stop`] returns groups the events per socket
 //! ([`Socket`]) and compares whole transition sequences, printing every event
-//! seen when an expectation fails.
+//! seen when an expectation fails. Besides the tracepoint's transitions it
+//! keeps the rows of other sources: transitions too (`half-open`,
+//! `timewait`, ...) or state rows (`kind: "state"`: `snapshot`,
+//! `timewait-socket`, `stuck`), which say which state a socket is in.
+//!
+//! [`scenario`] holds the openings and endings the scenarios share (a
+//! connected client and server under a tracer, closing the listener),
+//! [`beyond`] the helpers for rows beyond the tracepoint, [`reliability`]
+//! those for running the tracer as a process (errors, BPF objects, load).
 //!
 //! [`user`] runs the tracer the way users do instead: `tcpstate --port P` in
 //! the root namespace, text output, started after the servers
@@ -67,6 +77,16 @@ pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The line tcpstate prints on stderr once it is attached.
 pub const READY_LINE: &str = "Tracing TCP state changes";
+
+/// Held for their whole run by the tests that load the machine (connection
+/// storms, the soak, a stalled consumer, the comparison with another tool),
+/// so that no two of them overlap in the one test binary: each counts every
+/// event and loss, or waits for every expiry, on 2 CPUs and a tracepoint it
+/// shares only with light tests, as when the families were separate binaries.
+pub fn exclusive_load() -> std::sync::MutexGuard<'static, ()> {
+    static LOAD: Mutex<()> = Mutex::new(());
+    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The tcpstate binary under test: `$TCPSTATE_BIN`, else the workspace's release build.
 pub fn tracer_bin() -> PathBuf {

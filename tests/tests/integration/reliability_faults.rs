@@ -358,6 +358,7 @@ fn peak_rss_during<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
 /// the losses.
 #[test]
 fn stalled_consumer_counts_losses_and_bounds_memory() {
+    let _load = tcpstate_tests::exclusive_load(); // every event accounted for
     let ns = Netns::new();
     tune_for_churn(&ns);
     let netns = ns.path().to_string_lossy().into_owned();

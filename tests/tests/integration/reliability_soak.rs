@@ -50,6 +50,7 @@ fn is_hash(map_type: u32) -> bool {
 
 #[test]
 fn soak_keeps_memory_and_maps_flat() {
+    let _load = tcpstate_tests::exclusive_load(); // 200k connections, every event accounted for
     let total = soak_connections();
     let ns = Netns::new();
     tune_for_churn_with_timewait(&ns);
