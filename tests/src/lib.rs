@@ -19,7 +19,8 @@
 //! [`scenario`] holds the openings and endings the scenarios share (a
 //! connected client and server under a tracer, closing the listener),
 //! [`beyond`] the helpers for rows beyond the tracepoint, [`reliability`]
-//! those for running the tracer as a process (errors, BPF objects, load).
+//! those for running the tracer as a process (errors, BPF objects, load),
+//! [`fleet`] those for containers, images and Prometheus.
 //!
 //! [`user`] runs the tracer the way users do instead: `tcpstate --port P` in
 //! the root namespace, text output, started after the servers
@@ -64,6 +65,7 @@ pub mod states {
 use states::*;
 
 pub mod beyond;
+pub mod fleet;
 pub mod reliability;
 pub mod scenario;
 pub mod user;
@@ -288,7 +290,9 @@ fn remove_stale_namespaces() {
 
 /// A running `tcppeer` process inside a namespace.
 pub struct Peer {
-    _ns: Netns,
+    /// The namespace it runs in, kept while it runs (none for a peer in a
+    /// container).
+    ns: Option<Netns>,
     label: String,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -366,7 +370,9 @@ impl Peer {
     fn spawn(ns: &Netns, role: &str, addr: &str) -> Peer {
         let mut cmd = ns.command(tcppeer_bin());
         cmd.args([role, addr]);
-        Peer::spawn_command(cmd, format!("{role} {addr}"))
+        let mut p = Peer::spawn_command(cmd, format!("{role} {addr}"));
+        p.ns = Some(ns.clone());
+        p
     }
 
     /// Starts a `tcppeer server ADDR` that `cmd` runs (e.g. `podman run -i
@@ -401,7 +407,7 @@ impl Peer {
         let lines = line_channel(child.stdout.take().expect("piped stdout"));
         let stderr = collect(child.stderr.take().expect("piped stderr"));
         let mut p = Peer {
-            _ns: ns.clone(),
+            ns: None,
             label,
             child,
             stdin,

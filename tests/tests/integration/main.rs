@@ -5,6 +5,7 @@
 mod abortive;
 mod as_users_run_it;
 mod closing;
+mod fleet;
 mod half_open;
 mod ipv6;
 mod netns;
