@@ -586,7 +586,7 @@ fn line_channel(r: impl Read + Send + 'static) -> Receiver<String> {
 }
 
 /// Accumulates everything `r` says into a shared string.
-fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub(crate) fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
     thread::spawn(move || {
