@@ -23,3 +23,4 @@ mod snapshot;
 mod stuck;
 mod time_in_state;
 mod timewait;
+mod why;
