@@ -40,10 +40,12 @@ pub const PASSIVE_CLOSE: &[&str] = &[
     "tracepoint LAST_ACK->CLOSE",
 ];
 /// The timewait socket of an orphan (closed before the peer's FIN came),
-/// then the peer's FIN arriving.
+/// then the peer's FIN arriving. The peer is local (loopback): its
+/// LAST_ACK->CLOSE says the orphan acked its FIN, so the tracker moves the
+/// orphan to TIME_WAIT at once, without waiting for a dump.
 pub const ORPHAN_THEN_TIME_WAIT: &[&str] = &[
     "tracker/timewait-socket is FIN_WAIT2",
-    "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
+    "tracker/timewait FIN_WAIT2->TIME_WAIT",
 ];
 
 /// The rows of `parts`, one after the other.
@@ -211,5 +213,5 @@ pub fn client_closes_first_to_time_wait(tracer: &Tracer, server: &mut Peer, clie
     server.expect_reply("wait-eof", "eof 0");
     tracer.wait_for(c.port(), s.port(), FIN_WAIT2, CLOSE);
     server.close();
-    wait_end(tracer, 5, c, s, "sock_diag/timewait FIN_WAIT2->TIME_WAIT");
+    wait_end(tracer, 5, c, s, ORPHAN_THEN_TIME_WAIT[1]);
 }

@@ -34,13 +34,7 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
     // Flagged once: nothing more while they stay stuck.
     thread::sleep(Duration::from_millis(2500));
     w.server.close();
-    wait_end(
-        &w.tracer,
-        5,
-        c,
-        s,
-        "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
-    );
+    wait_end(&w.tracer, 5, c, s, "tracker/timewait FIN_WAIT2->TIME_WAIT");
     let t = w.tracer.stop();
 
     let srv = assert_end(
@@ -75,7 +69,7 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
             &[
                 "tracker/timewait-socket is FIN_WAIT2",
                 "tracker/stuck is FIN_WAIT2",
-                "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
+                "tracker/timewait FIN_WAIT2->TIME_WAIT",
             ],
         ]),
     );
