@@ -1,7 +1,9 @@
 //! End-to-end test harness for tcpstate.
 //!
-//! Every test builds its own world:
-//! - a [`Netns`]: a fresh network namespace with only `lo` up, removed on drop;
+//! The tests are one binary, `tests/tests/integration/` (a module per
+//! scenario family, run in parallel threads). Every test builds its own world:
+//! - a [`Netns`]: a fresh network namespace with only `lo` up, removed when
+//!   the last of its holders (the test, its peers and tracer) goes;
 //! - a [`Tracer`]: the real `tcpstate --json --netns /run/netns/<name>` binary,
 //!   started before any traffic and stopped with SIGINT once the scenario is over;
 //! - [`Peer`]s: `tcppeer` processes (see `src/bin/tcppeer.rs`) run inside the
@@ -9,11 +11,20 @@
 //!
 //! The [`Trace`] that [`Tracer::stop`] returns groups the events per socket
 //! ([`Socket`]) and compares whole transition sequences, printing every event
-//! seen when an expectation fails.
+//! seen when an expectation fails. Besides the tracepoint's transitions it
+//! keeps the rows of other sources: transitions too (`half-open`,
+//! `timewait`, ...) or state rows (`kind: "state"`: `snapshot`,
+//! `timewait-socket`, `stuck`), which say which state a socket is in.
+//!
+//! [`scenario`] holds the openings and endings the scenarios share (a
+//! connected client and server under a tracer, closing the listener),
+//! [`beyond`] the helpers for rows beyond the tracepoint, [`reliability`]
+//! those for running the tracer as a process (errors, BPF objects, load),
+//! [`fleet`] those for containers, images and Prometheus.
 //!
 //! [`user`] runs the tracer the way users do instead: `tcpstate --port P` in
 //! the root namespace, text output, started after the servers
-//! (`tests/tests/as_users_run_it.rs`).
+//! (`tests/tests/integration/as_users_run_it.rs`).
 //!
 //! Harness functions panic with a full explanation instead of returning errors:
 //! the tests read as specifications and a failure says what went wrong.
@@ -53,6 +64,10 @@ pub mod states {
 }
 use states::*;
 
+pub mod beyond;
+pub mod fleet;
+pub mod reliability;
+pub mod scenario;
 pub mod user;
 
 /// How long the tracer may take to attach (it loads and verifies BPF programs,
@@ -64,6 +79,16 @@ pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The line tcpstate prints on stderr once it is attached.
 pub const READY_LINE: &str = "Tracing TCP state changes";
+
+/// Held for their whole run by the tests that load the machine (connection
+/// storms, the soak, a stalled consumer, the comparison with another tool),
+/// so that no two of them overlap in the one test binary: each counts every
+/// event and loss, or waits for every expiry, on 2 CPUs and a tracepoint it
+/// shares only with light tests, as when the families were separate binaries.
+pub fn exclusive_load() -> std::sync::MutexGuard<'static, ()> {
+    static LOAD: Mutex<()> = Mutex::new(());
+    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The tcpstate binary under test: `$TCPSTATE_BIN`, else the workspace's release build.
 pub fn tracer_bin() -> PathBuf {
@@ -110,8 +135,15 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
 // Network namespaces
 // ---------------------------------------------------------------------------
 
-/// A private network namespace `tcpst-<pid>-<n>` with `lo` up; deleted on drop.
+/// A private network namespace `tcpst-<pid>-<n>` with `lo` up. Clones share
+/// it; it is deleted when the last clone goes, and the [`Peer`]s and
+/// [`Tracer`]s started in it hold one, so it outlives everything in it.
+#[derive(Clone)]
 pub struct Netns {
+    inner: Arc<NetnsName>,
+}
+
+struct NetnsName {
     name: String,
 }
 
@@ -125,22 +157,24 @@ impl Netns {
         let name = format!("tcpst-{}-{n}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name]), None)
             .unwrap_or_else(|e| panic!("cannot create network namespace {name}: {e:#}"));
-        let ns = Netns { name };
+        let ns = Netns {
+            inner: Arc::new(NetnsName { name }),
+        };
         run(
-            Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]),
+            Command::new("ip").args(["-n", ns.name(), "link", "set", "lo", "up"]),
             None,
         )
-        .unwrap_or_else(|e| panic!("cannot bring lo up in {}: {e:#}", ns.name));
+        .unwrap_or_else(|e| panic!("cannot bring lo up in {}: {e:#}", ns.name()));
         ns
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
     /// `/run/netns/<name>`, what `tcpstate --netns` takes.
     pub fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
+        Path::new("/run/netns").join(self.name())
     }
 
     /// The namespace's inode number, what tcpstate reports as `netns`.
@@ -153,7 +187,7 @@ impl Netns {
     /// A command that runs `program args...` inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd.args(["netns", "exec", self.name()]).arg(program);
         cmd
     }
 
@@ -176,6 +210,46 @@ impl Netns {
     pub fn ss(&self) -> String {
         self.exec(&["ss", "-tanH"])
     }
+
+    /// Drops every FIN matching `selector` (`tcp sport 10050`, ...) on input,
+    /// until [`Netns::lift_fin_gate`].
+    pub fn drop_fins(&self, selector: &str) {
+        self.nft(&format!(
+            "table inet tcpst_gate {{
+                chain input {{
+                    type filter hook input priority 0; policy accept;
+                    {selector} tcp flags & fin == fin counter drop
+                }}
+            }}"
+        ));
+    }
+
+    /// Lets FINs through again.
+    pub fn lift_fin_gate(&self) {
+        self.nft("delete table inet tcpst_gate");
+    }
+
+    /// Drops the pure ACKs (and data segments) matching `selector` on input
+    /// (`tcp dport 10050`, ...): all of them, or with `first` only the first
+    /// that many (a client's final handshake ACK and its repetitions).
+    pub fn drop_acks(&self, selector: &str, first: Option<u32>) {
+        let limit = first.map_or(String::new(), |n| {
+            format!("limit rate 1/hour burst {n} packets ")
+        });
+        self.nft(&format!(
+            "table inet tcpst_ack {{
+                chain input {{
+                    type filter hook input priority 0; policy accept;
+                    {selector} tcp flags & (syn|ack|fin|rst) == ack {limit}counter drop
+                }}
+            }}"
+        ));
+    }
+
+    /// Sets a per-namespace sysctl, e.g. `net.ipv4.tcp_fin_timeout=1`.
+    pub fn sysctl(&self, setting: &str) {
+        self.exec(&["sysctl", "-qw", setting]);
+    }
 }
 
 impl Default for Netns {
@@ -184,7 +258,7 @@ impl Default for Netns {
     }
 }
 
-impl Drop for Netns {
+impl Drop for NetnsName {
     fn drop(&mut self) {
         let _ = run(Command::new("ip").args(["netns", "del", &self.name]), None);
     }
@@ -216,6 +290,9 @@ fn remove_stale_namespaces() {
 
 /// A running `tcppeer` process inside a namespace.
 pub struct Peer {
+    /// The namespace it runs in, kept while it runs (none for a peer in a
+    /// container).
+    ns: Option<Netns>,
     label: String,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -293,7 +370,9 @@ impl Peer {
     fn spawn(ns: &Netns, role: &str, addr: &str) -> Peer {
         let mut cmd = ns.command(tcppeer_bin());
         cmd.args([role, addr]);
-        Peer::spawn_command(cmd, format!("{role} {addr}"))
+        let mut p = Peer::spawn_command(cmd, format!("{role} {addr}"));
+        p.ns = Some(ns.clone());
+        p
     }
 
     /// Starts a `tcppeer server ADDR` that `cmd` runs (e.g. `podman run -i
@@ -328,6 +407,7 @@ impl Peer {
         let lines = line_channel(child.stdout.take().expect("piped stdout"));
         let stderr = collect(child.stderr.take().expect("piped stderr"));
         let mut p = Peer {
+            ns: None,
             label,
             child,
             stdin,
@@ -506,7 +586,7 @@ fn line_channel(r: impl Read + Send + 'static) -> Receiver<String> {
 }
 
 /// Accumulates everything `r` says into a shared string.
-fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub(crate) fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
     thread::spawn(move || {
@@ -549,7 +629,11 @@ pub struct Event {
     /// What a non-tracepoint event means (`half-open`, `timewait`, ...).
     #[serde(default)]
     pub note: Option<String>,
-    /// `synack-retransmit` events: the count so far.
+    /// `transition` (a state change) or `state` (a row that says which state
+    /// a socket is in: `snapshot`, `timewait-socket`, `stuck`).
+    pub kind: String,
+    /// SYN-ACK retransmits: on a `half-open` row, its expiry, and a lingering
+    /// connection's SYN_RECV->ESTABLISHED (absent when there were none).
     #[serde(default)]
     pub retransmits: Option<u32>,
     /// `stuck` events: how long the socket has been in its state.
@@ -563,7 +647,7 @@ pub struct Event {
 /// Keys every tracepoint event must carry (nullable ones included).
 const EVENT_KEYS: &[&str] = &[
     "schema", "time", "time_ns", "source", "skaddr", "netns", "family", "pid", "comm", "cpu_pid",
-    "cpu_comm", "laddr", "lport", "raddr", "rport", "oldstate", "newstate", "ms",
+    "cpu_comm", "laddr", "lport", "raddr", "rport", "oldstate", "newstate", "ms", "kind",
 ];
 
 impl Event {
@@ -583,11 +667,24 @@ impl Event {
         format!("{}->{}", self.oldstate, self.newstate)
     }
 
-    /// `source[/note] OLD->NEW`, e.g. `sock_ops/half-open LISTEN->SYN_RECV`.
+    /// Whether this row says which state a socket is in rather than a change
+    /// of state (`kind: "state"`; then `oldstate == newstate`).
+    pub fn is_state_row(&self) -> bool {
+        self.kind == "state"
+    }
+
+    /// `source[/note] OLD->NEW` for a transition, e.g.
+    /// `synack_tracepoint/half-open LISTEN->SYN_RECV`; `source/note is STATE`
+    /// for a state row, e.g. `tracker/timewait-socket is FIN_WAIT2`.
     pub fn labelled(&self) -> String {
+        let what = if self.is_state_row() {
+            format!("is {}", self.newstate)
+        } else {
+            self.transition()
+        };
         match &self.note {
-            Some(n) => format!("{}/{n} {}", self.source, self.transition()),
-            None => format!("{} {}", self.source, self.transition()),
+            Some(n) => format!("{}/{n} {what}", self.source),
+            None => format!("{} {what}", self.source),
         }
     }
 
@@ -598,8 +695,13 @@ impl Event {
             (p, c) => format!("{p:?}/{c:?}"),
         };
         let ms = self.ms.map_or("null".to_string(), |m| format!("{m:.3}"));
+        let what = if self.is_state_row() {
+            format!("is {}", self.newstate)
+        } else {
+            self.transition()
+        };
         format!(
-            "{:>20} {:<24} {:<22} {}:{} -> {}:{}  {} ms={ms}",
+            "{:>20} {:<24} {:<22} {}:{} -> {}:{}  {what} ms={ms}",
             self.time_ns,
             format!("pid {owner}"),
             format!("cpu {}/{}", self.cpu_pid, self.cpu_comm),
@@ -607,7 +709,6 @@ impl Event {
             self.lport,
             self.raddr,
             self.rport,
-            self.transition()
         )
     }
 }
@@ -665,6 +766,7 @@ struct Output {
 
 /// A running `tcpstate --json --netns <ns>` collecting its events.
 pub struct Tracer {
+    _ns: Netns,
     child: Child,
     args: Vec<String>,
     output: Arc<Mutex<Output>>,
@@ -717,6 +819,7 @@ impl Tracer {
         let stderr = collect(child.stderr.take().expect("piped stderr"));
 
         let mut tracer = Tracer {
+            _ns: ns.clone(),
             child,
             args,
             output,
@@ -810,7 +913,7 @@ impl Tracer {
 
     /// Stops the tracer with SIGINT (it drains what is pending and exits 0)
     /// and returns everything it printed.
-    pub fn stop(mut self) -> Trace {
+    pub fn stop(&mut self) -> Trace {
         signal(self.child.id(), libc::SIGINT);
         let deadline = Instant::now() + EVENT_TIMEOUT;
         let status = loop {
@@ -833,7 +936,7 @@ impl Tracer {
         thread::sleep(Duration::from_millis(20)); // let the stderr reader finish
         let trace = self.snapshot();
         if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
-            eprintln!("{}", trace.dump());
+            eprintln!("{}", trace.dump_all());
         }
         assert!(
             status.success(),
@@ -924,8 +1027,8 @@ pub struct Trace {
     pub events: Vec<Event>,
     /// Raw lines of other sources (ignored by these tests).
     pub other_sources: Vec<String>,
-    /// Events of every source (tracepoint, sock_ops, sock_diag, tracker, ...),
-    /// in output order.
+    /// Events of every source (tracepoint, synack_tracepoint, sock_diag,
+    /// tracker), transitions and state rows, in output order.
     pub all: Vec<Event>,
     pub bad_lines: Vec<String>,
     pub stderr: String,
@@ -1022,10 +1125,13 @@ impl Trace {
         );
     }
 
-    /// Checks what must hold of every event whatever the scenario: schema 1,
-    /// the test's namespace, a known family and state names, a chain of
-    /// transitions per socket in time order, and `ms` null exactly on a
-    /// socket's first event and a finite non-negative number after it.
+    /// Checks what must hold of every event whatever the scenario: a state
+    /// row (`kind: "state"`, never from the tracepoint) has oldstate ==
+    /// newstate and a transition has not, each source with its own notes;
+    /// schema 1, the test's namespace, a known family and state names, a
+    /// chain of transitions per socket in time order, and `ms` null exactly on
+    /// a socket's first event (but a folded half-open child's
+    /// SYN_RECV->ESTABLISHED) and a finite non-negative number after it.
     pub fn assert_invariants(&self) {
         let known = [
             CLOSE,
@@ -1042,6 +1148,40 @@ impl Trace {
             NEW_SYN_RECV,
         ];
         let mut problems = Vec::new();
+        for e in &self.all {
+            let state_row = match e.kind.as_str() {
+                "state" => true,
+                "transition" => false,
+                other => {
+                    problems.push(format!("kind {other:?}: {}", e.row()));
+                    continue;
+                }
+            };
+            if state_row != (e.oldstate == e.newstate) {
+                problems.push(format!(
+                    "a state row has oldstate == newstate, a transition does not: {}",
+                    e.labelled()
+                ));
+            }
+            if state_row && e.source == "tracepoint" {
+                problems.push(format!("the tracepoint printed a state row: {}", e.row()));
+            }
+            let notes: &[&str] = if state_row {
+                &["snapshot", "timewait-socket", "stuck"]
+            } else {
+                &[
+                    "half-open",
+                    "half-open-expired",
+                    "timewait",
+                    "timewait-expired",
+                ]
+            };
+            match &e.note {
+                None if e.source == "tracepoint" => {}
+                Some(n) if e.source != "tracepoint" && notes.contains(&n.as_str()) => {}
+                _ => problems.push(format!("unexpected source/note: {}", e.labelled())),
+            }
+        }
         for e in &self.events {
             if e.schema != 1 {
                 problems.push(format!("schema {} in {}", e.schema, e.row()));
@@ -1068,7 +1208,11 @@ impl Trace {
         }
         for s in self.sockets() {
             for (i, e) in s.events.iter().enumerate() {
-                if i == 0 {
+                // A lingering half-open connection's child: its LISTEN->SYN_RECV
+                // is folded into the `half-open` row, its SYN_RECV->ESTABLISHED
+                // counts from the first SYN-ACK.
+                let folded = e.oldstate == SYN_RECV && e.retransmits.is_some_and(|n| n > 0);
+                if i == 0 && !folded {
                     if e.ms.is_some() {
                         problems.push(format!(
                             "ms should be null on socket {}'s first event: {}",
@@ -1078,7 +1222,6 @@ impl Trace {
                     }
                     continue;
                 }
-                let prev = &s.events[i - 1];
                 match e.ms {
                     Some(ms) if ms.is_finite() && ms >= 0.0 => {}
                     other => problems.push(format!(
@@ -1086,6 +1229,9 @@ impl Trace {
                         e.row()
                     )),
                 }
+                let Some(prev) = i.checked_sub(1).map(|p| &s.events[p]) else {
+                    continue;
+                };
                 if prev.newstate != e.oldstate {
                     problems.push(format!(
                         "socket {} goes to {} then leaves {}",

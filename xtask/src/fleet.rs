@@ -1,5 +1,5 @@
 //! Setup of the fleet parts (issue 12): what `cargo xtask image`, `cargo xtask deb` and the
-//! fleet tests (`tests/tests/fleet.rs`) need, installed idempotently like the rest of setup.
+//! fleet tests (`tests/tests/integration/fleet.rs`) need, installed idempotently like the rest of setup.
 //!
 //! - Debian packages [`FLEET_PACKAGES`]: podman, buildah and runc (crun refuses this machine
 //!   kind's hybrid cgroup layout), Prometheus and promtool, python3-yaml and pip;

@@ -23,7 +23,7 @@ use crate::util::{self, run_captured, secs, step, which};
 
 /// Debian packages the integration tests use. The one place to add a test dependency.
 /// graphviz: `--diagram` also writes SVG when `dot` is there, and the tests check it.
-/// libbpf-tools: `tests/tests/as_users_run_it.rs` compares tcpstate's kernel rows with what
+/// libbpf-tools: `tests/tests/integration/as_users_run_it.rs` compares tcpstate's kernel rows with what
 /// its `tcpstates` records on the same traffic (the benchmark uses it too).
 pub const TEST_PACKAGES: &[&str] = &[
     "nftables",

@@ -1,7 +1,7 @@
 //! `cargo xtask soak [--connections N]`: the long version of the reliability soak (issue #6):
-//! setup, build the release binary, then run `tests/tests/reliability_soak.rs` with
+//! setup, build the release binary, then run `tests/tests/integration/reliability_soak.rs` with
 //! `TCPSTATE_SOAK_CONNECTIONS=N` (default 2 000 000; the test's own default, used by the
-//! normal test run in CI, is 200 000). It prints the RSS at 10 % and at the end, map occupancy
+//! normal test run in CI, is 200 000). It prints the RSS after the warm-up and at the end, map occupancy
 //! after the last close, and the event/loss accounting.
 
 use anyhow::Result;
@@ -26,8 +26,9 @@ pub fn run(opts: &Options) -> Result<()> {
                 "-p",
                 "tcpstate-tests",
                 "--test",
-                "reliability_soak",
+                "integration",
                 "--",
+                "reliability_soak::",
                 "--nocapture",
                 "--test-threads=1",
             ])

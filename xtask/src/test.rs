@@ -27,6 +27,16 @@ pub fn run(opts: &Options) -> Result<()> {
     let bin = build::build_user(&["--bins"])?;
     // The fleet tests install this package (a few seconds to make).
     let deb = crate::deb::package(&bin)?;
+    // The as-users-run-it storm drives the bench's load generator from
+    // target/release/loadgen, which `cargo test` does not build.
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tcpstate-bench",
+        "--bin",
+        "loadgen",
+    ]))?;
 
     // Run every phase even if one fails, so one CI run reports all problems.
     let mut failed = Vec::new();

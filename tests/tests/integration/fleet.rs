@@ -5,16 +5,14 @@
 //! kubernetes-validate and a .deb from `cargo xtask deb` (`cargo xtask test`
 //! provides them all).
 
-mod fleet_util;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use fleet_util::*;
 use serde_json::Value;
+use tcpstate_tests::fleet::*;
 use tcpstate_tests::{Peer, tcppeer_bin, tracer_bin};
 
 /// Connections each scenario makes (one `podman exec` each).

@@ -5,14 +5,12 @@
 //! and it writes nothing anywhere (only stdout and stderr). See
 //! docs/security.md.
 
-mod reliability_util;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use reliability_util::*;
+use tcpstate_tests::reliability::*;
 
 /// Makes sure tracefs is mounted (as `cargo xtask setup` does), so the
 /// runs below need no CAP_SYS_ADMIN.

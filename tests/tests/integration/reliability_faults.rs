@@ -10,8 +10,6 @@
 //! while it runs, and after it exits the kernel must no longer know any of
 //! them (BPF_*_GET_FD_BY_ID answers ENOENT).
 
-mod reliability_util;
-
 use std::io::{BufRead, BufReader};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -19,7 +17,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reliability_util::*;
+use tcpstate_tests::reliability::*;
 
 /// When the signal is sent, relative to the tracer's start.
 #[derive(Debug, Clone, Copy)]
@@ -360,6 +358,7 @@ fn peak_rss_during<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
 /// the losses.
 #[test]
 fn stalled_consumer_counts_losses_and_bounds_memory() {
+    let _load = tcpstate_tests::exclusive_load(); // every event accounted for
     let ns = Netns::new();
     tune_for_churn(&ns);
     let netns = ns.path().to_string_lossy().into_owned();

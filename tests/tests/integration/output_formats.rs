@@ -314,7 +314,13 @@ fn json_lines_of_real_traffic_have_the_documented_fields_and_types() {
             time.len() == 27 && time.ends_with('Z') && time.as_bytes()[19] == b'.',
             "{time}"
         );
+        // A state row says which state a socket is in (oldstate ==
+        // newstate); only other sources print them.
+        let state_row = v["kind"] == "state";
+        assert!(state_row || v["kind"] == "transition", "{line}");
+        assert_eq!(state_row, v["oldstate"] == v["newstate"], "{line}");
         if v["source"] == "tracepoint" {
+            assert!(!state_row, "{line}");
             assert_eq!(v["note"], Value::Null, "{line}");
             transitions.push(format!(
                 "{}->{}",
@@ -492,7 +498,7 @@ fn chrono_like_today() -> String {
 #[test]
 fn lifecycle_json_of_one_connection_and_its_listener() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--lifecycle"]);
+    let mut tracer = Tracer::start(&ns, &["--lifecycle"]);
     let (client, conn) = client_closes_first(&ns);
     tracer.wait_until("3 lifecycle records", |t| {
         records(t, "lifecycle").len() >= 3
@@ -547,7 +553,7 @@ fn lifecycle_json_of_one_connection_and_its_listener() {
 #[test]
 fn lifecycle_marks_who_closed_first_and_prints_unfinished_at_exit() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--lifecycle"]);
+    let mut tracer = Tracer::start(&ns, &["--lifecycle"]);
     let (a, b) = both_close_orders(&ns);
     // A third connection stays open until the tracer stops.
     let _server = Peer::server(&ns, "127.0.0.1:10051");
@@ -663,7 +669,7 @@ fn drop_server_fins(ns: &Netns) {
 #[test]
 fn trigger_prints_only_the_history_of_sockets_that_reach_closing() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--trigger", "CLOSING"]);
+    let mut tracer = Tracer::start(&ns, &["--trigger", "CLOSING"]);
     let mut server = Peer::server(&ns, ADDR);
     // A plain connection first: never reaches CLOSING, never printed.
     let mut plain = Peer::client(&ns, ADDR);
@@ -702,7 +708,7 @@ fn trigger_prints_only_the_history_of_sockets_that_reach_closing() {
 #[test]
 fn summary_replaces_event_lines_with_counts_and_histograms() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--summary"]);
+    let mut tracer = Tracer::start(&ns, &["--summary"]);
     both_close_orders(&ns);
     thread::sleep(Duration::from_millis(200));
     let t = tracer.stop();
@@ -818,7 +824,7 @@ fn diagram_of_both_close_orders() {
     let dot_path: PathBuf = dir.join("states.dot");
     let svg_path = dir.join("states.svg");
     let _ = std::fs::remove_file(&svg_path);
-    let tracer = Tracer::start(&ns, &["--diagram", dot_path.to_str().unwrap()]);
+    let mut tracer = Tracer::start(&ns, &["--diagram", dot_path.to_str().unwrap()]);
     both_close_orders(&ns);
     tracer.wait_for_closes(5);
     let t = tracer.stop();

@@ -754,6 +754,7 @@ fn hundred_connections_one_passive_open_each_and_no_false_expiry() {
 /// if one of the tools reported lost events.
 #[test]
 fn kernel_rows_equal_libbpf_tools_tcpstates() {
+    let _load = tcpstate_tests::exclusive_load(); // two tools, no loss
     const P: u16 = 23111;
     const ATTEMPTS: usize = 2;
     for attempt in 1..=ATTEMPTS {
@@ -828,6 +829,7 @@ fn compare_with_tcpstates(port: u16) -> Result<(), (String, bool)> {
 /// left unfollowed.
 #[test]
 fn a_storm_of_20000_connections_shows_every_time_wait_and_its_expiry() {
+    let _load = tcpstate_tests::exclusive_load(); // 20k connections, every expiry
     const N: usize = 20_000;
     let port = 23119;
     let ns = Netns::new();

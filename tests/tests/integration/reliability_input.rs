@@ -7,14 +7,12 @@
 //! Alternative tracefs roots are handed to the tool through its testing hook,
 //! the `TCPSTATE_TRACEFS` environment variable (see docs/security.md).
 
-mod reliability_util;
-
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use reliability_util::*;
+use tcpstate_tests::reliability::*;
 
 /// A network namespace path that does not exist: runs that get past the
 /// flag under test stop there, with a usage error naming `--netns`.
@@ -434,7 +432,9 @@ fn missing_format_file_is_one_clear_error() {
 /// On this (newer) kernel that shifts the addresses by one byte: the record's
 /// u16 protocol (6, 0) is followed by saddr 127.0.0.1, so reading saddr at
 /// offset 31 yields 0.127.0.0. Seeing exactly that proves the format file,
-/// not a compiled-in layout, drove the program.
+/// not a compiled-in layout, drove the program. Only the classic tracepoint
+/// reads the record by those offsets (the BTF one, the default, reads the
+/// socket), hence `--classic-tracepoint`.
 #[test]
 fn pre_5_6_format_file_is_used() {
     let ns = Netns::new();
@@ -443,7 +443,12 @@ fn pre_5_6_format_file_is_used() {
     let root = fake_tracefs(Some(&format));
     let mut cmd = tracer();
     cmd.env("TCPSTATE_TRACEFS", root.path())
-        .args(["--json", "--netns", netns.to_str().unwrap()])
+        .args([
+            "--json",
+            "--classic-tracepoint",
+            "--netns",
+            netns.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped());
     let mut t = Background::spawn(cmd);
     let out = t.collect_stdout();

@@ -9,8 +9,6 @@
 //! `/proc/PID/fdinfo/*` (which names each BPF prog/map/link id it holds);
 //! after it exits, `BPF_*_GET_FD_BY_ID` must answer ENOENT for every one.
 
-#![allow(dead_code)] // each test file uses a different subset
-
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write as _};
@@ -23,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub use tcpstate_tests::{Netns, READY_LINE, tracer_bin};
+pub use crate::{Netns, READY_LINE, tracer_bin};
 
 /// How long any single tracer run may take before it counts as hung.
 pub const HANG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -307,7 +305,7 @@ impl Background {
 
     /// Waits until the tracer prints its ready line; panics if it exits first.
     pub fn wait_ready_line(&mut self) {
-        let deadline = Instant::now() + tcpstate_tests::READY_TIMEOUT;
+        let deadline = Instant::now() + crate::READY_TIMEOUT;
         while !self.is_ready() {
             if let Some(s) = self.child.try_wait().unwrap() {
                 thread::sleep(Duration::from_millis(50));

@@ -4,7 +4,7 @@
 //! turned into `podman run` arguments.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -14,6 +14,8 @@ use std::{
 };
 
 use serde_json::Value;
+
+use crate::collect;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -179,20 +181,6 @@ pub struct Proc {
     pub child: Child,
     pub stdout: Arc<Mutex<String>>,
     pub stderr: Arc<Mutex<String>>,
-}
-
-fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            let mut t = sink.lock().unwrap();
-            t.push_str(&line);
-            t.push('\n');
-        }
-    });
-    text
 }
 
 impl Proc {

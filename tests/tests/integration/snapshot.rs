@@ -1,15 +1,14 @@
-//! The start-up snapshot (issue #3): with a port filter (or `--snapshot`)
-//! tcpstate first lists the sockets that already exist on the filtered
-//! ports, as `ss -tanp` would, with `source:"sock_diag"`, note `snapshot`,
-//! oldstate == newstate == the current state and the owning process (none
-//! for timewait and request sockets, which no process holds).
-
-mod beyond_util;
+//! The start-up snapshot: with a port filter (or `--snapshot`) tcpstate
+//! first lists the sockets that already exist on the filtered ports, as
+//! `ss -tanp` would: state rows (`kind: "state"`, `source: "sock_diag"`,
+//! note `snapshot`, oldstate == newstate == the current state) with the
+//! owning process (none for timewait sockets, which no process holds; a
+//! request socket's is its listener's).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use beyond_util::*;
+use tcpstate_tests::beyond::*;
 
 /// `(local, remote, state, pid)` of every snapshot event, sorted.
 fn snapshot_rows(t: &Trace) -> Vec<(SocketAddr, SocketAddr, String, Option<u32>)> {
@@ -19,6 +18,7 @@ fn snapshot_rows(t: &Trace) -> Vec<(SocketAddr, SocketAddr, String, Option<u32>)
         .filter(|e| e.note.as_deref() == Some("snapshot"))
         .map(|e| {
             assert_eq!(e.source, "sock_diag", "{}", e.row());
+            assert!(e.is_state_row(), "{}", e.row());
             assert_eq!(e.oldstate, e.newstate, "{}", e.row());
             assert_eq!(
                 e.comm.is_some(),
@@ -72,7 +72,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
     let mut other_client = Peer::client(&ns, "127.0.0.1:10051");
     other.accept();
 
-    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     // The snapshot is printed before anything else (stdout may reach us
     // after the ready line on stderr).
     wait_for(&tracer, Duration::from_secs(5), "the snapshot", |t| {
@@ -93,21 +93,11 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
     );
     assert_eq!(start.all.len(), 4, "{}", start.dump_all());
 
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
-    server.close();
-    wait_end(
-        &tracer,
-        Duration::from_secs(5),
-        c,
-        s,
-        "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
-    );
+    client_closes_first_to_time_wait(&tracer, &mut server, &mut client);
     server.expect_reply("close-listener", "listener-closed");
     tracer.wait_for(PORT, 0, LISTEN, CLOSE);
     other_client.close();
-    let t = stop(tracer);
+    let t = tracer.stop();
     assert!(
         t.all[..4]
             .iter()
@@ -121,12 +111,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
         "server end",
         s,
         c,
-        &[
-            "sock_diag/snapshot ESTABLISHED->ESTABLISHED",
-            "tracepoint ESTABLISHED->CLOSE_WAIT",
-            "tracepoint CLOSE_WAIT->LAST_ACK",
-            "tracepoint LAST_ACK->CLOSE",
-        ],
+        &rows(&[&["sock_diag/snapshot is ESTABLISHED"], PASSIVE_CLOSE]),
     );
     assert_owner(&t, "server end, snapshot", &srv[0], server.pid);
     // close() runs in the owner's context: the kernel side learns it there.
@@ -136,14 +121,11 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
         "client end",
         c,
         s,
-        &[
-            "sock_diag/snapshot ESTABLISHED->ESTABLISHED",
-            "tracepoint ESTABLISHED->FIN_WAIT1",
-            "tracepoint FIN_WAIT1->FIN_WAIT2",
-            "tracepoint FIN_WAIT2->CLOSE",
-            "tracker/timewait FIN_WAIT2->FIN_WAIT2",
-            "sock_diag/timewait FIN_WAIT2->TIME_WAIT",
-        ],
+        &rows(&[
+            &["sock_diag/snapshot is ESTABLISHED"],
+            ACTIVE_CLOSE,
+            ORPHAN_THEN_TIME_WAIT,
+        ]),
     );
     assert_owner(&t, "client end, snapshot", &cli[0], client.pid);
     assert_owner(&t, "client end, close()", &cli[1], client.pid);
@@ -152,10 +134,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
         "listener",
         s,
         addr("0.0.0.0:0"),
-        &[
-            "sock_diag/snapshot LISTEN->LISTEN",
-            "tracepoint LISTEN->CLOSE",
-        ],
+        &["sock_diag/snapshot is LISTEN", "tracepoint LISTEN->CLOSE"],
     );
     // The earlier connection's TIME_WAIT: listed, then nothing (it lasts 60 s).
     assert_end(
@@ -163,7 +142,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
         "earlier connection's TIME_WAIT",
         old_local,
         s,
-        &["sock_diag/snapshot TIME_WAIT->TIME_WAIT"],
+        &["sock_diag/snapshot is TIME_WAIT"],
     );
     assert!(
         t.all.iter().all(|e| e.lport == PORT || e.rport == PORT),
@@ -179,11 +158,11 @@ fn no_snapshot_lists_nothing() {
     let mut server = Peer::server(&ns, "127.0.0.1:10050");
     let mut client = Peer::client(&ns, "127.0.0.1:10050");
     server.accept();
-    let tracer = Tracer::start(&ns, &["--port", "10050", "--no-snapshot"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050", "--no-snapshot"]);
     client.exit();
     server.exit();
     tracer.wait_for_closes(3);
-    let t = stop(tracer);
+    let t = tracer.stop();
     assert!(
         t.all.iter().all(|e| e.note.as_deref() != Some("snapshot")),
         "{}",
@@ -198,31 +177,24 @@ fn no_snapshot_lists_nothing() {
 #[test]
 fn snapshot_lists_a_half_open_connection_and_follows_it() {
     let ns = Netns::new();
-    sysctl(&ns, "net.ipv4.tcp_synack_retries=1");
+    ns.sysctl("net.ipv4.tcp_synack_retries=1");
     // Every ACK to 127.0.0.2:10050 is dropped: connections made to that
     // address stay half-open on the server's side.
-    ns.nft(
-        "table inet tcpst_ack {
-            chain input {
-                type filter hook input priority 0; policy accept;
-                ip daddr 127.0.0.2 tcp dport 10050 tcp flags & (syn|ack|fin|rst) == ack counter drop
-            }
-        }",
-    );
+    ns.drop_acks("ip daddr 127.0.0.2 tcp dport 10050", None);
     let server = Peer::server(&ns, "0.0.0.0:10050");
     let client = Peer::client(&ns, "127.0.0.2:10050");
     let (s, c) = (addr("127.0.0.2:10050"), client.local);
     assert_eq!(ss_state(&ns, s, c).as_deref(), Some("SYN-RECV"));
 
-    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     wait_end(
         &tracer,
-        Duration::from_secs(8),
+        8,
         s,
         c,
         "sock_diag/half-open-expired SYN_RECV->CLOSE",
     );
-    let t = stop(tracer);
+    let t = tracer.stop();
     assert_eq!(
         snapshot_rows(&t),
         vec![
@@ -239,28 +211,16 @@ fn snapshot_lists_a_half_open_connection_and_follows_it() {
         "{}",
         t.dump_all()
     );
-    // Between the snapshot and the expiry, the server resends its SYN-ACK
-    // once (at ~1 s of the request's life) unless that happened before the
-    // tracer started.
-    let snap = "sock_diag/snapshot SYN_RECV->SYN_RECV";
-    let resent = "synack_tracepoint/synack-retransmit SYN_RECV->SYN_RECV";
+    // The snapshot's row is the request socket's only row until the
+    // expiry: listed, it is not announced again at its SYN-ACK retransmit
+    // (at ~1 s, before or after the tracer started).
+    let snap = "sock_diag/snapshot is SYN_RECV";
     let expired = "sock_diag/half-open-expired SYN_RECV->CLOSE";
-    let request = end_events(&t, s, c);
+    let request = assert_end(&t, "request socket", s, c, &[snap, expired]);
     for e in &request {
-        assert_eq!(
-            e.pid,
-            Some(server.pid),
-            "owner of {}\n{}",
-            e.row(),
-            t.dump_all()
-        );
+        assert_owner(&t, "request socket's row", e, server.pid);
     }
-    let labels = labels(&request);
-    assert!(
-        labels == [snap, resent, expired] || labels == [snap, expired],
-        "request socket: {labels:?}\n{}",
-        t.dump_all()
-    );
+    t.assert_invariants();
 }
 
 trait TapSort {

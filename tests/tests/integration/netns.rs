@@ -1,19 +1,18 @@
 //! `--netns`: only the given namespace's sockets, stamped with its inode.
 //! (Every other test relies on this to run in parallel.)
 
-use tcpstate_tests::states::*;
-use tcpstate_tests::{Netns, Peer, Tracer};
+use tcpstate_tests::scenario::*;
 
 #[test]
 fn only_the_traced_namespace_is_shown() {
     let traced = Netns::new();
     let other = Netns::new();
-    let tracer = Tracer::start(&traced, &[]);
+    let mut tracer = Tracer::start(&traced, &[]);
 
     // The same addresses and port in both namespaces; the other one first.
     for ns in [&other, &traced] {
-        let mut server = Peer::server(ns, "127.0.0.1:10050");
-        let mut client = Peer::client(ns, "127.0.0.1:10050");
+        let mut server = Peer::server(ns, LOOPBACK);
+        let mut client = Peer::client(ns, LOOPBACK);
         server.accept();
         client.close();
         server.expect_reply("wait-eof", "eof 0");
@@ -24,7 +23,7 @@ fn only_the_traced_namespace_is_shown() {
     tracer.wait_for_closes(3);
     let t = tracer.stop();
     t.assert_socket_count(3);
-    t.assert_path("listener", &t.listener(10050), &[CLOSE, LISTEN, CLOSE]);
+    t.assert_path("listener", &t.listener(PORT), paths::LISTENER);
     let inode = traced.inode();
     assert!(
         t.events.iter().all(|e| e.netns == inode),

@@ -1,25 +1,56 @@
-//! Helpers shared by the tests of what tcpstate reports beyond the state
-//! tracepoint (issue #3): half-open request sockets, timewait sockets, the
-//! start-up snapshot and `--stuck`. Those events come from other sources
-//! (`sock_ops`, `synack_tracepoint`, `sock_diag`, `tracker`) and some carry
-//! no socket address, so a connection end is identified by its tuple: the
-//! tracepoint events of the sockets that had that tuple, plus the events of
-//! other sources with that tuple, in the tracer's output order.
-
-#![allow(dead_code)] // each test file uses a different subset
+//! Helpers for the tests of what tcpstate reports beyond the state
+//! tracepoint: lingering half-open connections, timewait sockets, the
+//! start-up snapshot and `--stuck`. Those rows come from other sources
+//! (`synack_tracepoint`, `sock_diag`, `tracker`) and carry no socket address
+//! of a full socket, so a connection end is identified by its tuple: the
+//! tracepoint events of the sockets that had that tuple, plus the rows of
+//! other sources with that tuple, in the tracer's output order. Each row is
+//! compared by its label (`source[/note] OLD->NEW`, or `source/note is STATE`
+//! for a state row).
 
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use tcpstate_tests::states::*;
-pub use tcpstate_tests::{Event, Netns, Peer, Trace, Tracer};
+pub use crate::Event;
+pub use crate::scenario::*;
+pub use crate::states::*;
 
-pub const PORT: u16 = 10050;
+/// A client's active open.
+pub const OPENED: &[&str] = &[
+    "tracepoint CLOSE->SYN_SENT",
+    "tracepoint SYN_SENT->ESTABLISHED",
+];
+/// A prompt passive open: exactly the kernel's two rows.
+pub const ACCEPTED: &[&str] = &[
+    "tracepoint LISTEN->SYN_RECV",
+    "tracepoint SYN_RECV->ESTABLISHED",
+];
+/// The end that closes first, up to its full socket's CLOSE (a timewait
+/// socket takes over).
+pub const ACTIVE_CLOSE: &[&str] = &[
+    "tracepoint ESTABLISHED->FIN_WAIT1",
+    "tracepoint FIN_WAIT1->FIN_WAIT2",
+    "tracepoint FIN_WAIT2->CLOSE",
+];
+/// The end whose peer closes first.
+pub const PASSIVE_CLOSE: &[&str] = &[
+    "tracepoint ESTABLISHED->CLOSE_WAIT",
+    "tracepoint CLOSE_WAIT->LAST_ACK",
+    "tracepoint LAST_ACK->CLOSE",
+];
+/// The timewait socket of an orphan (closed before the peer's FIN came),
+/// then the peer's FIN arriving. The peer is local (loopback): its
+/// LAST_ACK->CLOSE says the orphan acked its FIN, so the tracker moves the
+/// orphan to TIME_WAIT at once, without waiting for a dump.
+pub const ORPHAN_THEN_TIME_WAIT: &[&str] = &[
+    "tracker/timewait-socket is FIN_WAIT2",
+    "tracker/timewait FIN_WAIT2->TIME_WAIT",
+];
 
-/// Sets a per-namespace sysctl, e.g. `net.ipv4.tcp_fin_timeout=1`.
-pub fn sysctl(ns: &Netns, setting: &str) {
-    ns.exec(&["sysctl", "-qw", setting]);
+/// The rows of `parts`, one after the other.
+pub fn rows<'a>(parts: &[&[&'a str]]) -> Vec<&'a str> {
+    parts.concat()
 }
 
 /// The events of one connection end (`local` -> `remote`), every source, in
@@ -58,13 +89,13 @@ pub fn end_events(t: &Trace, local: SocketAddr, remote: SocketAddr) -> Vec<Event
         .collect()
 }
 
-/// `source[/note] OLD->NEW` of each event.
+/// The label of each event ([`Event::labelled`]).
 pub fn labels(events: &[Event]) -> Vec<String> {
     events.iter().map(Event::labelled).collect()
 }
 
 /// Asserts that the end `local` -> `remote` produced exactly `expected`
-/// (`source[/note] OLD->NEW` each) and returns its events for further checks.
+/// (a label each) and returns its events for further checks.
 pub fn assert_end(
     t: &Trace,
     what: &str,
@@ -141,17 +172,12 @@ pub fn wait_for(tracer: &Tracer, timeout: Duration, what: &str, cond: impl Fn(&T
     }
 }
 
-/// Waits until the end `local` -> `remote` has an event labelled `label`.
-pub fn wait_end(
-    tracer: &Tracer,
-    timeout: Duration,
-    local: SocketAddr,
-    remote: SocketAddr,
-    label: &str,
-) {
+/// Waits up to `secs` seconds until the end `local` -> `remote` has an
+/// event labelled `label`.
+pub fn wait_end(tracer: &Tracer, secs: u64, local: SocketAddr, remote: SocketAddr, label: &str) {
     wait_for(
         tracer,
-        timeout,
+        Duration::from_secs(secs),
         &format!("`{label}` on {local} -> {remote}"),
         |t| {
             end_events(t, local, remote)
@@ -176,12 +202,16 @@ pub fn server_side(client: &Peer) -> SocketAddr {
     client.remote.expect("a client peer")
 }
 
-/// Stops the tracer; with `TCPSTATE_TEST_DUMP` set (and `--nocapture`),
-/// prints every event of every source.
-pub fn stop(tracer: Tracer) -> Trace {
-    let t = tracer.stop();
-    if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
-        eprintln!("{}", t.dump_all());
-    }
-    t
+/// The client closes first with close(2) and the server once it has read
+/// EOF; waits until the client's orphan is in TIME_WAIT. The server closes
+/// only after its ACK of the client's FIN has been seen: else that ACK may
+/// ride on the server's FIN and the client's orphaned FIN_WAIT2 is never
+/// visible.
+pub fn client_closes_first_to_time_wait(tracer: &Tracer, server: &mut Peer, client: &mut Peer) {
+    let (c, s) = (client.local, server_side(client));
+    client.close();
+    server.expect_reply("wait-eof", "eof 0");
+    tracer.wait_for(c.port(), s.port(), FIN_WAIT2, CLOSE);
+    server.close();
+    wait_end(tracer, 5, c, s, ORPHAN_THEN_TIME_WAIT[1]);
 }

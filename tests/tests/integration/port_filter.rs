@@ -3,8 +3,7 @@
 //! server child's LISTEN->SYN_RECV (tuple possibly incomplete) included.
 //! Traffic on other ports of the same namespace is not shown at all.
 
-use tcpstate_tests::states::*;
-use tcpstate_tests::{Accepted, Netns, Peer, Trace, Tracer};
+use tcpstate_tests::scenario::*;
 
 /// A full connection to `port`: client closes first, then the server, then
 /// the listener. Returns the client and the server's view of the connection.
@@ -13,9 +12,7 @@ fn connection(ns: &Netns, port: u16) -> (Peer, Accepted) {
     let mut server = Peer::server(ns, &addr);
     let mut client = Peer::client(ns, &addr);
     let conn = server.accept();
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
+    client_closes_first(&mut server, &mut client);
     server.expect_reply("close-listener", "listener-closed");
     (client, conn)
 }
@@ -47,7 +44,7 @@ fn assert_nothing_on_port(t: &Trace, port: u16) {
 #[test]
 fn port_shows_both_ends_and_the_listener_in_full() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     // Other ports first, so that anything leaking from them is out before
     // the traffic we wait for.
     connection(&ns, 10051);
@@ -56,25 +53,21 @@ fn port_shows_both_ends_and_the_listener_in_full() {
 
     tracer.wait_for_closes(3);
     let t = tracer.stop();
-    let client_end = t.client_end(&client);
-    t.assert_path(
-        "client end (all 5, CLOSE->SYN_SENT with local port 0 included)",
-        &client_end,
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
+    // All 5 of each end: the client's CLOSE->SYN_SENT with local port 0, the
+    // server's LISTEN->SYN_RECV.
+    t.assert_connection(
+        &client,
+        paths::ACTIVE_CLOSER,
+        &conn,
+        paths::PASSIVE_CLOSER_SERVER,
     );
+    let client_end = t.client_end(&client);
     assert_eq!(
         (client_end.events[0].lport, client_end.events[0].rport),
         (0, 10050),
         "the client's CLOSE->SYN_SENT precedes the choice of its local port\n{}",
         t.dump()
     );
-    t.assert_path(
-        "server end (all 5, LISTEN->SYN_RECV included)",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(10050), &[CLOSE, LISTEN, CLOSE]);
-    t.assert_socket_count(3);
     assert_eq!(
         t.events.len(),
         12,
@@ -90,46 +83,12 @@ fn port_shows_both_ends_and_the_listener_in_full() {
 #[test]
 fn port_follows_every_connection_on_the_port() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--port", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     connection(&ns, 10051);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut first = Peer::client(&ns, "127.0.0.1:10050");
-    let first_conn = server.accept();
-    let mut second = Peer::client(&ns, "127.0.0.1:10050");
-    let second_conn = server.accept();
-    // The server closes the second connection (current), then the client of
-    // the first one closes.
-    server.close();
-    second.expect_reply("wait-eof", "eof 0");
-    second.close();
-    first.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    server.expect_reply("close-listener", "listener-closed");
-
+    let two = TwoClients::run(&ns);
     tracer.wait_for_closes(5);
     let t = tracer.stop();
-    t.assert_path(
-        "first client end",
-        &t.client_end(&first),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path(
-        "first server end",
-        &t.server_end(&first_conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path(
-        "second client end",
-        &t.client_end(&second),
-        &[CLOSE, SYN_SENT, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path(
-        "second server end",
-        &t.server_end(&second_conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(10050), &[CLOSE, LISTEN, CLOSE]);
+    two.assert_paths(&t);
     t.assert_socket_count(5);
     assert_nothing_on_port(&t, 10051);
 }
@@ -139,18 +98,15 @@ fn port_follows_every_connection_on_the_port() {
 #[test]
 fn lport_shows_the_server_side_only() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--lport", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--lport", "10050"]);
     connection(&ns, 10051);
     let (_client, conn) = connection(&ns, 10050);
 
     tracer.wait_for_closes(2);
     let t = tracer.stop();
-    t.assert_path(
-        "server end",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-    );
-    t.assert_path("listener", &t.listener(10050), &[CLOSE, LISTEN, CLOSE]);
+    let server_end = t.server_end(&conn);
+    t.assert_path("server end", &server_end, paths::PASSIVE_CLOSER_SERVER);
+    t.assert_path("listener", &t.listener(PORT), paths::LISTENER);
     t.assert_socket_count(2);
     assert_nothing_on_port(&t, 10051);
 }
@@ -160,17 +116,14 @@ fn lport_shows_the_server_side_only() {
 #[test]
 fn rport_shows_the_client_side_only() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--rport", "10050"]);
+    let mut tracer = Tracer::start(&ns, &["--rport", "10050"]);
     connection(&ns, 10051);
     let (client, _conn) = connection(&ns, 10050);
 
     tracer.wait_for_closes(1);
     let t = tracer.stop();
-    t.assert_path(
-        "client end",
-        &t.client_end(&client),
-        &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-    );
+    let client_end = t.client_end(&client);
+    t.assert_path("client end", &client_end, paths::ACTIVE_CLOSER);
     t.assert_socket_count(1);
     assert_nothing_on_port(&t, 10051);
 }
@@ -179,7 +132,7 @@ fn rport_shows_the_client_side_only() {
 #[test]
 fn repeated_port_options_add_up() {
     let ns = Netns::new();
-    let tracer = Tracer::start(&ns, &["--port", "10050", "--port", "10051"]);
+    let mut tracer = Tracer::start(&ns, &["--port", "10050", "--port", "10051"]);
     connection(&ns, 10052);
     let (first, first_conn) = connection(&ns, 10050);
     let (second, second_conn) = connection(&ns, 10051);
@@ -187,21 +140,12 @@ fn repeated_port_options_add_up() {
     tracer.wait_for_closes(6);
     let t = tracer.stop();
     for (client, conn) in [(&first, &first_conn), (&second, &second_conn)] {
-        t.assert_path(
-            "client end",
-            &t.client_end(client),
-            &[CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-        );
-        t.assert_path(
-            "server end",
-            &t.server_end(conn),
-            &[LISTEN, SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE],
-        );
-        t.assert_path(
-            "listener",
-            &t.listener(conn.local.port()),
-            &[CLOSE, LISTEN, CLOSE],
-        );
+        let client_end = t.client_end(client);
+        t.assert_path("client end", &client_end, paths::ACTIVE_CLOSER);
+        let server_end = t.server_end(conn);
+        t.assert_path("server end", &server_end, paths::PASSIVE_CLOSER_SERVER);
+        let listener = t.listener(conn.local.port());
+        t.assert_path("listener", &listener, paths::LISTENER);
     }
     t.assert_socket_count(6);
     assert_nothing_on_port(&t, 10052);

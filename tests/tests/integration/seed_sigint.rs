@@ -1,0 +1,118 @@
+//! The seed article's experiments ("LINUX netstat连接状态解析及TCP状态转换"):
+//! a server bound to INADDR_ANY:10050 and a client, both idle; Ctrl-C (SIGINT,
+//! default disposition) to one of them while connected.
+//!
+//! The article reads `netstat`: the killed side shows `FIN_WAIT2 -` (no
+//! process) and the survivor `CLOSE_WAIT`. The tracepoint tells more: the
+//! killed side's full socket actually goes FIN_WAIT2->CLOSE as soon as its FIN
+//! is acked, and what netstat keeps showing in FIN_WAIT2 is the timewait
+//! socket that replaced it. The survivor stays in CLOSE_WAIT until
+//! it closes, and its FIN is then acked by that timewait socket.
+
+use std::net::SocketAddr;
+
+use tcpstate_tests::scenario::*;
+use tcpstate_tests::states::*;
+
+/// The `ss -tanpH` line of the socket `local` -> `peer`, as
+/// `(state, has a process)`.
+fn ss_state(ns: &Netns, local: SocketAddr, peer: SocketAddr) -> Option<(String, bool)> {
+    let out = ns.exec(&["ss", "-tanpH"]);
+    out.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 5 && f[3] == local.to_string() && f[4] == peer.to_string())
+            .then(|| (f[0].to_string(), line.contains("tcppeer")))
+    })
+}
+
+/// Server Ctrl-C while a client is connected: the server is the active closer.
+#[test]
+fn sigint_to_server_while_client_connected() {
+    let mut w = Connected::wildcard(&[]);
+    let (s, c) = (w.s, w.c);
+
+    w.server.sigint();
+    w.tracer.wait_for(s.port(), c.port(), FIN_WAIT2, CLOSE);
+    w.tracer.wait_for(c.port(), PORT, ESTABLISHED, CLOSE_WAIT);
+
+    // What the article saw with netstat.
+    assert_eq!(
+        ss_state(&w.ns, c, s),
+        Some(("CLOSE-WAIT".into(), true)),
+        "the client should be in CLOSE-WAIT, owned by tcppeer"
+    );
+    assert_eq!(
+        ss_state(&w.ns, s, c),
+        Some(("FIN-WAIT-2".into(), false)),
+        "the killed server's end should show as FIN-WAIT-2 without a process"
+    );
+
+    // What the tracer saw meanwhile: the client is stuck in CLOSE_WAIT, the
+    // server's full socket is already closed, and so is its listener.
+    let mid = w.tracer.snapshot();
+    mid.assert_path(
+        "client end, after the server's death",
+        &mid.client_end(&w.client),
+        &paths::PASSIVE_CLOSER[..4],
+    );
+    mid.assert_path(
+        "server end, killed",
+        &mid.server_end(&w.conn),
+        paths::ACTIVE_CLOSER_SERVER,
+    );
+    mid.assert_path("listener, killed", &mid.listener(PORT), paths::LISTENER);
+
+    // The client finally closes; the server's timewait socket acks its FIN.
+    w.client.close();
+    w.tracer.wait_for(c.port(), PORT, LAST_ACK, CLOSE);
+    let t = w.tracer.stop();
+    w.assert_paths(&t, paths::PASSIVE_CLOSER, paths::ACTIVE_CLOSER_SERVER);
+}
+
+/// The mirror case: client Ctrl-C; the client is the active closer and the
+/// server stays in CLOSE_WAIT with its listener still open.
+#[test]
+fn sigint_to_client_while_connected() {
+    let mut w = Connected::wildcard(&[]);
+    let (s, c) = (w.s, w.c);
+
+    w.client.sigint();
+    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
+    w.tracer
+        .wait_for(s.port(), c.port(), ESTABLISHED, CLOSE_WAIT);
+
+    assert_eq!(
+        ss_state(&w.ns, s, c),
+        Some(("CLOSE-WAIT".into(), true)),
+        "the server's end should be in CLOSE-WAIT, owned by tcppeer"
+    );
+    assert_eq!(
+        ss_state(&w.ns, c, s),
+        Some(("FIN-WAIT-2".into(), false)),
+        "the killed client's end should show as FIN-WAIT-2 without a process"
+    );
+
+    let mid = w.tracer.snapshot();
+    mid.assert_path(
+        "client end, killed",
+        &mid.client_end(&w.client),
+        paths::ACTIVE_CLOSER,
+    );
+    mid.assert_path(
+        "server end, after the client's death",
+        &mid.server_end(&w.conn),
+        &paths::PASSIVE_CLOSER_SERVER[..4],
+    );
+    mid.assert_path(
+        "listener, still open",
+        &mid.listener(PORT),
+        &paths::LISTENER[..2],
+    );
+
+    w.server.close();
+    w.server.expect_reply("close-listener", "listener-closed");
+    w.tracer.wait_for(s.port(), c.port(), LAST_ACK, CLOSE);
+    w.tracer.wait_for_closes(3);
+    let t = w.tracer.stop();
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+}
