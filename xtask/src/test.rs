@@ -53,7 +53,9 @@ pub fn run(opts: &Options) -> Result<()> {
     phase(
         "cargo test",
         util::cargo()
-            .args(["test", "--release"])
+            // Every test binary runs even when one fails: one CI run reports
+            // all problems.
+            .args(["test", "--release", "--no-fail-fast"])
             .args(&opts.args)
             .env("TCPSTATE_BIN", &bin)
             .env("TCPSTATE_DEB", &deb)
