@@ -606,7 +606,10 @@ mod tests {
         // Judged where this run measured the reference (no libbpf-tools
         // here: the startup target is shown, not judged).
         assert!(t.iter().all(|(_, _, met)| *met != Some(false)), "{t:?}");
-        assert!(t.iter().filter(|(_, _, met)| met.is_some()).count() >= 4, "{t:?}");
+        assert!(
+            t.iter().filter(|(_, _, met)| met.is_some()).count() >= 4,
+            "{t:?}"
+        );
         let mut r2 = r.clone();
         r2.runs[1].received = Some(10_000);
         let t = r2.targets();
