@@ -530,9 +530,9 @@ impl Measured {
         ));
         md.push_str(&format!(
             "Each cell counts distinct connection ends (state, local, remote) seen in the state. \
-             tcpstate counts every source: the tracepoint, and for SYN_RECV the request socket \
-             reported by its sock_ops program (the child socket's own SYN_RECV lasts \
-             microseconds). `load made`: how many pass through the state by design (every \
+             tcpstate counts every source: the tracepoint (for SYN_RECV, the child socket's \
+             LISTEN -> SYN_RECV, or the half-open row of a request socket whose SYN-ACK was \
+             resent). `load made`: how many pass through the state by design (every \
              connection's server end is first a request socket; the client closes first on \
              :{PLAIN_PORT}; both ends send a FIN first on :{CLOSING_PORT}); `ss caught`: the share \
              of tcpstate's that ss saw; `ss only`: seen by ss but not by tcpstate.\n\n",

@@ -775,7 +775,7 @@ fn summary_text_has_bcc_style_histograms() {
     thread::sleep(Duration::from_millis(200));
     let (lines, _) = tracer.stop();
     let text = lines.join("\n");
-    // 12 kernel transitions; half-open notes (sock_ops) may come on top.
+    // 12 kernel transitions; half-open rows (SYN-ACK retransmits) may come on top.
     assert!(
         lines[0].starts_with("tcpstate summary: ") && lines[0].contains(": 12 transitions"),
         "{text}"
