@@ -460,6 +460,12 @@ fn explain_sigint_to_the_server() {
         l.iter()
             .any(|l| l.contains("CLOSE_WAIT") && l.contains(&cport))
     });
+    // The seed case proper: the dead server's socket is an orphan in
+    // FIN_WAIT2 before the client closes (otherwise the client's FIN can
+    // reach it first and it goes straight to TIME_WAIT).
+    t.wait("the server's orphan", 5, |l| {
+        l.iter().any(|l| l.contains("timewait socket, orphan"))
+    });
     client.close();
     t.wait("the client's close", 5, |l| {
         l.iter().any(|l| l.contains("LAST_ACK    -> CLOSE"))
@@ -515,6 +521,11 @@ fn explain_sigint_to_the_client() {
     t.wait("the server end's CLOSE_WAIT", 5, |l| {
         l.iter()
             .any(|l| l.contains("CLOSE_WAIT") && l.contains(&sp))
+    });
+    // The dead client's socket is an orphan in FIN_WAIT2 before the server
+    // closes (see explain_sigint_to_the_server).
+    t.wait("the client's orphan", 5, |l| {
+        l.iter().any(|l| l.contains("timewait socket, orphan"))
     });
     server.close();
     t.wait("the server end's close", 5, |l| {
