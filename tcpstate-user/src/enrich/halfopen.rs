@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    Counters, Emit, TupleKey,
+    Counters, Dumped, Emit, TupleKey,
     table::{SocketTable, Wanted},
 };
 use crate::event::{Note, Source, TcpEvent, TcpState};
@@ -190,9 +190,9 @@ impl HalfOpen {
         namespaces.sort_unstable();
         namespaces.dedup();
         for netns in namespaces {
-            counters.lookups += 1;
-            let live: HashSet<TupleKey> = match table.dump(netns, Wanted::RequestSockets, 0) {
-                Ok(socks) => socks
+            let live: HashSet<TupleKey> = match counters.dump(table, netns, Wanted::RequestSockets)
+            {
+                Dumped::Sockets(socks) => socks
                     .iter()
                     .map(|s| TupleKey {
                         netns,
@@ -200,14 +200,9 @@ impl HalfOpen {
                         remote: s.remote,
                     })
                     .collect(),
-                Err(e) => {
-                    // Retried at the next check; a namespace that is gone
-                    // cannot be entered again, nor its request sockets seen.
-                    counters.lookup_errors += 1;
-                    counters.last_error = Some(format!("netns {netns}: {e}"));
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        self.pending.retain(|k, _| k.netns != netns);
-                    }
+                Dumped::Failed => continue,
+                Dumped::Gone => {
+                    self.pending.retain(|k, _| k.netns != netns);
                     continue;
                 }
             };

@@ -87,6 +87,40 @@ pub struct Options {
     pub rst_reasons: crate::why::RstReasons,
 }
 
+/// What a counted dump found.
+pub(crate) enum Dumped {
+    Sockets(Vec<crate::diag::DiagSocket>),
+    /// Failed this time; retried at the next check.
+    Failed,
+    /// The namespace is gone (its last process exited): it cannot be
+    /// entered again, and what it held is gone with it.
+    Gone,
+}
+
+impl Counters {
+    /// One dump of `netns`, counted; a failure is kept for the exit report.
+    pub(crate) fn dump(
+        &mut self,
+        table: &mut dyn table::SocketTable,
+        netns: u32,
+        wanted: table::Wanted,
+    ) -> Dumped {
+        self.lookups += 1;
+        match table.dump(netns, wanted, 0) {
+            Ok(socks) => Dumped::Sockets(socks),
+            Err(e) => {
+                self.lookup_errors += 1;
+                self.last_error = Some(format!("netns {netns}: {e}"));
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Dumped::Gone
+                } else {
+                    Dumped::Failed
+                }
+            }
+        }
+    }
+}
+
 /// Counters for the exit report.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {

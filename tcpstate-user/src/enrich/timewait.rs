@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    Counters, Emit, TupleKey,
+    Counters, Dumped, Emit, TupleKey,
     table::{SocketTable, Wanted},
 };
 use crate::event::{Note, Source, Task, TcpEvent, TcpState};
@@ -303,24 +303,18 @@ impl TimeWait {
             .retain(|_, t| now_ns.saturating_sub(*t) < RECHECK_NS);
         for netns in namespaces {
             self.last_dump_ns.insert(netns, now_ns);
-            counters.lookups += 1;
-            let live: HashMap<TwKey, TcpState> = match table.dump(netns, Wanted::TimeWait, 0) {
+            let live: HashMap<TwKey, TcpState> = match counters.dump(table, netns, Wanted::TimeWait)
+            {
                 // Timewait sockets have no inode; a full socket on the
                 // tuple is a new connection that reused it.
-                Ok(socks) => socks
+                Dumped::Sockets(socks) => socks
                     .into_iter()
                     .filter(|s| s.inode == 0)
                     .map(|s| (TwKey::dumped(netns, s.local, s.remote), s.state))
                     .collect(),
-                Err(e) => {
-                    // Retried at the next tick; a namespace that is gone
-                    // (its last process exited) cannot be entered again,
-                    // and what it held is gone with it.
-                    counters.lookup_errors += 1;
-                    counters.last_error = Some(format!("netns {netns}: {e}"));
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        self.socks.retain(|k, _| k.netns != netns);
-                    }
+                Dumped::Failed => continue,
+                Dumped::Gone => {
+                    self.socks.retain(|k, _| k.netns != netns);
                     continue;
                 }
             };
