@@ -24,9 +24,6 @@ use crate::{
     netns,
 };
 
-/// TCP_NEW_SYN_RECV: request sockets are dumped only when this bit is asked.
-const NEW_SYN_RECV_BIT: u32 = 1 << 12;
-
 /// One socket as inet_diag reports it. For timewait sockets `state` is the
 /// substate (FIN_WAIT2 or TIME_WAIT); request sockets report SYN_RECV.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,40 +144,6 @@ impl Diag {
         }
     }
 
-    /// The socket with exactly this tuple in namespace `netns`, if any:
-    /// full, request or timewait socket.
-    pub fn lookup(
-        &mut self,
-        netns: u32,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> io::Result<Option<DiagSocket>> {
-        let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
-        let mut id = if local.is_ipv4() {
-            SocketId::new_v4()
-        } else {
-            SocketId::new_v6()
-        };
-        id.source_address = local.ip();
-        id.source_port = local.port();
-        id.destination_address = remote.ip();
-        id.destination_port = remote.port();
-        id.cookie = [0xff; 8]; // INET_DIAG_NOCOOKIE
-        let req = InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::from_bits_retain(u32::MAX),
-            socket_id: id,
-        };
-        // When the exact socket is gone the kernel may answer with the
-        // listener on the local port: only an exact match counts.
-        Ok(self
-            .request(netns, NLM_F_REQUEST, req)?
-            .into_iter()
-            .find(|s| s.local == local && s.remote == remote))
-    }
-
     /// TCP sockets of one family in namespace `netns`, in the states of
     /// `states` (inet_diag bits, `1 << state`; request sockets need bit 12).
     pub fn dump_states(
@@ -201,12 +164,6 @@ impl Diag {
             },
         };
         self.request(netns, NLM_F_REQUEST | NLM_F_DUMP, req)
-    }
-
-    /// Every TCP socket of one family in namespace `netns`, including request
-    /// and timewait sockets.
-    pub fn dump(&mut self, netns: u32, ipv6: bool) -> io::Result<Vec<DiagSocket>> {
-        self.dump_states(netns, ipv6, StateFlags::all().bits() | NEW_SYN_RECV_BIT)
     }
 
     /// Remembers how to enter namespace `inode` (found by a /proc walk that
@@ -236,9 +193,10 @@ mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
 
-    /// Real kernel: our own namespace's sockets are found by tuple and dump.
+    /// Real kernel: our own namespace's sockets are found by a dump, the
+    /// way the trackers and the snapshot ask.
     #[test]
-    fn finds_a_live_connection_by_tuple_and_in_a_dump() {
+    fn finds_a_live_connection_and_its_listener_in_a_dump() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (_a, _) = l.accept().unwrap();
@@ -248,25 +206,19 @@ mod tests {
             m.ino() as u32
         });
         let ns = own.unwrap();
-        let got = d
-            .lookup(ns, c.local_addr().unwrap(), c.peer_addr().unwrap())
-            .unwrap()
+        let all = SocketTable::dump(&mut d, ns, Wanted::All, 0).unwrap();
+        let got = all
+            .iter()
+            .find(|s| s.local == c.local_addr().unwrap() && s.remote == c.peer_addr().unwrap())
             .expect("found");
         assert_eq!(got.state, TcpState::Established);
         assert!(got.inode != 0);
-        let all = d.dump(ns, false).unwrap();
         assert!(
             all.iter()
                 .any(|s| s.local == l.local_addr().unwrap() && s.state == TcpState::Listen)
         );
         // A tuple nobody uses is simply absent.
-        let none = d
-            .lookup(
-                ns,
-                "127.0.0.1:1".parse().unwrap(),
-                "127.0.0.1:2".parse().unwrap(),
-            )
-            .unwrap();
-        assert_eq!(none, None);
+        let unused: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(!all.iter().any(|s| s.local == unused));
     }
 }

@@ -41,13 +41,6 @@ pub fn resolve(spec: &str) -> Result<u32, UserError> {
         .map_err(|_| UserError::usage(format!("--netns {spec}: inode out of range")))
 }
 
-/// The inode of our own network namespace (0 if unreadable).
-pub fn own_inode() -> u32 {
-    std::fs::metadata("/proc/self/ns/net")
-        .map(|m| m.ino() as u32)
-        .unwrap_or(0)
-}
-
 /// A path through which namespace `inode` can be entered: the --netns path
 /// given, a name under /run/netns, or some process's /proc/PID/ns/net.
 pub fn find_path(inode: u32) -> Option<std::path::PathBuf> {

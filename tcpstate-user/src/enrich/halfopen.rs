@@ -69,10 +69,6 @@ impl HalfOpen {
         }
     }
 
-    pub fn followed(&self) -> usize {
-        self.pending.len()
-    }
-
     fn track(&mut self, row: TcpEvent, retransmits: u32, counters: &mut Counters) -> bool {
         if self.pending.len() >= self.max {
             counters.untracked += 1;

@@ -378,11 +378,6 @@ impl Enricher {
         }
         snap
     }
-
-    /// Sockets followed beyond the tracepoint right now (half-open, timewait).
-    pub fn followed(&self) -> usize {
-        self.halfopen.followed() + self.timewait.followed()
-    }
 }
 
 impl ListenerKey {

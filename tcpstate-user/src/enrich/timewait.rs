@@ -138,7 +138,8 @@ impl TimeWait {
         }
     }
 
-    pub fn followed(&self) -> usize {
+    #[cfg(test)]
+    fn followed(&self) -> usize {
         self.socks.len()
     }
 
