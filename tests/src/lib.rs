@@ -490,16 +490,8 @@ impl Peer {
     }
 
     fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PEER_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!("tcppeer {} did not exit", self.label);
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
+        wait_exit(&mut self.child, PEER_TIMEOUT)
+            .unwrap_or_else(|| panic!("tcppeer {} did not exit", self.label))
     }
 
     fn send_line(&mut self, line: &str) {
@@ -558,6 +550,23 @@ fn parse_addr(line: &str, field: usize) -> SocketAddr {
         .nth(field)
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no address in field {field} of {line:?}"))
+}
+
+/// `child`'s exit status once it has exited, or `None` if it is still
+/// running after `timeout` (then it is killed and reaped).
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
@@ -915,20 +924,11 @@ impl Tracer {
     /// and returns everything it printed.
     pub fn stop(&mut self) -> Trace {
         signal(self.child.id(), libc::SIGINT);
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "tracer did not exit within {EVENT_TIMEOUT:?} of SIGINT\n{}",
-                    self.snapshot().dump()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
+        let Some(status) = wait_exit(&mut self.child, EVENT_TIMEOUT) else {
+            panic!(
+                "tracer did not exit within {EVENT_TIMEOUT:?} of SIGINT\n{}",
+                self.snapshot().dump()
+            );
         };
         if let Some(reader) = self.stdout_reader.take() {
             let _ = reader.join();

@@ -37,7 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::{Netns, READY_LINE, READY_TIMEOUT, collect, line_channel, signal, tracer_bin};
+use super::{
+    Netns, READY_LINE, READY_TIMEOUT, collect, line_channel, signal, tracer_bin, wait_exit,
+};
 
 /// The header's words, in order.
 pub const HEADER_WORDS: &[&str] = &[
@@ -429,20 +431,11 @@ impl UserTracer {
     /// checks it exited 0, printed the header and no malformed line.
     pub fn stop(mut self) -> TextTrace {
         signal(self.child.id(), libc::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "tcpstate did not exit within 10 s of SIGINT\n{}",
-                    self.snapshot().dump()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
+        let Some(status) = wait_exit(&mut self.child, Duration::from_secs(10)) else {
+            panic!(
+                "tcpstate did not exit within 10 s of SIGINT\n{}",
+                self.snapshot().dump()
+            );
         };
         if let Some(reader) = self.stdout_reader.take() {
             let _ = reader.join();
