@@ -4,14 +4,13 @@
 //! causes per socket address and attaches them to the socket's CLOSE row, so
 //! the state-change path itself does no extra work.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns};
-use tcpstate_common::{
-    COMM_LEN, DWELL_UNKNOWN, Event, IPPROTO_TCP, OWNER_UNKNOWN, stat, tcp_state,
-};
+use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
+use tcpstate_common::{DWELL_UNKNOWN, Hook, IPPROTO_TCP, Owner, TcpState, stat};
 
 use crate::{
+    event::{Fields, on_cpu, submit},
     kernel::{netns_of, read},
-    maps::{EVENTS, config, count_in, wakeup_flags},
+    maps::config,
     record::{Record, SockRecord},
     state_change::port_matches,
 };
@@ -20,13 +19,13 @@ use crate::{
 /// (which some reset paths pass) are skipped: they have no CLOSE row and
 /// their memory is not a `struct sock`.
 #[inline(always)]
-pub fn emit(sk: u64, source: u8, detail: u8) -> Option<()> {
+pub fn emit(sk: u64, hook: Hook, detail: u8) -> Option<()> {
     let cfg = config();
     if sk == 0 || cfg.offsets.skc_state == 0 {
         return None;
     }
     let state = read::<u8>(sk + cfg.offsets.skc_state as u64)?;
-    if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
+    if state == TcpState::TimeWait.raw() || state == TcpState::NewSynRecv.raw() {
         return None;
     }
     let rec = SockRecord::new(sk)?;
@@ -46,35 +45,27 @@ pub fn emit(sk: u64, source: u8, detail: u8) -> Option<()> {
         return None;
     }
     let (saddr, daddr) = rec.addrs(&cfg, family)?;
-    let wake = wakeup_flags(&cfg);
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count_in(stat::ROW_CAUSE, stat::RINGBUF_FULL);
-        return None;
+    let fields = Fields {
+        now: unsafe { bpf_ktime_get_boot_ns() },
+        skaddr: sk,
+        dwell: DWELL_UNKNOWN,
+        owner: Owner::UNKNOWN,
+        on_cpu: on_cpu(),
+        netns,
+        sport,
+        dport,
+        family,
+        old: state,
+        new: state,
+        source: hook.raw(),
+        flags: 0,
+        retransmits: 0,
+        detail,
     };
-    // SAFETY: the reserved slot is ours until submitted; every field is
-    // written below.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
-    ev.skaddr = sk;
-    ev.dwell_ns = DWELL_UNKNOWN;
-    ev.owner_pid = OWNER_UNKNOWN;
-    ev.owner_comm = [0; COMM_LEN];
-    ev.cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    ev.cpu_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-    ev.netns = netns;
-    ev.sport = sport;
-    ev.dport = dport;
-    ev.family = family;
-    ev.oldstate = state;
-    ev.newstate = state;
-    ev.source = source;
-    ev.flags = 0;
-    ev.retransmits = 0;
-    ev.detail = detail;
-    ev.saddr = saddr;
-    ev.daddr = daddr;
-    entry.submit(wake);
-    count_in(stat::ROW_CAUSE, stat::SUBMITTED);
+    submit(stat::ROW_CAUSE, &cfg, |ev| {
+        fields.write(ev, saddr, daddr);
+        Some(())
+    });
     Some(())
 }
 

@@ -18,6 +18,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 
 mod cause;
+mod event;
 mod kernel;
 mod maps;
 mod record;

@@ -4,7 +4,7 @@
 //! so userspace holds such a CLOSE row until this event arrives.
 
 use aya_ebpf::programs::BtfTracePointContext;
-use tcpstate_common::{DETAIL_NONE, source};
+use tcpstate_common::{DETAIL_NONE, Hook};
 
 use crate::{cause, maps::config};
 
@@ -20,12 +20,12 @@ pub fn sent(ctx: &BtfTracePointContext) -> Option<()> {
     } else {
         DETAIL_NONE
     };
-    cause::emit(sk, source::RESET_SENT, reason)
+    cause::emit(sk, Hook::ResetSent, reason)
 }
 
 /// `tcp_receive_reset(struct sock *sk)`, called from `tcp_reset()` before
 /// the socket is done.
 #[inline(always)]
 pub fn received(ctx: &BtfTracePointContext) -> Option<()> {
-    cause::emit(cause::first_arg(ctx), source::RESET_RECEIVED, 0)
+    cause::emit(cause::first_arg(ctx), Hook::ResetReceived, 0)
 }

@@ -3,7 +3,7 @@
 //! Fires only on retransmits, so a healthy connection costs nothing here.
 
 use aya_ebpf::programs::BtfTracePointContext;
-use tcpstate_common::source;
+use tcpstate_common::Hook;
 
 use crate::{cause, maps::config};
 
@@ -18,5 +18,5 @@ pub fn handle(ctx: &BtfTracePointContext) -> Option<()> {
             return None;
         }
     }
-    cause::emit(cause::first_arg(ctx), source::RETRANSMIT, 0)
+    cause::emit(cause::first_arg(ctx), Hook::Retransmit, 0)
 }

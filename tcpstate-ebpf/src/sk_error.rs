@@ -3,7 +3,7 @@
 //! so it precedes the CLOSE it explains.
 
 use aya_ebpf::programs::BtfTracePointContext;
-use tcpstate_common::{DETAIL_NONE, source};
+use tcpstate_common::{DETAIL_NONE, Hook};
 
 use crate::{cause, kernel::read, maps::config};
 
@@ -17,5 +17,5 @@ pub fn handle(ctx: &BtfTracePointContext) -> Option<()> {
     } else {
         DETAIL_NONE
     };
-    cause::emit(sk, source::SOCK_ERROR, err)
+    cause::emit(sk, Hook::SockError, err)
 }

@@ -5,23 +5,17 @@
 //! kernel runs in the owner's context) and writes one `Event` into the ring
 //! buffer.
 
-use aya_ebpf::{
-    EbpfContext,
-    bindings::BPF_ANY,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-};
+use aya_ebpf::{EbpfContext, bindings::BPF_ANY, helpers::bpf_ktime_get_boot_ns};
 use aya_log_ebpf::warn;
 use tcpstate_common::{
-    COMM_LEN, Config, DWELL_UNKNOWN, Event, IPPROTO_TCP, ListenKey, Owner, SockState, flag,
-    port_match, source, stat, tcp_state,
+    Config, DWELL_UNKNOWN, Event, Hook, IPPROTO_TCP, ListenKey, Owner, SockState, TcpState, flag,
+    port_match, stat,
 };
 
 use crate::{
+    event::{Fields, on_cpu, submit},
     kernel::{fin_flags, netns_of, synack_wait_ns},
-    maps::{
-        EVENTS, LISTENERS, PENDING, PORTS, SCRATCH, SOCKS, config, count_in, emit_copy,
-        wakeup_flags,
-    },
+    maps::{LISTENERS, PENDING, PORTS, SCRATCH, SOCKS, config, count_in, emit_copy},
     record::Record,
 };
 
@@ -41,32 +35,23 @@ pub fn port_matches(sport: u16, dport: u16) -> bool {
     local & port_match::LOCAL != 0 || remote & port_match::REMOTE != 0
 }
 
-#[inline(always)]
-fn current_owner() -> Owner {
-    Owner {
-        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-    }
-}
-
 /// Transitions the kernel makes in the context of the process that owns the
 /// socket: connect(), listen(), and close()/shutdown() (of a connection or a
 /// listener). Everything else runs in softirq or timer context, where the
 /// on-CPU task is whoever was there.
 #[inline(always)]
 fn in_owner_context(old: u8, new: u8) -> bool {
-    (old == tcp_state::CLOSE && (new == tcp_state::SYN_SENT || new == tcp_state::LISTEN))
-        || (old == tcp_state::LISTEN && new == tcp_state::CLOSE)
-        || new == tcp_state::FIN_WAIT1
-        || (old == tcp_state::CLOSE_WAIT && new == tcp_state::LAST_ACK)
+    (old == TcpState::Close.raw() && (new == TcpState::SynSent.raw() || new == TcpState::Listen.raw()))
+        || (old == TcpState::Listen.raw() && new == TcpState::Close.raw())
+        || new == TcpState::FinWait1.raw()
+        || (old == TcpState::CloseWait.raw() && new == TcpState::LastAck.raw())
 }
 
 /// The first event of a new socket: anything tracked under this address
 /// before belongs to a freed socket whose memory was reused.
 #[inline(always)]
 fn is_birth(old: u8, new: u8) -> bool {
-    old == tcp_state::CLOSE || (old == tcp_state::LISTEN && new == tcp_state::SYN_RECV)
+    old == TcpState::Close.raw() || (old == TcpState::Listen.raw() && new == TcpState::SynRecv.raw())
 }
 
 /// Kernel-side diagnostics for `--verbose`, through aya-log. Kept out of
@@ -92,46 +77,12 @@ fn count_failure<C: EbpfContext>(ctx: &C, r: Runner, cfg: &Config, what: u32, ke
     }
 }
 
-/// What one state change carries, gathered before the event is written.
-struct EventFields {
-    now: u64,
-    skaddr: u64,
-    dwell: u64,
-    owner: Owner,
-    cpu_pid: u32,
-    cpu_comm: [u8; COMM_LEN],
-    netns: u32,
-    sport: u16,
-    dport: u16,
-    family: u16,
-    old: u8,
-    new: u8,
-    flags: u8,
-}
-
-/// Writes every field of `ev` (ring-buffer or map memory).
+/// Writes every field of `ev` (ring-buffer or map memory), reading the
+/// addresses from the record.
 #[inline(always)]
-fn fill_event<R: Record>(ev: &mut Event, rec: &R, cfg: &Config, f: &EventFields) -> Option<()> {
+fn fill_event<R: Record>(ev: &mut Event, rec: &R, cfg: &Config, f: &Fields) -> Option<()> {
     let (saddr, daddr) = rec.addrs(cfg, f.family)?;
-    ev.ts_ns = f.now;
-    ev.skaddr = f.skaddr;
-    ev.dwell_ns = f.dwell;
-    ev.owner_pid = f.owner.pid;
-    ev.owner_comm = f.owner.comm;
-    ev.cpu_pid = f.cpu_pid;
-    ev.cpu_comm = f.cpu_comm;
-    ev.netns = f.netns;
-    ev.sport = f.sport;
-    ev.dport = f.dport;
-    ev.family = f.family;
-    ev.oldstate = f.old;
-    ev.newstate = f.new;
-    ev.source = source::TRACEPOINT;
-    ev.flags = f.flags;
-    ev.retransmits = 0;
-    ev.detail = 0;
-    ev.saddr = saddr;
-    ev.daddr = daddr;
+    f.write(ev, saddr, daddr);
     Some(())
 }
 
@@ -155,7 +106,7 @@ pub fn handle<C: EbpfContext, R: Record>(
         return None;
     }
     let (sport, dport) = rec.ports(&cfg)?;
-    let listen_event = old == tcp_state::LISTEN || new == tcp_state::LISTEN;
+    let listen_event = old == TcpState::Listen.raw() || new == TcpState::Listen.raw();
     if cfg.port_filter != 0 && cfg.hold_back == 0 && !listen_event && !port_matches(sport, dport) {
         return None;
     }
@@ -193,14 +144,14 @@ pub fn handle<C: EbpfContext, R: Record>(
         port: sport,
         family,
     };
-    if old == tcp_state::CLOSE && new == tcp_state::LISTEN {
+    if old == TcpState::Close.raw() && new == TcpState::Listen.raw() {
         if LISTENERS
-            .insert(&lkey, &current_owner(), BPF_ANY as u64)
+            .insert(&lkey, &on_cpu(), BPF_ANY as u64)
             .is_err()
         {
             count_failure(ctx, runner, &cfg, stat::LISTEN_MAP_FAIL, sport as u64);
         }
-    } else if old == tcp_state::LISTEN && new == tcp_state::CLOSE {
+    } else if old == TcpState::Listen.raw() && new == TcpState::Close.raw() {
         let _ = LISTENERS.remove(&lkey);
     }
 
@@ -216,7 +167,7 @@ pub fn handle<C: EbpfContext, R: Record>(
     // chosen). Otherwise drop it here, before any work.
     let may_match_later = cfg.hold_back != 0
         && birth
-        && new != tcp_state::LISTEN
+        && new != TcpState::Listen.raw()
         && ((sport == 0 && cfg.port_filter & port_match::LOCAL != 0)
             || (dport == 0 && cfg.port_filter & port_match::REMOTE != 0));
     if !matched && !may_match_later {
@@ -232,15 +183,10 @@ pub fn handle<C: EbpfContext, R: Record>(
         netns_of(&cfg, skaddr)
     };
 
-    let cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let cpu_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    let cpu = on_cpu();
     let owner = if in_owner_context(old, new) {
-        Owner {
-            pid: cpu_pid,
-            _pad: 0,
-            comm: cpu_comm,
-        }
-    } else if old == tcp_state::LISTEN && new == tcp_state::SYN_RECV {
+        cpu
+    } else if old == TcpState::Listen.raw() && new == TcpState::SynRecv.raw() {
         let key = ListenKey { netns, ..lkey };
         unsafe { LISTENERS.get(&key) }
             .copied()
@@ -256,7 +202,7 @@ pub fn handle<C: EbpfContext, R: Record>(
         Some(t) => now.saturating_sub(unsafe { (*t).since_ns }),
         None => DWELL_UNKNOWN,
     };
-    if old == tcp_state::SYN_RECV && new == tcp_state::ESTABLISHED {
+    if old == TcpState::SynRecv.raw() && new == TcpState::Established.raw() {
         // Count SYN_RECV from the SYN-ACK, as netstat shows it (the request
         // socket), not from the child socket's creation a moment ago.
         let wait = synack_wait_ns(&cfg, skaddr);
@@ -265,25 +211,27 @@ pub fn handle<C: EbpfContext, R: Record>(
         }
     }
     let fin =
-        if new == tcp_state::CLOSE && (old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING) {
+        if new == TcpState::Close.raw() && (old == TcpState::FinWait2.raw() || old == TcpState::Closing.raw()) {
             fin_flags(&cfg, skaddr)
         } else {
             0
         };
-    let fields = EventFields {
+    let fields = Fields {
         now,
         skaddr,
         dwell,
         owner,
-        cpu_pid,
-        cpu_comm,
+        on_cpu: cpu,
         netns,
         sport,
         dport,
         family,
         old,
         new,
+        source: Hook::Tracepoint.raw(),
         flags: fin,
+        retransmits: 0,
+        detail: 0,
     };
 
     if !matched {
@@ -318,27 +266,12 @@ pub fn handle<C: EbpfContext, R: Record>(
         }
         let _ = PENDING.remove(skaddr);
     }
-    // Written straight into the ring buffer: no copy.
-    let wake = wakeup_flags(&cfg);
-    match EVENTS.reserve::<Event>(0) {
-        Some(mut entry) => {
-            // SAFETY: the reserved slot is ours until submitted; every field
-            // is written by fill_event.
-            let ev = unsafe { &mut *entry.as_mut_ptr() };
-            if fill_event(ev, rec, &cfg, &fields).is_some() {
-                entry.submit(wake);
-                count_in(runner.row, stat::SUBMITTED);
-            } else {
-                entry.discard(0);
-            }
-        }
-        None => count_in(runner.row, stat::RINGBUF_FULL),
-    }
+    submit(runner.row, &cfg, |ev| fill_event(ev, rec, &cfg, &fields));
     if !birth && tracked.is_none() {
         count_in(runner.row, stat::UNTRACKED);
     }
 
-    if new == tcp_state::CLOSE {
+    if new == TcpState::Close.raw() {
         let _ = SOCKS.remove(skaddr);
         return Some(());
     }

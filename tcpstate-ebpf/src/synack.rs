@@ -7,16 +7,13 @@
 //! entry into SYN_RECV.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns},
     programs::TracePointContext,
 };
-use tcpstate_common::{
-    AF_INET, COMM_LEN, DWELL_UNKNOWN, ListenKey, Owner, source, stat, tcp_state,
-};
+use tcpstate_common::{AF_INET, DWELL_UNKNOWN, Hook, ListenKey, Owner, TcpState, stat};
 
 use crate::{
+    event::{Fields, on_cpu},
     kernel::{netns_of, read},
     maps::{LISTENERS, SCRATCH, config, emit_copy, slot},
     state_change::port_matches,
@@ -84,25 +81,24 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     // Slot 1: slot 0 may be in use by a state-change program this one
     // interrupted on the same CPU.
     let ev = unsafe { &mut *SCRATCH.get_ptr_mut(slot::SYNACK)? };
-    ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
-    ev.skaddr = req;
-    ev.dwell_ns = since_first;
-    ev.owner_pid = owner.pid;
-    ev.owner_comm = owner.comm;
-    ev.cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    ev.cpu_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-    ev.netns = netns;
-    ev.sport = sport;
-    ev.dport = dport;
-    ev.family = family;
-    ev.oldstate = tcp_state::SYN_RECV;
-    ev.newstate = tcp_state::SYN_RECV;
-    ev.source = source::SYNACK;
-    ev.flags = 0;
-    ev.retransmits = previous.saturating_add(1);
-    ev.detail = 0;
-    ev.saddr = saddr;
-    ev.daddr = daddr;
+    let fields = Fields {
+        now: unsafe { bpf_ktime_get_boot_ns() },
+        skaddr: req,
+        dwell: since_first,
+        owner,
+        on_cpu: on_cpu(),
+        netns,
+        sport,
+        dport,
+        family,
+        old: TcpState::SynRecv.raw(),
+        new: TcpState::SynRecv.raw(),
+        source: Hook::Synack.raw(),
+        flags: 0,
+        retransmits: previous.saturating_add(1),
+        detail: 0,
+    };
+    fields.write(ev, saddr, daddr);
     emit_copy(stat::ROW_SYNACK, &cfg, ev);
     Some(())
 }

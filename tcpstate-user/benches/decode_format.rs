@@ -14,7 +14,7 @@ use std::hint::black_box;
 use clap::Parser as _;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tcpstate::{cli::Cli, clock::WallClock, event::decode, render, summary::Summary};
-use tcpstate_common::{AF_INET, Event, tcp_state as st};
+use tcpstate_common::{AF_INET, Event, TcpState as S};
 
 const BATCH: usize = 4096;
 
@@ -29,16 +29,16 @@ fn records() -> Vec<u8> {
     let size = std::mem::size_of::<Event>();
     let mut out = Vec::with_capacity(BATCH * size);
     let seq = [
-        (st::CLOSE, st::SYN_SENT, true),
-        (st::SYN_SENT, st::ESTABLISHED, true),
-        (st::LISTEN, st::SYN_RECV, false),
-        (st::SYN_RECV, st::ESTABLISHED, false),
-        (st::ESTABLISHED, st::FIN_WAIT1, true),
-        (st::ESTABLISHED, st::CLOSE_WAIT, false),
-        (st::CLOSE_WAIT, st::LAST_ACK, false),
-        (st::FIN_WAIT1, st::FIN_WAIT2, true),
-        (st::FIN_WAIT2, st::CLOSE, true),
-        (st::LAST_ACK, st::CLOSE, false),
+        (S::Close.raw(), S::SynSent.raw(), true),
+        (S::SynSent.raw(), S::Established.raw(), true),
+        (S::Listen.raw(), S::SynRecv.raw(), false),
+        (S::SynRecv.raw(), S::Established.raw(), false),
+        (S::Established.raw(), S::FinWait1.raw(), true),
+        (S::Established.raw(), S::CloseWait.raw(), false),
+        (S::CloseWait.raw(), S::LastAck.raw(), false),
+        (S::FinWait1.raw(), S::FinWait2.raw(), true),
+        (S::FinWait2.raw(), S::Close.raw(), true),
+        (S::LastAck.raw(), S::Close.raw(), false),
     ];
     let mut ts = 5_000_000_000u64;
     for i in 0..BATCH {
@@ -49,7 +49,7 @@ fn records() -> Vec<u8> {
         ts += 1_733;
         e.ts_ns = ts;
         e.skaddr = 0xffff_8880_1000_0000 + conn * 0x1000 + u64::from(!client) * 0x800;
-        e.dwell_ns = if old == st::CLOSE || old == st::LISTEN {
+        e.dwell_ns = if old == S::Close.raw() || old == S::Listen.raw() {
             tcpstate_common::DWELL_UNKNOWN
         } else {
             12_345 + i as u64
@@ -63,7 +63,7 @@ fn records() -> Vec<u8> {
         e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         (e.sport, e.dport) = if client {
-            (if old == st::CLOSE { 0 } else { eph }, 7201)
+            (if old == S::Close.raw() { 0 } else { eph }, 7201)
         } else {
             (7201, eph)
         };

@@ -8,105 +8,26 @@ use std::{
 
 use tcpstate_common as common;
 
-/// A TCP state, named as in `include/net/tcp_states.h` (and bcc's tcpstates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TcpState {
-    Established,
-    SynSent,
-    SynRecv,
-    FinWait1,
-    FinWait2,
-    TimeWait,
-    Close,
-    CloseWait,
-    LastAck,
-    Listen,
-    Closing,
-    NewSynRecv,
-    /// A value this build does not know (a newer kernel).
-    Unknown(u8),
-}
+pub use common::{Hook, TcpState};
 
-impl TcpState {
-    pub const ALL: [TcpState; 12] = [
-        TcpState::Established,
-        TcpState::SynSent,
-        TcpState::SynRecv,
-        TcpState::FinWait1,
-        TcpState::FinWait2,
-        TcpState::TimeWait,
-        TcpState::Close,
-        TcpState::CloseWait,
-        TcpState::LastAck,
-        TcpState::Listen,
-        TcpState::Closing,
-        TcpState::NewSynRecv,
-    ];
-
-    pub fn from_raw(v: u8) -> Self {
-        use common::tcp_state as s;
-        match v {
-            s::ESTABLISHED => Self::Established,
-            s::SYN_SENT => Self::SynSent,
-            s::SYN_RECV => Self::SynRecv,
-            s::FIN_WAIT1 => Self::FinWait1,
-            s::FIN_WAIT2 => Self::FinWait2,
-            s::TIME_WAIT => Self::TimeWait,
-            s::CLOSE => Self::Close,
-            s::CLOSE_WAIT => Self::CloseWait,
-            s::LAST_ACK => Self::LastAck,
-            s::LISTEN => Self::Listen,
-            s::CLOSING => Self::Closing,
-            s::NEW_SYN_RECV => Self::NewSynRecv,
-            other => Self::Unknown(other),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Established => "ESTABLISHED",
-            Self::SynSent => "SYN_SENT",
-            Self::SynRecv => "SYN_RECV",
-            Self::FinWait1 => "FIN_WAIT1",
-            Self::FinWait2 => "FIN_WAIT2",
-            Self::TimeWait => "TIME_WAIT",
-            Self::Close => "CLOSE",
-            Self::CloseWait => "CLOSE_WAIT",
-            Self::LastAck => "LAST_ACK",
-            Self::Listen => "LISTEN",
-            Self::Closing => "CLOSING",
-            Self::NewSynRecv => "NEW_SYN_RECV",
-            Self::Unknown(_) => "UNKNOWN",
-        }
-    }
-
-    /// Parses a state name as the CLI accepts it: case-insensitive, with `-`
-    /// or `_`, and the netstat/ss spellings (`FIN_WAIT_1`, `SYN-RECV`, `CLOSED`).
-    pub fn parse(s: &str) -> Option<Self> {
-        let norm: String = s
-            .trim()
-            .chars()
-            .filter(|c| *c != '_' && *c != '-')
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
-        let norm = match norm.as_str() {
-            "CLOSED" => "CLOSE",
-            "SYNRCVD" => "SYNRECV",
-            other => other,
-        };
-        Self::ALL
-            .into_iter()
-            .find(|st| st.name().replace('_', "") == norm)
-    }
-}
-
-impl fmt::Display for TcpState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unknown(v) => write!(f, "UNKNOWN({v})"),
-            other => f.pad(other.name()),
-        }
-    }
+/// Parses a state name as the CLI accepts it: case-insensitive, with `-`
+/// or `_`, and the netstat/ss spellings (`FIN_WAIT_1`, `SYN-RECV`, `CLOSED`).
+pub fn parse_state(s: &str) -> Option<TcpState> {
+    let norm: String = s
+        .trim()
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let norm = match norm.as_str() {
+        "CLOSED" => "CLOSE",
+        "SYNRCVD" => "SYNRECV",
+        other => other,
+    };
+    TcpState::ALL
+        .iter()
+        .copied()
+        .find(|st| st.name().replace('_', "") == norm)
 }
 
 /// Where an event came from. Only `Tracepoint` is a transition the kernel
@@ -141,7 +62,7 @@ impl Source {
     }
 }
 
-/// The cause hooks' events (`common::source::RESET_SENT` ...).
+/// What a cause hook's event (`Hook::ResetSent` ...) explains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
     ResetSent,
@@ -365,14 +286,14 @@ impl From<&common::Event> for TcpEvent {
             rport: e.dport,
             old: TcpState::from_raw(e.oldstate),
             new: TcpState::from_raw(e.newstate),
-            source: match e.source {
-                common::source::TRACEPOINT => Source::Tracepoint,
-                common::source::SYNACK => Source::SynackTracepoint,
-                common::source::RESET_SENT => Source::Cause(Cause::ResetSent),
-                common::source::RESET_RECEIVED => Source::Cause(Cause::ResetReceived),
-                common::source::SOCK_ERROR => Source::Cause(Cause::SockError),
-                common::source::RETRANSMIT => Source::Cause(Cause::Retransmit),
-                other => Source::Unknown(other),
+            source: match Hook::from_raw(e.source) {
+                Hook::Tracepoint => Source::Tracepoint,
+                Hook::Synack => Source::SynackTracepoint,
+                Hook::ResetSent => Source::Cause(Cause::ResetSent),
+                Hook::ResetReceived => Source::Cause(Cause::ResetReceived),
+                Hook::SockError => Source::Cause(Cause::SockError),
+                Hook::Retransmit => Source::Cause(Cause::Retransmit),
+                Hook::Unknown(other) => Source::Unknown(other),
             },
             replayed: e.flags & common::flag::REPLAYED != 0,
             note: None,
@@ -466,8 +387,8 @@ pub(crate) mod tests {
         e.sport = 10050;
         e.dport = 48008;
         e.family = common::AF_INET;
-        e.oldstate = common::tcp_state::ESTABLISHED;
-        e.newstate = common::tcp_state::FIN_WAIT1;
+        e.oldstate = TcpState::Established.raw();
+        e.newstate = TcpState::FinWait1.raw();
         e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
         e
@@ -544,12 +465,12 @@ pub(crate) mod tests {
 
     #[test]
     fn state_names_parse_in_netstat_and_ss_spellings() {
-        assert_eq!(TcpState::parse("fin-wait-1"), Some(TcpState::FinWait1));
-        assert_eq!(TcpState::parse("FIN_WAIT1"), Some(TcpState::FinWait1));
-        assert_eq!(TcpState::parse("syn-recv"), Some(TcpState::SynRecv));
-        assert_eq!(TcpState::parse("SYN_RCVD"), Some(TcpState::SynRecv));
-        assert_eq!(TcpState::parse("closed"), Some(TcpState::Close));
-        assert_eq!(TcpState::parse("close-wait"), Some(TcpState::CloseWait));
-        assert_eq!(TcpState::parse("bogus"), None);
+        assert_eq!(parse_state("fin-wait-1"), Some(TcpState::FinWait1));
+        assert_eq!(parse_state("FIN_WAIT1"), Some(TcpState::FinWait1));
+        assert_eq!(parse_state("syn-recv"), Some(TcpState::SynRecv));
+        assert_eq!(parse_state("SYN_RCVD"), Some(TcpState::SynRecv));
+        assert_eq!(parse_state("closed"), Some(TcpState::Close));
+        assert_eq!(parse_state("close-wait"), Some(TcpState::CloseWait));
+        assert_eq!(parse_state("bogus"), None);
     }
 }

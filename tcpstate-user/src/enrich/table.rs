@@ -23,13 +23,12 @@ pub enum Wanted {
 impl Wanted {
     /// inet_diag's state bit mask (`1 << state`; TCP_NEW_SYN_RECV is 12).
     pub fn state_bits(self) -> u32 {
-        let bit = |s: u8| 1u32 << s;
-        use tcpstate_common::tcp_state as st;
+        let bit = |s: TcpState| 1u32 << s.raw();
         match self {
-            Wanted::All => 0x1ffe,
-            Wanted::Listeners => bit(st::LISTEN),
-            Wanted::RequestSockets => bit(st::NEW_SYN_RECV),
-            Wanted::TimeWait => bit(st::TIME_WAIT) | bit(st::FIN_WAIT2),
+            Wanted::All => TcpState::ALL.iter().fold(0, |bits, &s| bits | bit(s)),
+            Wanted::Listeners => bit(TcpState::Listen),
+            Wanted::RequestSockets => bit(TcpState::NewSynRecv),
+            Wanted::TimeWait => bit(TcpState::TimeWait) | bit(TcpState::FinWait2),
         }
     }
 

@@ -101,7 +101,7 @@ mod tests {
         ] {
             o.transition(&(), old, new);
         }
-        for st in TcpState::ALL {
+        for &st in TcpState::ALL {
             let want = if st == Listen { 1 } else { 0 };
             assert_eq!(o.get(&(), st), want, "{st}");
         }

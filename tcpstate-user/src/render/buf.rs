@@ -73,6 +73,27 @@ pub fn pad_from(out: &mut Vec<u8>, start: usize, width: usize) {
     }
 }
 
+/// Appends what `write` writes, padded with spaces to `width` bytes.
+#[inline]
+pub fn padded(out: &mut Vec<u8>, width: usize, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    write(out);
+    pad_from(out, start, width);
+}
+
+/// Appends the PID (7 wide) and COMM (16 wide) columns of a task, or
+/// dashes when it is unknown (never a made-up 0).
+pub fn task(out: &mut Vec<u8>, task: Option<&crate::event::Task>) {
+    match task {
+        Some(t) => {
+            padded(out, 7, |out| u64(out, t.pid as u64));
+            out.push(b' ');
+            str_padded(out, &comm(&t.comm), 16);
+        }
+        None => out.extend_from_slice(b"-       -               "),
+    }
+}
+
 /// Appends `s` left-aligned in `width` characters (like `{:<width}`).
 #[inline]
 pub fn str_padded(out: &mut Vec<u8>, s: &str, width: usize) {

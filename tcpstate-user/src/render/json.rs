@@ -95,18 +95,16 @@ pub(crate) fn owner_fields(out: &mut Vec<u8>, owner: Option<&crate::event::Task>
 }
 
 pub(crate) fn tuple_fields(out: &mut Vec<u8>, ev: &TcpEvent) {
-    key(out, "laddr");
-    out.push(b'"');
-    buf::ip(out, &ev.laddr);
-    out.push(b'"');
-    key(out, "lport");
-    buf::u64(out, ev.lport as u64);
-    key(out, "raddr");
-    out.push(b'"');
-    buf::ip(out, &ev.raddr);
-    out.push(b'"');
-    key(out, "rport");
-    buf::u64(out, ev.rport as u64);
+    let mut endpoint = |names: [&str; 2], addr: &std::net::IpAddr, port: u16| {
+        key(out, names[0]);
+        out.push(b'"');
+        buf::ip(out, addr);
+        out.push(b'"');
+        key(out, names[1]);
+        buf::u64(out, port as u64);
+    };
+    endpoint(["laddr", "lport"], &ev.laddr, ev.lport);
+    endpoint(["raddr", "rport"], &ev.raddr, ev.rport);
 }
 
 /// Appends a state as a JSON string.

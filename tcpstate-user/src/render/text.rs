@@ -86,28 +86,17 @@ impl Render for Text {
     }
 
     fn event(&mut self, ev: &TcpEvent, out: &mut Vec<u8>) {
-        let start = out.len();
-        self.time.write(out, ev.ts_ns);
-        buf::pad_from(out, start, self.time.format().column().0);
-        out.push(b' ');
+        self.time.write_column(out, ev.ts_ns);
         if self.wide {
-            let start = out.len();
-            buf::hex(out, ev.skaddr);
-            buf::pad_from(out, start, 18);
+            buf::padded(out, 18, |out| buf::hex(out, ev.skaddr));
             out.push(b' ');
-            let start = out.len();
-            buf::u64(out, ev.netns as u64);
-            buf::pad_from(out, start, 10);
+            buf::padded(out, 10, |out| buf::u64(out, ev.netns as u64));
             out.extend_from_slice(if ev.family == tcpstate_common::AF_INET6 {
                 b" v6   "
             } else {
                 b" v4   "
             });
-            let start = out.len();
-            buf::u64(out, ev.on_cpu.pid as u64);
-            buf::pad_from(out, start, 7);
-            out.push(b' ');
-            buf::str_padded(out, &buf::comm(&ev.on_cpu.comm), 16);
+            buf::task(out, Some(&ev.on_cpu));
             out.push(b' ');
             if let Some(c) = &self.containers {
                 let a = c.borrow_mut().of(ev.owner.as_ref());
@@ -116,32 +105,15 @@ impl Render for Text {
                 out.push(b' ');
             }
         }
-        match &ev.owner {
-            Some(o) => {
-                let start = out.len();
-                buf::u64(out, o.pid as u64);
-                buf::pad_from(out, start, 7);
-                out.push(b' ');
-                buf::str_padded(out, &buf::comm(&o.comm), 16);
-                out.push(b' ');
-            }
-            None => out.extend_from_slice(b"-       -                "),
-        }
-        let start = out.len();
-        buf::ip(out, &ev.laddr);
-        buf::pad_from(out, start, 15);
+        buf::task(out, ev.owner.as_ref());
         out.push(b' ');
-        let start = out.len();
-        buf::u64(out, ev.lport as u64);
-        buf::pad_from(out, start, 5);
+        buf::padded(out, 15, |out| buf::ip(out, &ev.laddr));
         out.push(b' ');
-        let start = out.len();
-        buf::ip(out, &ev.raddr);
-        buf::pad_from(out, start, 15);
+        buf::padded(out, 5, |out| buf::u64(out, ev.lport as u64));
         out.push(b' ');
-        let start = out.len();
-        buf::u64(out, ev.rport as u64);
-        buf::pad_from(out, start, 5);
+        buf::padded(out, 15, |out| buf::ip(out, &ev.raddr));
+        out.push(b' ');
+        buf::padded(out, 5, |out| buf::u64(out, ev.rport as u64));
         out.push(b' ');
         if ev.is_state_row() {
             // Not a change: `is STATE`, with the old-state column left blank,

@@ -68,6 +68,13 @@ impl TimeWriter {
     }
 
     /// Appends the time of an event at `boot_ns` (CLOCK_BOOTTIME).
+    /// Writes the time padded to its text column, and the space after it.
+    pub fn write_column(&mut self, out: &mut Vec<u8>, boot_ns: u64) {
+        let width = self.format.column().0;
+        crate::render::buf::padded(out, width, |out| self.write(out, boot_ns));
+        out.push(b' ');
+    }
+
     pub fn write(&mut self, out: &mut Vec<u8>, boot_ns: u64) {
         if self.format == TimeFormat::SinceStart {
             let d = boot_ns as i128 - self.clock.start_boot_ns as i128;

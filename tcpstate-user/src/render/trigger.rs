@@ -44,10 +44,10 @@ impl std::fmt::Display for TriggerSpec {
 }
 
 /// Parses `CLOSING`, `close-wait`, `FIN_WAIT1->CLOSING` (`>` alone works
-/// too); state names as [`TcpState::parse`] accepts them.
+/// too); state names as [`crate::event::parse_state`] accepts them.
 pub fn parse_spec(s: &str) -> Result<TriggerSpec, String> {
     let state = |name: &str| {
-        TcpState::parse(name).ok_or_else(|| {
+        crate::event::parse_state(name).ok_or_else(|| {
             format!(
                 "`{}` is not a TCP state (e.g. ESTABLISHED, CLOSE_WAIT, FIN_WAIT1, CLOSING)",
                 name.trim()
@@ -276,24 +276,23 @@ mod tests {
         (Trigger::new(Box::new(Spy(seen.clone())), specs, max), seen)
     }
 
+    /// One event per step along `states`.
+    fn path(skaddr: u64, states: &[TcpState]) -> Vec<TcpEvent> {
+        states.windows(2).map(|w| ev(skaddr, w[0], w[1])).collect()
+    }
+
     fn closing_path(skaddr: u64) -> Vec<TcpEvent> {
-        vec![
-            ev(skaddr, Listen, SynRecv),
-            ev(skaddr, SynRecv, Established),
-            ev(skaddr, Established, FinWait1),
-            ev(skaddr, FinWait1, Closing),
-            ev(skaddr, Closing, Close),
-        ]
+        path(
+            skaddr,
+            &[Listen, SynRecv, Established, FinWait1, Closing, Close],
+        )
     }
 
     fn plain_path(skaddr: u64) -> Vec<TcpEvent> {
-        vec![
-            ev(skaddr, Close, SynSent),
-            ev(skaddr, SynSent, Established),
-            ev(skaddr, Established, FinWait1),
-            ev(skaddr, FinWait1, FinWait2),
-            ev(skaddr, FinWait2, Close),
-        ]
+        path(
+            skaddr,
+            &[Close, SynSent, Established, FinWait1, FinWait2, Close],
+        )
     }
 
     #[test]

@@ -37,28 +37,12 @@ pub(super) fn write_text(
     palette: &Palette,
     out: &mut Vec<u8>,
 ) {
-    let start = out.len();
-    time.write(out, h.last_ns);
-    buf::pad_from(out, start, time.format().column().0);
+    time.write_column(out, h.last_ns);
+    buf::task(out, h.owner.as_ref());
     out.push(b' ');
-    match &h.owner {
-        Some(o) => {
-            let start = out.len();
-            buf::u64(out, o.pid as u64);
-            buf::pad_from(out, start, 7);
-            out.push(b' ');
-            buf::str_padded(out, &buf::comm(&o.comm), 16);
-        }
-        None => out.extend_from_slice(b"-       -               "),
-    }
+    buf::padded(out, 21, |out| endpoint(out, &h.tuple.laddr, h.tuple.lport));
     out.push(b' ');
-    let start = out.len();
-    endpoint(out, &h.tuple.laddr, h.tuple.lport);
-    buf::pad_from(out, start, 21);
-    out.push(b' ');
-    let start = out.len();
-    endpoint(out, &h.tuple.raddr, h.tuple.rport);
-    buf::pad_from(out, start, 21);
+    buf::padded(out, 21, |out| endpoint(out, &h.tuple.raddr, h.tuple.rport));
     out.push(b' ');
     buf::str_padded(out, h.role().name(), 8);
     out.push(b' ');
