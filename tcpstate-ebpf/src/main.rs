@@ -128,29 +128,22 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_send_reset")]
-pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
-    let _ = reset::sent(&ctx);
-    0
+/// A cause hook: one BTF tracepoint program whose handler writes a cause
+/// event or nothing (its result only says which).
+macro_rules! cause_program {
+    ($name:ident, $function:tt, $handler:path) => {
+        #[btf_tracepoint(function = $function)]
+        pub fn $name(ctx: BtfTracePointContext) -> u32 {
+            let _ = $handler(&ctx);
+            0
+        }
+    };
 }
 
-#[btf_tracepoint(function = "tcp_receive_reset")]
-pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
-    let _ = reset::received(&ctx);
-    0
-}
-
-#[btf_tracepoint(function = "inet_sk_error_report")]
-pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
-    let _ = sk_error::handle(&ctx);
-    0
-}
-
-#[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
-    let _ = retransmit::handle(&ctx);
-    0
-}
+cause_program!(tcp_send_reset, "tcp_send_reset", reset::sent);
+cause_program!(tcp_receive_reset, "tcp_receive_reset", reset::received);
+cause_program!(inet_sk_error_report, "inet_sk_error_report", sk_error::handle);
+cause_program!(tcp_retransmit_skb, "tcp_retransmit_skb", retransmit::handle);
 
 #[cfg(not(test))]
 #[panic_handler]

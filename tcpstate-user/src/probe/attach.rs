@@ -25,15 +25,24 @@ pub(super) fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Program `name` of tcpstate's own object as its kind `P`. The object is
+/// built with this binary, so a missing program is a build bug, not
+/// something a user can meet.
+pub(super) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, ProgramError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .unwrap_or_else(|| panic!("program {name} is in the object"))
+        .try_into()
+}
+
 /// Attaches `tcp:tcp_retransmit_synack`, where half-open connections that
 /// linger show. Optional: without it tcpstate still traces every state
 /// change, and says what it cannot see.
 pub(super) fn attach_synack(ebpf: &mut Ebpf, say: &mut dyn FnMut(&str)) -> bool {
     let r = (|| -> Result<(), ProgramError> {
-        let p: &mut TracePoint = ebpf
-            .program_mut(names::SYNACK_PROGRAM)
-            .expect("synack program is in the object")
-            .try_into()?;
+        let p: &mut TracePoint = program(ebpf, names::SYNACK_PROGRAM)?;
         p.load()?;
         p.attach("tcp", "tcp_retransmit_synack")?;
         Ok(())
@@ -62,10 +71,7 @@ pub(super) fn attach_nested(
     say: &mut dyn FnMut(&str),
 ) {
     let r = loaded.and_then(|()| {
-        let p: &mut BtfTracePoint = ebpf
-            .program_mut(names::NESTED_PROGRAM)
-            .expect("nested program is in the object")
-            .try_into()?;
+        let p: &mut BtfTracePoint = program(ebpf, names::NESTED_PROGRAM)?;
         p.attach()?;
         Ok(())
     });
@@ -122,7 +128,7 @@ pub(super) fn attach_causes(
     kbtf: &kernel_btf::KernelBtf,
     say: &mut dyn FnMut(&str),
 ) {
-    for ((program, tp), id) in kernel_btf::CAUSE_HOOKS.iter().zip(kbtf.cause_btf_ids) {
+    for ((name, tp), id) in kernel_btf::CAUSE_HOOKS.iter().zip(kbtf.cause_btf_ids) {
         let Some(id) = id else {
             say(&format!(
                 "no tp_btf/{tp} in kernel BTF: its reasons are not shown"
@@ -130,10 +136,7 @@ pub(super) fn attach_causes(
             continue;
         };
         let r = (|| -> Result<(), ProgramError> {
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut(program)
-                .expect("cause program is in the object")
-                .try_into()?;
+            let p: &mut BtfTracePoint = program(ebpf, name)?;
             p.load_with_btf_id(id)?;
             p.attach()?;
             Ok(())

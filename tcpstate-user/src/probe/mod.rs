@@ -301,10 +301,7 @@ impl Probe {
             Hook::Btf => {
                 let btf_id = kbtf.state_change_btf_id.expect("checked above");
                 let nested_loaded = load_state_change_programs(&mut ebpf, btf_id)?;
-                let program: &mut BtfTracePoint = ebpf
-                    .program_mut(names::BTF_PROGRAM)
-                    .expect("program is in the object")
-                    .try_into()
+                let program: &mut BtfTracePoint = attach::program(&mut ebpf, names::BTF_PROGRAM)
                     .map_err(|e| program_error("program type", e))?;
                 // aya keeps the link with the program: detached at unload.
                 program
@@ -315,10 +312,7 @@ impl Probe {
                 fd
             }
             Hook::Classic => {
-                let program: &mut TracePoint = ebpf
-                    .program_mut(names::PROGRAM)
-                    .expect("program is in the object")
-                    .try_into()
+                let program: &mut TracePoint = attach::program(&mut ebpf, names::PROGRAM)
                     .map_err(|e| program_error("program type", e))?;
                 program
                     .load()
