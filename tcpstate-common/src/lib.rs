@@ -298,8 +298,6 @@ pub struct KernelOffsets {
     pub skc_net: u32,
     /// `net.ns.inum`
     pub ns_inum: u32,
-    /// `net.net_cookie` (what `bpf_get_netns_cookie` returns), 0 = unknown.
-    pub net_cookie: u32,
     /// `sock.sk_flags`, 0 = unknown.
     pub sk_flags: u32,
     /// The bit of SOCK_DONE (`enum sock_flags`) in `sk_flags`: set by
@@ -480,7 +478,7 @@ pub struct SockState {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
-const _: () = assert!(core::mem::size_of::<Config>() == 112);
+const _: () = assert!(core::mem::size_of::<Config>() == 108);
 const _: () = assert!(core::mem::size_of::<SockHead>() == 20);
 const _: () = assert!(core::mem::size_of::<SockState>() == 40);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);

@@ -142,7 +142,11 @@ macro_rules! cause_program {
 
 cause_program!(tcp_send_reset, "tcp_send_reset", reset::sent);
 cause_program!(tcp_receive_reset, "tcp_receive_reset", reset::received);
-cause_program!(inet_sk_error_report, "inet_sk_error_report", sk_error::handle);
+cause_program!(
+    inet_sk_error_report,
+    "inet_sk_error_report",
+    sk_error::handle
+);
 cause_program!(tcp_retransmit_skb, "tcp_retransmit_skb", retransmit::handle);
 
 #[cfg(not(test))]

@@ -43,7 +43,6 @@ pub static CONFIG: Config = Config {
     offsets: KernelOffsets {
         skc_net: 0,
         ns_inum: 0,
-        net_cookie: 0,
         sk_flags: 0,
         sock_done_bit: 0,
         sk_protocol: 0,

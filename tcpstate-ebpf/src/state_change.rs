@@ -41,7 +41,8 @@ pub fn port_matches(sport: u16, dport: u16) -> bool {
 /// on-CPU task is whoever was there.
 #[inline(always)]
 fn in_owner_context(old: u8, new: u8) -> bool {
-    (old == TcpState::Close.raw() && (new == TcpState::SynSent.raw() || new == TcpState::Listen.raw()))
+    (old == TcpState::Close.raw()
+        && (new == TcpState::SynSent.raw() || new == TcpState::Listen.raw()))
         || (old == TcpState::Listen.raw() && new == TcpState::Close.raw())
         || new == TcpState::FinWait1.raw()
         || (old == TcpState::CloseWait.raw() && new == TcpState::LastAck.raw())
@@ -51,7 +52,8 @@ fn in_owner_context(old: u8, new: u8) -> bool {
 /// before belongs to a freed socket whose memory was reused.
 #[inline(always)]
 fn is_birth(old: u8, new: u8) -> bool {
-    old == TcpState::Close.raw() || (old == TcpState::Listen.raw() && new == TcpState::SynRecv.raw())
+    old == TcpState::Close.raw()
+        || (old == TcpState::Listen.raw() && new == TcpState::SynRecv.raw())
 }
 
 /// Kernel-side diagnostics for `--verbose`, through aya-log. Kept out of
@@ -74,6 +76,20 @@ fn count_failure<C: EbpfContext>(ctx: &C, r: Runner, cfg: &Config, what: u32, ke
         count_in(r.row, what);
     } else {
         count_in(r.row, log_map_failure(ctx, what, key));
+    }
+}
+
+/// A socket's tracking entry as of `now`: `followed` once an event of it
+/// matched the filter, otherwise its first event is held back in `PENDING`.
+#[inline(always)]
+fn tracking(now: u64, owner: Owner, netns: u32, followed: bool) -> SockState {
+    SockState {
+        since_ns: now,
+        owner,
+        followed: followed as u8,
+        has_pending: !followed as u8,
+        _pad: [0; 2],
+        netns,
     }
 }
 
@@ -145,10 +161,7 @@ pub fn handle<C: EbpfContext, R: Record>(
         family,
     };
     if old == TcpState::Close.raw() && new == TcpState::Listen.raw() {
-        if LISTENERS
-            .insert(&lkey, &on_cpu(), BPF_ANY as u64)
-            .is_err()
-        {
+        if LISTENERS.insert(&lkey, &on_cpu(), BPF_ANY as u64).is_err() {
             count_failure(ctx, runner, &cfg, stat::LISTEN_MAP_FAIL, sport as u64);
         }
     } else if old == TcpState::Listen.raw() && new == TcpState::Close.raw() {
@@ -210,12 +223,13 @@ pub fn handle<C: EbpfContext, R: Record>(
             dwell = wait;
         }
     }
-    let fin =
-        if new == TcpState::Close.raw() && (old == TcpState::FinWait2.raw() || old == TcpState::Closing.raw()) {
-            fin_flags(&cfg, skaddr)
-        } else {
-            0
-        };
+    let fin = if new == TcpState::Close.raw()
+        && (old == TcpState::FinWait2.raw() || old == TcpState::Closing.raw())
+    {
+        fin_flags(&cfg, skaddr)
+    } else {
+        0
+    };
     let fields = Fields {
         now,
         skaddr,
@@ -242,14 +256,7 @@ pub fn handle<C: EbpfContext, R: Record>(
         let ev = unsafe { &mut *scratch };
         fill_event(ev, rec, &cfg, &fields)?;
         ev.flags |= flag::REPLAYED;
-        let st = SockState {
-            since_ns: now,
-            owner,
-            followed: 0,
-            has_pending: 1,
-            _pad: [0; 2],
-            netns,
-        };
+        let st = tracking(now, owner, netns, false);
         if PENDING.insert(skaddr, &*ev, BPF_ANY as u64).is_err()
             || SOCKS.insert(skaddr, &st, BPF_ANY as u64).is_err()
         {
@@ -283,14 +290,7 @@ pub fn handle<C: EbpfContext, R: Record>(
             (*t).has_pending = 0;
         },
         None => {
-            let st = SockState {
-                since_ns: now,
-                owner,
-                followed: 1,
-                has_pending: 0,
-                _pad: [0; 2],
-                netns,
-            };
+            let st = tracking(now, owner, netns, true);
             if SOCKS.insert(skaddr, &st, BPF_ANY as u64).is_err() {
                 count_failure(ctx, runner, &cfg, stat::SOCK_MAP_FAIL, skaddr);
             }

@@ -1,4 +1,5 @@
-//! Decoding and formatting throughput (issue #5: >= 2 million events/s on one core).
+//! Decoding and formatting throughput (the target: >= 2 million events/s on one core, well
+//! above what the kernel can produce on loopback).
 //!
 //! Each iteration decodes a batch of raw ring-buffer records, as the kernel writes them for
 //! loopback connections (10 transitions each, alternating client and server sockets), and

@@ -1,6 +1,6 @@
 //! `--explain`: after each row, one plain sentence of what it means for
-//! *this* connection, in the manner of the seed article's reading of
-//! netstat. Built only from what tcpstate knows: the socket's role and owner
+//! *this* connection, the way a person reading netstat would explain the
+//! state to a colleague. Built only from what tcpstate knows: the socket's role and owner
 //! as seen in earlier rows, which end closed first, the reason it ended,
 //! and timers read from the kernel's sysctls. The model (facts per socket)
 //! is kept apart from the wording ([`sentence`]).

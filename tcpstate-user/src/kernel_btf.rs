@@ -157,7 +157,6 @@ pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
     let offsets = KernelOffsets {
         skc_net,
         ns_inum,
-        net_cookie: opt(&net, &["net_cookie"]),
         // `sk_flags` is a macro for `__sk_common.skc_flags` since 6.x.
         sk_flags: offset_of(&btf, &sock, &["__sk_common", "skc_flags"])
             .or_else(|_| offset_of(&btf, &sock, &["sk_flags"]))
@@ -254,7 +253,6 @@ mod tests {
         assert!(off.num_retrans > 0 && off.skc_v6_daddr > 0, "{off:?}");
         assert!(off.skc_net > 0 && off.skc_net < 256, "{off:?}");
         assert!(off.ns_inum < 512, "{off:?}");
-        assert!(off.net_cookie > 0, "{off:?}");
         assert!(off.sk_flags > 0, "{off:?}");
         assert_eq!(off.sock_done_bit, 1, "{off:?}");
         assert!(off.sk_err > 0 && off.skc_state == 18, "{off:?}");

@@ -223,7 +223,8 @@ impl Probe {
             netns,
             // Wake the reader early only when a quarter of the buffer is used;
             // otherwise it drains on its timer. Per-event wakeups are what
-            // make the peer tools slow the traced workload (NOTES.md §4).
+            // make the peer tools slow the traced workload (`cargo xtask
+            // bench` measures it side by side).
             wakeup_bytes: opts.ring_size / 4,
             family: opts.family,
             port_filter: opts.ports.iter().fold(0, |bits, (_, b)| bits | b),

@@ -201,8 +201,8 @@ mod tests {
             ev(1_000_000_000, Close, SynSent, None),
             ev(1_000_041_000, SynSent, Established, Some(41)),
             ev(1_500_000_000, Established, FinWait1, Some(499_959)),
-            ev(1_500_050_000, FinWait1, FinWait2, Some(50)),
-            ev(1_500_080_000, FinWait2, Close, Some(30)),
+            ev(1_500_020_000, FinWait1, FinWait2, Some(20)),
+            ev(1_500_025_000, FinWait2, Close, Some(5)),
             ev(2_000_000_000, Close, SynSent, None),
             ev(2_000_003_000, SynSent, Established, Some(3)),
             ev(3_000_000_000, Established, Close, Some(999_997)),
@@ -231,8 +231,8 @@ mod tests {
          2  CLOSE -> SYN_SENT                        -            -
          1  ESTABLISHED -> FIN_WAIT1         499.959ms    499.959ms
          1  ESTABLISHED -> CLOSE             999.997ms    999.997ms
-         1  FIN_WAIT1 -> FIN_WAIT2             0.050ms      0.050ms
-         1  FIN_WAIT2 -> CLOSE                 0.030ms      0.030ms
+         1  FIN_WAIT1 -> FIN_WAIT2             0.020ms      0.020ms
+         1  FIN_WAIT2 -> CLOSE                 0.005ms      0.005ms
 
      COUNT  NOTE
          1  snapshot
@@ -275,16 +275,13 @@ state = FIN_WAIT1
          2 -> 3          : 0        |                                        |
          4 -> 7          : 0        |                                        |
          8 -> 15         : 0        |                                        |
-        16 -> 31         : 0        |                                        |
-        32 -> 63         : 1        |****************************************|
+        16 -> 31         : 1        |****************************************|
 
 state = FIN_WAIT2
      usecs               : count     distribution
          0 -> 1          : 0        |                                        |
          2 -> 3          : 0        |                                        |
-         4 -> 7          : 0        |                                        |
-         8 -> 15         : 0        |                                        |
-        16 -> 31         : 1        |****************************************|
+         4 -> 7          : 1        |****************************************|
 "
         );
     }
