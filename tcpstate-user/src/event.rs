@@ -394,6 +394,23 @@ pub(crate) mod tests {
         e
     }
 
+    /// [`raw_v4`] as an IPv6 connection between `local` and `remote`.
+    pub fn raw_v6(local: &str, remote: &str) -> common::Event {
+        let mut e = raw_v4();
+        e.family = common::AF_INET6;
+        e.saddr = local.parse::<Ipv6Addr>().unwrap().octets();
+        e.daddr = remote.parse::<Ipv6Addr>().unwrap().octets();
+        e
+    }
+
+    /// [`raw_v4`] with neither its owner nor its time in the old state known.
+    pub fn raw_unknowns() -> common::Event {
+        let mut e = raw_v4();
+        e.owner_pid = common::OWNER_UNKNOWN;
+        e.dwell_ns = common::DWELL_UNKNOWN;
+        e
+    }
+
     pub fn bytes_of(e: &common::Event) -> Vec<u8> {
         // SAFETY: Event is repr(C) plain data.
         unsafe {

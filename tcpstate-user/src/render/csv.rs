@@ -169,7 +169,10 @@ impl Render for Csv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Source, tests::raw_v4};
+    use crate::event::{
+        Source,
+        tests::{raw_unknowns, raw_v4},
+    };
 
     fn csv() -> Csv {
         Csv::new(WallClock::with_offset(1_764_000_000_000_000_000, 0))
@@ -197,10 +200,7 @@ mod tests {
 
     #[test]
     fn unknowns_are_empty_cells_and_notes_fill_their_columns() {
-        let mut raw = raw_v4();
-        raw.owner_pid = tcpstate_common::OWNER_UNKNOWN;
-        raw.dwell_ns = tcpstate_common::DWELL_UNKNOWN;
-        let mut ev = TcpEvent::from(&raw);
+        let mut ev = TcpEvent::from(&raw_unknowns());
         ev.source = Source::SynackTracepoint;
         ev.note = Some(Note::HalfOpen(2));
         assert_eq!(

@@ -234,7 +234,7 @@ impl Render for Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::raw_v4;
+    use crate::event::tests::{raw_v4, raw_v6};
 
     fn render(raw: &tcpstate_common::Event) -> serde_json::Value {
         let mut out = Vec::new();
@@ -378,13 +378,7 @@ mod tests {
 
     #[test]
     fn ipv6_and_unknown_states_are_strings() {
-        let mut raw = raw_v4();
-        raw.family = tcpstate_common::AF_INET6;
-        raw.saddr = "fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        raw.daddr = "::ffff:10.0.0.1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
+        let mut raw = raw_v6("fe80::1", "::ffff:10.0.0.1");
         raw.oldstate = 200;
         let v = render(&raw);
         assert_eq!(v["family"], "ipv6");

@@ -152,7 +152,10 @@ mod tests {
     use super::*;
     use crate::{
         clock::WallClock,
-        event::{Note, Source, TcpEvent, TcpState, tests::raw_v4},
+        event::{
+            Note, Source, TcpEvent, TcpState,
+            tests::{raw_unknowns, raw_v4, raw_v6},
+        },
         render::timefmt::TimeFormat,
     };
 
@@ -218,13 +221,7 @@ mod tests {
 
     #[test]
     fn golden_ipv6_and_unknown_state() {
-        let mut raw = raw_v4();
-        raw.family = tcpstate_common::AF_INET6;
-        raw.saddr = "::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        raw.daddr = "::ffff:127.0.0.1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
+        let mut raw = raw_v6("::1", "::ffff:127.0.0.1");
         raw.newstate = 99;
         let mut r = text(TimeFormat::SinceStart, true, false);
         assert_eq!(
@@ -233,14 +230,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn notes_are_shown_in_parentheses() {
+    /// The row a tracker adds for `note` on a FIN_WAIT2 socket going to `new`.
+    fn tracker_row(note: Note, new: TcpState) -> String {
         let mut ev = TcpEvent::from(&raw_v4());
         ev.source = Source::SockDiag;
         ev.dwell_ns = None;
         ev.old = TcpState::FinWait2;
-        ev.new = TcpState::TimeWait;
-        let mut r = text(TimeFormat::SinceStart, false, false);
+        ev.new = new;
+        ev.note = Some(note);
+        render_with(&mut text(TimeFormat::SinceStart, false, false), &ev)
+    }
+
+    #[test]
+    fn notes_are_shown_in_parentheses() {
         for (note, shown) in [
             (Note::HalfOpen(1), "(half-open, SYN-ACK retransmit #1)"),
             (
@@ -250,8 +252,7 @@ mod tests {
             (Note::TimeWait, "(timewait)"),
             (Note::TimeWaitExpired, "(timewait expired)"),
         ] {
-            ev.note = Some(note);
-            let line = render_with(&mut r, &ev);
+            let line = tracker_row(note, TcpState::TimeWait);
             assert!(
                 line.ends_with(&format!("FIN_WAIT2   -> TIME_WAIT   - {shown}\n")),
                 "{line}"
@@ -261,19 +262,12 @@ mod tests {
 
     #[test]
     fn state_rows_say_is_and_leave_the_old_state_blank() {
-        let mut ev = TcpEvent::from(&raw_v4());
-        ev.source = Source::SockDiag;
-        ev.dwell_ns = None;
-        ev.old = TcpState::FinWait2;
-        ev.new = TcpState::FinWait2;
-        let mut r = text(TimeFormat::SinceStart, false, false);
         for (note, shown) in [
             (Note::Snapshot, "(snapshot)"),
             (Note::TimeWaitSocket, "(timewait socket, orphan)"),
             (Note::Stuck(61_500_000_000), "(stuck for 61.5s)"),
         ] {
-            ev.note = Some(note);
-            let line = render_with(&mut r, &ev);
+            let line = tracker_row(note, TcpState::FinWait2);
             assert!(
                 line.ends_with(&format!("48008             is FIN_WAIT2   - {shown}\n")),
                 "{line}"
@@ -307,10 +301,7 @@ mod tests {
 
     #[test]
     fn unknown_owner_and_dwell_print_dashes_not_zero() {
-        let mut raw = raw_v4();
-        raw.owner_pid = tcpstate_common::OWNER_UNKNOWN;
-        raw.dwell_ns = tcpstate_common::DWELL_UNKNOWN;
-        let line = render(false, &TcpEvent::from(&raw));
+        let line = render(false, &TcpEvent::from(&raw_unknowns()));
         assert!(
             line[16..].starts_with("-       -                127.0.0.1"),
             "{line}"
