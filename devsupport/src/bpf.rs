@@ -38,9 +38,14 @@ impl ProgInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BpfFd {
     Prog(ProgInfo),
-    Map { id: u32 },
+    Map {
+        id: u32,
+    },
     /// A link, and the program it attaches (kept alive by it).
-    Link { id: u32, prog_id: Option<u32> },
+    Link {
+        id: u32,
+        prog_id: Option<u32>,
+    },
 }
 
 /// Parses one fdinfo file (`prog_type:\t5`, `prog_id:\t42`, `run_cnt:\t7`, ...); None for a

@@ -65,7 +65,9 @@ pub fn read() -> io::Result<Vec<Mount>> {
 
 /// Whether `mounts` has a filesystem of type `fstype` at `point`.
 pub fn has(mounts: &[Mount], point: &str, fstype: &str) -> bool {
-    mounts.iter().any(|m| m.point == point && m.fstype == fstype)
+    mounts
+        .iter()
+        .any(|m| m.point == point && m.fstype == fstype)
 }
 
 /// Whether this process sees a filesystem of type `fstype` mounted at `point`.

@@ -66,7 +66,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let found = find_executable(
             "sh",
-            [dir.clone()].into_iter().chain(SYSTEM_DIRS.iter().map(PathBuf::from)),
+            [dir.clone()]
+                .into_iter()
+                .chain(SYSTEM_DIRS.iter().map(PathBuf::from)),
         );
         assert!(found.is_some_and(|p| p.starts_with("/usr") || p.starts_with("/sbin")));
         std::fs::remove_dir_all(&dir).unwrap();
