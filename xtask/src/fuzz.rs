@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz [--seconds N] [--target NAME]...`: a bounded cargo-fuzz run of every
-//! target in `fuzz/` (issue #6): `decode` (ring-buffer records through every renderer) and
+//! target in `fuzz/`: `decode` (ring-buffer records through every renderer) and
 //! `layout` (tracepoint format files).
 //!
 //! Steps, each printed: the toolchain part of setup (the targets link tcpstate-user, whose
