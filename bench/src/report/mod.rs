@@ -7,7 +7,7 @@ mod targets;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::Spread;
+use crate::{loadgen::Load, stats::Spread};
 pub use targets::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,24 +41,28 @@ pub struct RunResult {
     pub variant: String,
     /// 0-based.
     pub round: usize,
-    /// Connections made, the client's stop connection included.
-    pub connections: u64,
-    pub failed_connects: u64,
-    /// The load's wall time.
-    pub seconds: f64,
+    /// What the load did (its fields stand at this level in the JSON).
+    #[serde(flatten)]
+    pub load: Load,
     /// Connections per second.
     pub rate: f64,
-    /// Events the load made that the tool should report, and those it did.
+    /// Events the load made that the tool should report (none for an idle `--port`).
     pub expected: Option<u64>,
+    /// Events the tool reported, counted from its summary or its output.
     pub received: Option<u64>,
     /// Losses the tool reported (its own counters plus the kernel's recursion misses).
     pub lost: Option<u64>,
+    /// Runs of the tracer's programs the kernel skipped because another BPF program was
+    /// running on that CPU (from their fdinfo).
     pub recursion_misses: Option<u64>,
     /// Tracer CPU seconds from ready to quiet (the load and the drain after it).
     pub cpu_s: Option<f64>,
     /// Tracer CPU seconds over its whole life (startup included).
     pub total_cpu_s: Option<f64>,
+    /// The tracer's peak resident set (its rusage at exit), in KiB.
     pub rss_kb: Option<u64>,
+    /// From exec until the tracer's program ran on a probe connection and it printed its
+    /// ready line.
     pub startup_ms: Option<f64>,
     /// ns per run of the tracer's tracepoint programs (`--bpf-stats` only).
     pub bpf_ns_per_run: Option<f64>,
@@ -67,6 +71,7 @@ pub struct RunResult {
     /// How busy the load's CPU and the tracer's CPU were while the load ran (0..1, from
     /// /proc/stat): the tracer CPU's figure in an untraced run is other work on the machine.
     pub load_cpu_busy: Option<f64>,
+    /// See `load_cpu_busy`.
     pub tracer_cpu_busy: Option<f64>,
     /// CPU time of the load generator's two processes over the load's wall time: near 1 when
     /// they had their CPU to themselves (softirq work on their behalf included).
@@ -170,8 +175,11 @@ mod tests {
         RunResult {
             variant: variant.into(),
             round,
-            connections: 1000,
-            seconds: 1000.0 / rate,
+            load: Load {
+                connections: 1000,
+                failed_connects: 0,
+                seconds: 1000.0 / rate,
+            },
             rate,
             ..Default::default()
         }
@@ -247,6 +255,20 @@ mod tests {
             md.contains("30,006 / 30,006 (100.0%; exact in 3 of 3 runs)"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn runs_keep_their_json_fields() {
+        let json = serde_json::to_string(&run("tcpstate", 2, 500.0)).unwrap();
+        assert!(
+            json.starts_with(
+                r#"{"variant":"tcpstate","round":2,"connections":1000,"failed_connects":0,"seconds":2.0,"rate":500.0,"#
+            ),
+            "{json}"
+        );
+        let back: RunResult = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.load.connections, 1000);
+        assert_eq!(back.load.seconds, 2.0);
     }
 
     #[test]

@@ -225,8 +225,8 @@ impl Report {
                 "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.round + 1,
                 label(&r.variant),
-                thousands(r.connections as f64),
-                r.seconds,
+                thousands(r.load.connections as f64),
+                r.load.seconds,
                 thousands(r.rate),
                 o(r.received
                     .zip(r.expected)

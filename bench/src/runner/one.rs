@@ -101,7 +101,7 @@ fn run_one_inner(ctx: &Ctx, v: &Variant, r: &mut RunResult) -> Result<()> {
     fill_load(r, &c, &s, &mut notes);
     r.load_cpu_share = Some(share);
     if let Some(ns) = bpf_ns_all {
-        r.bpf_ns_per_conn = Some(ns as f64 / r.connections as f64);
+        r.bpf_ns_per_conn = Some(ns as f64 / r.load.connections as f64);
     }
     let expected = Load::from_reports(&c, &s).expected_events();
     let stderr = fs::read_to_string(&t.err).unwrap_or_default();
@@ -156,9 +156,7 @@ fn run_one_inner(ctx: &Ctx, v: &Variant, r: &mut RunResult) -> Result<()> {
 
 fn fill_load(r: &mut RunResult, c: &ClientReport, s: &ServerReport, notes: &mut Vec<String>) {
     let load = Load::from_reports(c, s);
-    r.connections = load.connections;
-    r.failed_connects = load.failed_connects;
-    r.seconds = load.seconds;
+    r.load = load;
     r.rate = load.rate();
     if c.failed > 0 {
         notes.push(format!(

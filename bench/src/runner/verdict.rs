@@ -9,7 +9,7 @@ pub fn print_progress(r: &RunResult, label: &str, round: usize, rounds: usize) {
     } else {
         line.push_str(&format!(
             "{} connections in {:.2} s = {:.0}/s",
-            r.connections, r.seconds, r.rate
+            r.load.connections, r.load.seconds, r.rate
         ));
         if let (Some(a), Some(b)) = (r.received, r.expected) {
             line.push_str(&format!(", events {a}/{b}"));
