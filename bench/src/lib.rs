@@ -21,7 +21,9 @@ pub fn mono_ns() -> u64 {
 }
 
 /// Transitions the kernel reports per loopback connection, client and server side together
-/// (NOTES.md §3): checked by the smoke run against tcpstate's own per-transition summary.
+/// (the ten of [`CONNECTION_TRANSITIONS`]; TIME_WAIT is not among them, the timewait socket
+/// that takes over makes none): checked by the smoke run against tcpstate's own
+/// per-transition summary.
 pub const TRANSITIONS_PER_CONNECTION: u64 = 10;
 
 /// The 10 transitions of one connection (client closes first), as tcpstate names them.

@@ -30,12 +30,14 @@ pub struct ServerReport {
     pub end_ns: u64,
 }
 
-/// One load run, as the runner sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One load run, as the runner sees it (and as each run in the report has it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Load {
     /// Connections made, the stop connection included.
     pub connections: u64,
+    /// connect() calls that failed (each still makes CLOSE->SYN_SENT->CLOSE).
     pub failed_connects: u64,
+    /// From the client's start to the server's end (its listener closed).
     pub seconds: f64,
 }
 

@@ -43,7 +43,7 @@ pub fn run(opts: &Options) -> Result<()> {
             .arg("--bins"),
     )?;
     let mut cmd = Command::new(util::target_dir().join("release").join(BENCH_PACKAGE));
-    cmd.current_dir(util::repo_root())
+    cmd.current_dir(util::workspace_root())
         .arg("--tcpstate")
         .arg(&tcpstate)
         .arg("--out");
@@ -51,7 +51,7 @@ pub fn run(opts: &Options) -> Result<()> {
         cmd.arg(util::target_dir().join("bench").join("smoke.md"))
             .arg("--smoke");
     } else {
-        cmd.arg(util::repo_root().join(REPORT));
+        cmd.arg(util::workspace_root().join(REPORT));
     }
     if let Some(n) = opts.rounds {
         cmd.arg("--rounds").arg(n.to_string());

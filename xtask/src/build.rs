@@ -34,7 +34,7 @@ pub fn ebpf_rustflags() -> OsString {
 pub fn build_ebpf() -> Result<()> {
     setup::toolchain()?;
     let mut cmd = std::process::Command::new("rustup");
-    cmd.current_dir(util::repo_root())
+    cmd.current_dir(util::workspace_root())
         .args(["run", setup::NIGHTLY, "cargo", "build", "-p", EBPF_PACKAGE])
         .args(["--bins", "--release", "--target", BPF_TARGET])
         .args([

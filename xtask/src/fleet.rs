@@ -68,8 +68,8 @@ pub fn ensure_cargo_deb() -> Result<String> {
     Ok(format!("installed cargo-deb {CARGO_DEB_VERSION}"))
 }
 
-/// The containers.conf this machine kind needs (NOTES §6): runtimes may not raise
-/// RLIMIT_NOFILE here, so no default ulimits. Written under target/, pointed at by
+/// The containers.conf this machine kind needs: the container runtimes (crun, runc) may not
+/// raise RLIMIT_NOFILE in this sandbox, so no default ulimits. Written under target/, pointed at by
 /// `CONTAINERS_CONF` for every podman command xtask runs.
 pub fn containers_conf() -> Result<std::path::PathBuf> {
     let path = util::target_dir().join("containers.conf");

@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz [--seconds N] [--target NAME]...`: a bounded cargo-fuzz run of every
-//! target in `fuzz/` (issue #6): `decode` (ring-buffer records through every renderer) and
+//! target in `fuzz/`: `decode` (ring-buffer records through every renderer) and
 //! `layout` (tracepoint format files).
 //!
 //! Steps, each printed: the toolchain part of setup (the targets link tcpstate-user, whose
@@ -43,7 +43,7 @@ pub struct Options {
 fn nightly_cargo() -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", NIGHTLY, "cargo"])
-        .current_dir(util::repo_root())
+        .current_dir(util::workspace_root())
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
         .env_remove("RUSTC")
@@ -86,7 +86,7 @@ pub fn run(opts: &Options) -> Result<()> {
         }
         opts.targets.iter().map(String::as_str).collect()
     };
-    let fuzz = util::repo_root().join("fuzz");
+    let fuzz = util::workspace_root().join("fuzz");
     for &target in &targets {
         let corpus = fuzz.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)

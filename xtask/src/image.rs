@@ -19,7 +19,7 @@ pub fn run(opts: &Options) -> Result<()> {
     crate::setup::run(&crate::setup::Options::default())?;
     let bin = build::build()?;
     let conf = fleet::containers_conf()?;
-    let script = util::repo_root().join("deploy/image/build-image.sh");
+    let script = util::workspace_root().join("deploy/image/build-image.sh");
     let id = util::run_captured(
         Command::new(&script)
             .env("CONTAINERS_CONF", &conf)

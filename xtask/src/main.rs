@@ -17,20 +17,15 @@ mod soak;
 mod test;
 mod util;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+/// The command line is one subcommand and its options.
 #[derive(Parser, Debug)]
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
     about = "Set up, build, run, test and install tcpstate"
 )]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
 enum Command {
     /// Install what building and testing needs (nightly rust-src, bpf-linker, Debian
     /// packages) and mount tracefs and bpffs; only what is missing.
@@ -64,8 +59,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
+    let result = match &Command::parse() {
         Command::Setup(opts) => setup::run(opts),
         Command::BuildEbpf => build::build_ebpf(),
         Command::Build => build::build().map(drop),

@@ -1,4 +1,4 @@
-//! `cargo xtask soak [--connections N]`: the long version of the reliability soak (issue #6):
+//! `cargo xtask soak [--connections N]`: the long version of the reliability soak:
 //! setup, build the release binary, then run `tests/tests/integration/reliability_soak.rs` with
 //! `TCPSTATE_SOAK_CONNECTIONS=N` (default 2 000 000; the test's own default, used by the
 //! normal test run in CI, is 200 000). It prints the RSS after the warm-up and at the end, map occupancy

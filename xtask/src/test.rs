@@ -94,7 +94,7 @@ pub fn run(opts: &Options) -> Result<()> {
         phase(
             "cargo clippy (eBPF, bpf target)",
             std::process::Command::new("rustup")
-                .current_dir(util::repo_root())
+                .current_dir(util::workspace_root())
                 .args(["run", crate::setup::NIGHTLY, "cargo", "clippy"])
                 .args(["-p", crate::build::EBPF_PACKAGE, "--release"])
                 .args(["--target", crate::build::BPF_TARGET, "-Z", "build-std=core"])

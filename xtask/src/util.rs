@@ -1,4 +1,5 @@
-//! Small helpers shared by the subcommands: paths, running commands, timing.
+//! Small helpers shared by the subcommands: paths, running commands, timing (what the tests
+//! and the benchmark also need is in `tcpstate-devsupport`, re-exported here).
 
 use std::{
     ffi::OsString,
@@ -8,20 +9,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-
-/// The workspace root (the directory holding the top-level Cargo.toml).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
-}
+pub use tcpstate_devsupport::{is_executable, which, workspace_root};
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `<repo>/target`.
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => repo_root().join(dir),
-        _ => repo_root().join("target"),
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
     }
 }
 
@@ -34,7 +28,7 @@ pub fn tcpstate_bin() -> PathBuf {
 /// toolchain as `cargo xtask`; plain `cargo` otherwise.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(repo_root());
+    cmd.current_dir(workspace_root());
     cmd
 }
 
@@ -102,20 +96,6 @@ pub fn tail(out: &Output, n: usize) -> String {
         .join("\n")
 }
 
-/// Finds `name` on `$PATH`, like `which`.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-}
-
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// Puts `dir` first on this process's `$PATH` (inherited by every command we start).
 pub fn prepend_path(dir: &Path) -> Result<()> {
     let old = std::env::var_os("PATH").unwrap_or_default();
@@ -159,11 +139,5 @@ mod tests {
         let mut cmd = Command::new("cargo");
         cmd.args(["build", "a b", ""]);
         assert_eq!(display(&cmd), r#"cargo build "a b" """#);
-    }
-
-    #[test]
-    fn repo_root_holds_the_workspace_manifest() {
-        assert!(repo_root().join("Cargo.toml").is_file());
-        assert!(repo_root().join("xtask").is_dir());
     }
 }
