@@ -16,10 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{
-    Counters, Dumped, Emit, TupleKey,
-    table::{SocketTable, Wanted},
-};
+use super::{Counters, Dumped, Dumps, Emit, TupleKey, table::Wanted};
 use crate::event::{Note, Source, TcpEvent, TcpState};
 
 /// How often followed request sockets are checked.
@@ -164,13 +161,7 @@ impl HalfOpen {
 
     /// Looks for the followed request sockets (one dump per namespace): one
     /// missing from consecutive checks, with no child, was dropped.
-    pub fn tick(
-        &mut self,
-        now_ns: u64,
-        table: &mut dyn SocketTable,
-        counters: &mut Counters,
-        emit: &mut Emit<'_>,
-    ) {
+    pub fn tick(&mut self, now_ns: u64, dumps: &mut Dumps<'_>, emit: &mut Emit<'_>) {
         if now_ns < self.next_check_ns || self.pending.is_empty() {
             return;
         }
@@ -186,8 +177,7 @@ impl HalfOpen {
         namespaces.sort_unstable();
         namespaces.dedup();
         for netns in namespaces {
-            let live: HashSet<TupleKey> = match counters.dump(table, netns, Wanted::RequestSockets)
-            {
+            let live: HashSet<TupleKey> = match dumps.dump(netns, Wanted::RequestSockets) {
                 Dumped::Sockets(socks) => socks
                     .iter()
                     .map(|s| TupleKey {
@@ -258,7 +248,14 @@ mod tests {
 
     fn run_tick(h: &mut HalfOpen, now: u64, table: &mut FakeTable) -> Vec<TcpEvent> {
         let mut out = Vec::new();
-        h.tick(now, table, &mut Counters::default(), &mut |e| out.push(*e));
+        h.tick(
+            now,
+            &mut Dumps {
+                table: table,
+                counters: &mut Counters::default(),
+            },
+            &mut |e| out.push(*e),
+        );
         out
     }
 

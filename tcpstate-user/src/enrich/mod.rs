@@ -97,20 +97,23 @@ pub(crate) enum Dumped {
     Gone,
 }
 
-impl Counters {
-    /// One dump of `netns`, counted; a failure is kept for the exit report.
-    pub(crate) fn dump(
-        &mut self,
-        table: &mut dyn table::SocketTable,
-        netns: u32,
-        wanted: table::Wanted,
-    ) -> Dumped {
-        self.lookups += 1;
-        match table.dump(netns, wanted, 0) {
+/// The socket table as the trackers use it: every dump is counted, and a
+/// failed one is kept for the exit report.
+pub struct Dumps<'a> {
+    pub table: &'a mut dyn table::SocketTable,
+    pub counters: &'a mut Counters,
+}
+
+impl Dumps<'_> {
+    /// One dump of `netns`.
+    pub(crate) fn dump(&mut self, netns: u32, wanted: table::Wanted) -> Dumped {
+        let c = &mut *self.counters;
+        c.lookups += 1;
+        match self.table.dump(netns, wanted, 0) {
             Ok(socks) => Dumped::Sockets(socks),
             Err(e) => {
-                self.lookup_errors += 1;
-                self.last_error = Some(format!("netns {netns}: {e}"));
+                c.lookup_errors += 1;
+                c.last_error = Some(format!("netns {netns}: {e}"));
                 if e.kind() == std::io::ErrorKind::NotFound {
                     Dumped::Gone
                 } else {
@@ -319,10 +322,12 @@ impl Enricher {
         for r in rows {
             self.emit_closed(&r, emit);
         }
-        self.halfopen
-            .tick(now_ns, &mut self.diag, &mut self.counters, emit);
-        self.timewait
-            .tick(now_ns, &mut self.diag, &mut self.counters, emit);
+        let mut dumps = Dumps {
+            table: &mut self.diag,
+            counters: &mut self.counters,
+        };
+        self.halfopen.tick(now_ns, &mut dumps, emit);
+        self.timewait.tick(now_ns, &mut dumps, emit);
         if let Some(st) = &mut self.stuck {
             st.tick(now_ns, emit);
             self.timewait.flag_stuck(now_ns, st.threshold_ns(), emit);

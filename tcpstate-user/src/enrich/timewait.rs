@@ -10,10 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{
-    Counters, Dumped, Emit, TupleKey,
-    table::{SocketTable, Wanted},
-};
+use super::{Counters, Dumped, Dumps, Emit, TupleKey, table::Wanted};
 use crate::event::{Note, Source, Task, TcpEvent, TcpState};
 
 /// TCP_TIMEWAIT_LEN: a timewait socket in TIME_WAIT lives 60 s.
@@ -282,13 +279,7 @@ impl TimeWait {
     /// Dumps the timewait sockets of every namespace where a followed one
     /// is due, and settles all followed sockets of those namespaces: a new
     /// substate is a transition, a missing socket has expired.
-    pub fn tick(
-        &mut self,
-        now_ns: u64,
-        table: &mut dyn SocketTable,
-        counters: &mut Counters,
-        emit: &mut Emit<'_>,
-    ) {
+    pub fn tick(&mut self, now_ns: u64, dumps: &mut Dumps<'_>, emit: &mut Emit<'_>) {
         let namespaces: HashSet<u32> = self
             .socks
             .iter()
@@ -304,8 +295,7 @@ impl TimeWait {
             .retain(|_, t| now_ns.saturating_sub(*t) < RECHECK_NS);
         for netns in namespaces {
             self.last_dump_ns.insert(netns, now_ns);
-            let live: HashMap<TwKey, TcpState> = match counters.dump(table, netns, Wanted::TimeWait)
-            {
+            let live: HashMap<TwKey, TcpState> = match dumps.dump(netns, Wanted::TimeWait) {
                 // Timewait sockets have no inode; a full socket on the
                 // tuple is a new connection that reused it.
                 Dumped::Sockets(socks) => socks
@@ -408,7 +398,14 @@ mod tests {
 
     fn run_tick(tw: &mut TimeWait, now: u64, t: &mut FakeTable) -> Vec<TcpEvent> {
         let mut out = Vec::new();
-        tw.tick(now, t, &mut Counters::default(), &mut |e| out.push(*e));
+        tw.tick(
+            now,
+            &mut Dumps {
+                table: t,
+                counters: &mut Counters::default(),
+            },
+            &mut |e| out.push(*e),
+        );
         out
     }
 
