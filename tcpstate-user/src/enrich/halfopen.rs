@@ -251,7 +251,7 @@ mod tests {
         h.tick(
             now,
             &mut Dumps {
-                table: table,
+                table,
                 counters: &mut Counters::default(),
             },
             &mut |e| out.push(*e),
