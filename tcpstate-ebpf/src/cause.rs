@@ -68,10 +68,3 @@ pub fn emit(sk: u64, hook: Hook, detail: u8) -> Option<()> {
     });
     Some(())
 }
-
-/// The socket pointer in a BTF tracepoint's first argument, as a number.
-#[inline(always)]
-pub fn first_arg(ctx: &aya_ebpf::programs::BtfTracePointContext) -> u64 {
-    use aya_ebpf::EbpfContext as _;
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0)
-}

@@ -9,6 +9,15 @@ pub fn read<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }
 
+/// Pointer argument `n` of a BTF tracepoint, as a number: read through the
+/// helper, so the verifier treats it as a plain value the offsets can be
+/// added to (0 if it cannot be read).
+#[inline(always)]
+pub fn arg(ctx: &aya_ebpf::programs::BtfTracePointContext, n: usize) -> u64 {
+    use aya_ebpf::EbpfContext as _;
+    read::<u64>(ctx.as_ptr() as u64 + 8 * n as u64).unwrap_or(0)
+}
+
 /// `sk->__sk_common.skc_net.net`, or 0 when BTF gave no offsets.
 #[inline(always)]
 pub fn net_of(cfg: &Config, sk: u64) -> u64 {

@@ -5,7 +5,8 @@
 //!   program for because it was already running on that CPU;
 //! - `inet_sock_set_state`: the same handler on the classic tracepoint,
 //!   loaded instead when kernel BTF does not give the socket layout;
-//! - `tcp_retransmit_synack`: half-open connections that linger;
+//! - `tcp_retransmit_synack_btf` (BTF tracepoint), or `tcp_retransmit_synack`
+//!   (classic) as its fallback: half-open connections that linger;
 //! - `tcp_send_reset`, `tcp_receive_reset`, `inet_sk_error_report`,
 //!   `tcp_retransmit_skb` (BTF tracepoints): the causes that explain a
 //!   connection's end, emitted only when they happen (see `cause`).
@@ -124,7 +125,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
-    let _ = synack::handle(&ctx);
+    let _ = synack::from_tracepoint(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_synack")]
+pub fn tcp_retransmit_synack_btf(ctx: BtfTracePointContext) -> u32 {
+    let _ = synack::from_btf(&ctx);
     0
 }
 

@@ -35,6 +35,15 @@ impl SockRecord {
     }
 }
 
+impl SockRecord {
+    /// (local port, remote port) as `sock_common` holds them: what a
+    /// request socket, which has no `inet_sock`, carries.
+    #[inline(always)]
+    pub fn common_ports(&self) -> (u16, u16) {
+        (self.head.num, u16::from_be(self.head.dport_be))
+    }
+}
+
 impl Record for SockRecord {
     #[inline(always)]
     fn protocol(&self, cfg: &Config) -> Option<u16> {

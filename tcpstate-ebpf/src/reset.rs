@@ -6,14 +6,14 @@
 use aya_ebpf::programs::BtfTracePointContext;
 use tcpstate_common::{DETAIL_NONE, Hook};
 
-use crate::{cause, maps::config};
+use crate::{cause, kernel::arg, maps::config};
 
 /// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb,
 /// const enum sk_rst_reason reason)`; `sk` is NULL for a reset answering a
 /// segment no socket wanted (e.g. a SYN to a closed port).
 #[inline(always)]
 pub fn sent(ctx: &BtfTracePointContext) -> Option<()> {
-    let sk = cause::first_arg(ctx);
+    let sk = arg(ctx, 0);
     let reason = if config().rst_reason_arg != 0 {
         let r: u64 = ctx.arg(2);
         r.min(DETAIL_NONE as u64 - 1) as u8
@@ -27,5 +27,5 @@ pub fn sent(ctx: &BtfTracePointContext) -> Option<()> {
 /// the socket is done.
 #[inline(always)]
 pub fn received(ctx: &BtfTracePointContext) -> Option<()> {
-    cause::emit(cause::first_arg(ctx), Hook::ResetReceived, 0)
+    cause::emit(arg(ctx, 0), Hook::ResetReceived, 0)
 }

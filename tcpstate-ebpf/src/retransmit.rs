@@ -5,7 +5,7 @@
 use aya_ebpf::programs::BtfTracePointContext;
 use tcpstate_common::Hook;
 
-use crate::{cause, maps::config};
+use crate::{cause, kernel::arg, maps::config};
 
 /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb
 /// [, int err])`.
@@ -18,5 +18,5 @@ pub fn handle(ctx: &BtfTracePointContext) -> Option<()> {
             return None;
         }
     }
-    cause::emit(cause::first_arg(ctx), Hook::Retransmit, 0)
+    cause::emit(arg(ctx, 0), Hook::Retransmit, 0)
 }

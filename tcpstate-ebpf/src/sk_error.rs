@@ -5,12 +5,16 @@
 use aya_ebpf::programs::BtfTracePointContext;
 use tcpstate_common::{DETAIL_NONE, Hook};
 
-use crate::{cause, kernel::read, maps::config};
+use crate::{
+    cause,
+    kernel::{arg, read},
+    maps::config,
+};
 
 /// `inet_sk_error_report(const struct sock *sk)`.
 #[inline(always)]
 pub fn handle(ctx: &BtfTracePointContext) -> Option<()> {
-    let sk = cause::first_arg(ctx);
+    let sk = arg(ctx, 0);
     let off = config().offsets.sk_err;
     let err = if off != 0 && sk != 0 {
         read::<i32>(sk + off as u64).map_or(DETAIL_NONE, |e| e.clamp(0, 254) as u8)

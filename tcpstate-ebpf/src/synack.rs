@@ -1,21 +1,29 @@
-//! `tcp:tcp_retransmit_synack`: a half-open connection's SYN-ACK was resent
+//! `tcp_retransmit_synack`: a half-open connection's SYN-ACK was resent
 //! because the client's final ACK has not arrived. The state tracepoint never
 //! shows request sockets (TCP_NEW_SYN_RECV is set by a plain store), so this
 //! is where a half-open connection that lingers becomes visible; one that
 //! completes promptly costs nothing here. The event carries the time since
 //! the first SYN-ACK (`snt_synack`), so userspace can date the connection's
 //! entry into SYN_RECV.
+//!
+//! Two front ends feed one handler. The BTF tracepoint is the default: the
+//! kernel skips a classic tracepoint program whenever any other classic
+//! tracepoint or kprobe program (another tool's, say) is running on the CPU
+//! the timer interrupted, and a skipped first retransmit would misdate the
+//! connection. The classic tracepoint is the fallback where kernel BTF lacks
+//! what the BTF program reads.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use tcpstate_common::{AF_INET, DWELL_UNKNOWN, Hook, ListenKey, Owner, TcpState, stat};
 
 use crate::{
     event::{Fields, on_cpu},
-    kernel::{netns_of, read},
+    kernel::{arg, netns_of, read},
     maps::{LISTENERS, SCRATCH, config, emit_copy, slot},
+    record::{Record, SockRecord},
     state_change::port_matches,
 };
 
@@ -23,32 +31,62 @@ fn field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
     unsafe { ctx.read_at::<T>(off as usize) }.ok()
 }
 
-pub fn handle(ctx: &TracePointContext) -> Option<()> {
+/// `tcp:tcp_retransmit_synack` (classic): the record holds the tuple.
+pub fn from_tracepoint(ctx: &TracePointContext) -> Option<()> {
+    let l = config().synack;
+    let tuple = (
+        field(ctx, l.family)?,
+        field(ctx, l.sport)?,
+        field(ctx, l.dport)?,
+    );
+    handle(field(ctx, l.skaddr)?, field(ctx, l.req)?, tuple, |family| {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        if family == AF_INET {
+            s[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.saddr)?);
+            d[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.daddr)?);
+        } else {
+            s = field(ctx, l.saddr_v6)?;
+            d = field(ctx, l.daddr_v6)?;
+        }
+        Some((s, d))
+    })
+}
+
+/// `tp_btf/tcp_retransmit_synack(const struct sock *sk, const struct
+/// request_sock *req)`: the tuple is read from the request socket, which
+/// starts with `struct sock_common` like a full socket.
+pub fn from_btf(ctx: &BtfTracePointContext) -> Option<()> {
     let cfg = config();
-    let l = cfg.synack;
-    let family: u16 = field(ctx, l.family)?;
-    let sport: u16 = field(ctx, l.sport)?;
-    let dport: u16 = field(ctx, l.dport)?;
+    let req = SockRecord::new(arg(ctx, 1))?;
+    let family = req.family(&cfg)?;
+    let (sport, dport) = req.common_ports();
+    handle(arg(ctx, 0), req.sk, (family, sport, dport), |family| {
+        req.addrs(&cfg, family)
+    })
+}
+
+/// One SYN-ACK retransmit of request socket `req` on `listener`, with its
+/// (family, local port, remote port); `addrs` reads the addresses once the
+/// filters passed.
+#[inline(always)]
+fn handle(
+    listener: u64,
+    req: u64,
+    (family, sport, dport): (u16, u16, u16),
+    addrs: impl FnOnce(u16) -> Option<([u8; 16], [u8; 16])>,
+) -> Option<()> {
+    let cfg = config();
     if (cfg.family != 0 && cfg.family != family)
         || (cfg.port_filter != 0 && !port_matches(sport, dport))
     {
         return None;
     }
-    let listener: u64 = field(ctx, l.skaddr)?;
     let netns = netns_of(&cfg, listener);
     if cfg.netns != 0 && cfg.netns != netns {
         return None;
     }
-    let req: u64 = field(ctx, l.req)?;
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    if family == AF_INET {
-        saddr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.saddr)?);
-        daddr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.daddr)?);
-    } else {
-        saddr = field(ctx, l.saddr_v6)?;
-        daddr = field(ctx, l.daddr_v6)?;
-    }
+    let (saddr, daddr) = addrs(family)?;
     // snt_synack is µs of CLOCK_MONOTONIC (tcp_clock_us), which is what
     // bpf_ktime_get_ns reads.
     let o = cfg.offsets;

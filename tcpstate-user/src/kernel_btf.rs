@@ -93,6 +93,10 @@ pub struct KernelBtf {
     pub state_change_btf_id: Option<u32>,
     /// Why the BTF program cannot be used, for `--verbose`.
     pub btf_program_unusable: Option<&'static str>,
+    /// The id of `btf_trace_tcp_retransmit_synack`, when the BTF SYN-ACK
+    /// program can read the request socket (`sock_common` as [`SockHead`]
+    /// says, adjacent IPv6 addresses). `None`: the classic tracepoint.
+    pub synack_btf_id: Option<u32>,
     /// The `btf_trace_*` typedef ids of the cause hooks this kernel has, in
     /// the order of [`CAUSE_HOOKS`] (`None`: that hook is missing).
     pub cause_btf_ids: [Option<u32>; 4],
@@ -188,6 +192,10 @@ pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
         .resolve_ids_by_name("btf_trace_inet_sock_set_state")
         .ok()
         .and_then(|ids| ids.into_iter().next());
+    let common_as_read = head == SockHead::OFFSETS && v6_daddr != 0 && v6_saddr == v6_daddr + 16;
+    let synack_btf_id = trace_typedef(&btf, "tcp_retransmit_synack")
+        .filter(|&(_, args)| common_as_read && args == 2)
+        .map(|(id, _)| id);
     let unusable = if typedef.is_none() {
         Some("no btf_trace_inet_sock_set_state in kernel BTF")
     } else if head != SockHead::OFFSETS {
@@ -205,6 +213,7 @@ pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
         offsets,
         state_change_btf_id: if unusable.is_none() { typedef } else { None },
         btf_program_unusable: unusable,
+        synack_btf_id,
         cause_btf_ids: hooks.map(|h| h.map(|(id, _)| id)),
         rst_reason_arg: hooks[0].is_some_and(|(_, n)| n >= 3),
         retransmit_err_arg: hooks[3].is_some_and(|(_, n)| n >= 3),
@@ -245,6 +254,7 @@ mod tests {
         let k = kernel_btf(VMLINUX_BTF).unwrap();
         assert_eq!(k.btf_program_unusable, None);
         assert!(k.state_change_btf_id.is_some());
+        assert!(k.synack_btf_id.is_some());
         let off = k.offsets;
         assert!(
             off.sk_protocol > 0 && off.srtt_us > 0 && off.snt_synack > 0,

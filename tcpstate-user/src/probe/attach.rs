@@ -37,10 +37,39 @@ where
         .try_into()
 }
 
-/// Attaches `tcp:tcp_retransmit_synack`, where half-open connections that
-/// linger show. Optional: without it tcpstate still traces every state
+/// Attaches the SYN-ACK retransmit hook, where half-open connections that
+/// linger show: the BTF tracepoint when kernel BTF allows it (the kernel
+/// never skips it for another tool's program running on the CPU), else the
+/// classic one. Optional: without it tcpstate still traces every state
 /// change, and says what it cannot see.
-pub(super) fn attach_synack(ebpf: &mut Ebpf, say: &mut dyn FnMut(&str)) -> bool {
+pub(super) fn attach_synack(
+    ebpf: &mut Ebpf,
+    btf_id: Option<u32>,
+    classic_present: bool,
+    say: &mut dyn FnMut(&str),
+) -> bool {
+    if let Some(id) = btf_id {
+        let r = (|| -> Result<(), ProgramError> {
+            let p: &mut BtfTracePoint = program(ebpf, names::SYNACK_BTF_PROGRAM)?;
+            p.load_with_btf_id(id)?;
+            p.attach()?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => {
+                say("attached to tp_btf/tcp_retransmit_synack");
+                return true;
+            }
+            Err(e) => say(&format!(
+                "tp_btf/tcp_retransmit_synack: {e}: {}; trying the classic tracepoint",
+                source_chain(&e)
+            )),
+        }
+    }
+    if !classic_present {
+        say("half-open connections are not seen: no tcp:tcp_retransmit_synack");
+        return false;
+    }
     let r = (|| -> Result<(), ProgramError> {
         let p: &mut TracePoint = program(ebpf, names::SYNACK_PROGRAM)?;
         p.load()?;

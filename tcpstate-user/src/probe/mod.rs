@@ -326,11 +326,11 @@ impl Probe {
         let half_open = if !opts.half_open {
             say("--no-half-open: the SYN-ACK tracepoint is not attached");
             false
-        } else if synack.present == 0 {
-            say("half-open connections are not seen: no tcp:tcp_retransmit_synack");
-            false
         } else {
-            attach_synack(&mut ebpf, &mut say)
+            // The BTF program reads the socket the way the BTF state-change
+            // program does, so it goes with that hook.
+            let btf_id = kbtf.synack_btf_id.filter(|_| hook == Hook::Btf);
+            attach_synack(&mut ebpf, btf_id, synack.present != 0, &mut say)
         };
 
         attach_causes(&mut ebpf, &kbtf, &mut say);
@@ -374,9 +374,13 @@ impl Probe {
             }
         }
         let causes = kernel_btf::CAUSE_HOOKS.map(|(p, _)| p);
-        for name in [names::BTF_PROGRAM, names::NESTED_PROGRAM]
-            .into_iter()
-            .chain(causes)
+        for name in [
+            names::BTF_PROGRAM,
+            names::NESTED_PROGRAM,
+            names::SYNACK_BTF_PROGRAM,
+        ]
+        .into_iter()
+        .chain(causes)
         {
             if let Some(p) = self.ebpf.program_mut(name)
                 && let Ok(tp) = <&mut BtfTracePoint>::try_from(p)
