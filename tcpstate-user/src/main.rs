@@ -91,23 +91,10 @@ fn run(settings: Settings) -> Result<i32, UserError> {
             },
         )
         .await?;
-        if stop != Stop::ClosedPipe {
-            eprint!("{}", summary.report(&probe.stats()));
-            let c = &enrich.counters;
-            if c.untracked > 0 {
-                eprintln!(
-                    "tcpstate: {} half-open/timewait sockets not followed (raise --max-tracked)",
-                    c.untracked
-                );
-            }
-            if c.lookup_errors > 0 {
-                eprintln!(
-                    "tcpstate: {} of {} sock_diag dumps failed (last: {})",
-                    c.lookup_errors,
-                    c.lookups,
-                    c.last_error.as_deref().unwrap_or("?")
-                );
-            }
+        if stop == Stop::ClosedPipe {
+            eprint!("{}", summary.notes_text());
+        } else {
+            eprint!("{}", summary.report(&probe.stats(), &enrich.counters));
         }
         Ok(0)
     })

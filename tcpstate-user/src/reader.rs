@@ -242,14 +242,16 @@ pub async fn run(
         // Nobody reads stdout any more, but renderers may also write files
         // (--diagram): let them finish, and drop what they print.
         let mut discard = Vec::new();
-        stages.render.finish(&mut discard);
+        stages
+            .render
+            .finish(&mut discard, &mut stages.summary.notes);
     } else {
         // Detach first, then drain: every event the kernel produced while we
         // were attached is delivered, none is left in the buffer.
         probe.detach();
         stages.drain(ring.get_mut(), out.buf());
         stages.finish(out.buf());
-        stages.render.finish(out.buf());
+        stages.render.finish(out.buf(), &mut stages.summary.notes);
         match out.finish(FINISH_TIMEOUT) {
             Flush::Done => {}
             Flush::Closed => return Ok(Stop::ClosedPipe),

@@ -1,8 +1,12 @@
-//! Counts per transition and the exit report printed to stderr.
+//! The exit report printed to stderr: counts per transition, what was lost
+//! and why, and what the trackers and printers have to tell (sockets not
+//! followed, failed dumps, evicted histories, files written). Printers and
+//! trackers never print at exit themselves; they hand their lines here.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
+    enrich::Counters,
     event::{Source, TcpEvent, TcpState},
     probe::KernelStats,
 };
@@ -17,6 +21,8 @@ pub struct Summary {
     /// Records read from the ring buffer (before enrichment folds any).
     pub received: u64,
     pub transitions: BTreeMap<(TcpState, TcpState), u64>,
+    /// The printers' lines for the report (`Render::finish`).
+    pub notes: Vec<String>,
 }
 
 impl Summary {
@@ -31,7 +37,9 @@ impl Summary {
 
     /// The report: totals, losses (always shown, even when zero), and the
     /// count of each transition seen, most frequent first.
-    pub fn report(&self, k: &KernelStats) -> String {
+    /// The whole report: the kernel's and the trackers' counts, then the
+    /// printers' notes, then the transitions.
+    pub fn report(&self, k: &KernelStats, trackers: &Counters) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -85,6 +93,23 @@ impl Summary {
                 self.decode_errors
             );
         }
+        if trackers.untracked > 0 {
+            let _ = writeln!(
+                s,
+                "tcpstate: {} half-open/timewait sockets not followed (raise --max-tracked)",
+                trackers.untracked
+            );
+        }
+        if trackers.lookup_errors > 0 {
+            let _ = writeln!(
+                s,
+                "tcpstate: {} of {} sock_diag dumps failed (last: {})",
+                trackers.lookup_errors,
+                trackers.lookups,
+                trackers.last_error.as_deref().unwrap_or("?")
+            );
+        }
+        s.push_str(&self.notes_text());
         let mut rows: Vec<_> = self.transitions.iter().collect();
         rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         if !rows.is_empty() {
@@ -95,6 +120,15 @@ impl Summary {
         }
         s
     }
+
+    /// The printers' notes alone: all that is said when stdout was closed
+    /// (nobody reads the counts, but a file may have been written).
+    pub fn notes_text(&self) -> String {
+        self.notes
+            .iter()
+            .map(|n| format!("tcpstate: {n}\n"))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -103,7 +137,7 @@ mod tests {
     use crate::event::tests::raw_v4;
 
     #[test]
-    fn report_counts_transitions_and_always_shows_losses() {
+    fn report_counts_transitions_and_always_shows_losses_then_what_trackers_and_printers_said() {
         let mut sum = Summary::default();
         let ev = TcpEvent::from(&raw_v4());
         sum.record(&ev);
@@ -117,10 +151,18 @@ mod tests {
             recursion_misses: 1,
             ..Default::default()
         };
-        let r = sum.report(&k);
+        sum.notes
+            .push("--lifecycle: 2 connection histories evicted".into());
+        let trackers = Counters {
+            untracked: 5,
+            ..Default::default()
+        };
+        let r = sum.report(&k, &trackers);
         assert_eq!(
             r,
             "tcpstate: 3 events, 4 lost (ring buffer full: 3, skipped by the kernel while another BPF program ran: 1, some may be outside the filter)\n\
+             tcpstate: 5 half-open/timewait sockets not followed (raise --max-tracked)\n\
+             tcpstate: --lifecycle: 2 connection histories evicted\n\
              \x20    COUNT  TRANSITION\n\
              \x20        2  ESTABLISHED -> FIN_WAIT1\n\
              \x20        1  FIN_WAIT1 -> FIN_WAIT2\n"

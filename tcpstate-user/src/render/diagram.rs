@@ -282,15 +282,15 @@ impl Render for Diagram {
         }
     }
 
-    fn finish(&mut self, _out: &mut Vec<u8>) {
-        match self.write_files() {
-            Ok(Some(svg)) => eprintln!(
-                "tcpstate: wrote the state diagram to {} and {}",
+    fn finish(&mut self, _out: &mut Vec<u8>, notes: &mut Vec<String>) {
+        notes.push(match self.write_files() {
+            Ok(Some(svg)) => format!(
+                "wrote the state diagram to {} and {}",
                 self.path.display(),
                 svg.display()
             ),
-            Ok(None) => eprintln!(
-                "tcpstate: wrote the state diagram to {}{}",
+            Ok(None) => format!(
+                "wrote the state diagram to {}{}",
                 self.path.display(),
                 if self.svg {
                     " (install Graphviz for an SVG)"
@@ -298,8 +298,8 @@ impl Render for Diagram {
                     ""
                 }
             ),
-            Err(e) => eprintln!("tcpstate: error: --diagram: {e}"),
-        }
+            Err(e) => format!("error: --diagram: {e}"),
+        });
     }
 }
 
@@ -430,7 +430,7 @@ digraph tcpstate {
         let path = dir.join("t.dot");
         let mut d = Diagram::new(path.clone()).without_svg();
         d.event(&ev(Close, Listen, None), &mut Vec::new());
-        d.finish(&mut Vec::new());
+        d.finish(&mut Vec::new(), &mut Vec::new());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"CLOSED_start\" -> \"LISTEN\""), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();

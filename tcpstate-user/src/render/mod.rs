@@ -28,7 +28,9 @@ pub trait Render {
     fn header(&self, out: &mut Vec<u8>);
     fn event(&mut self, ev: &TcpEvent, out: &mut Vec<u8>);
     /// Called once when tracing stops (summaries, pending lifecycles).
-    fn finish(&mut self, _out: &mut Vec<u8>) {}
+    /// What the user should know beside the output (histories evicted,
+    /// files written) goes into `notes`, for the exit report.
+    fn finish(&mut self, _out: &mut Vec<u8>, _notes: &mut Vec<String>) {}
 }
 
 /// Several renderers fed the same events, in order.
@@ -47,9 +49,9 @@ impl Render for Tee {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, out: &mut Vec<u8>, notes: &mut Vec<String>) {
         for r in &mut self.0 {
-            r.finish(out);
+            r.finish(out, notes);
         }
     }
 }

@@ -170,7 +170,7 @@ impl Render for Report {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, out: &mut Vec<u8>, _notes: &mut Vec<String>) {
         if self.json {
             let _ = serde_json::to_writer(&mut *out, &self.json());
             out.push(b'\n');
@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn golden_text() {
         let mut out = Vec::new();
-        report(false).finish(&mut out);
+        report(false).finish(&mut out, &mut Vec::new());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "tcpstate summary: 9 events over 2.000s: 8 transitions, 1 other
@@ -289,7 +289,7 @@ state = FIN_WAIT2
     #[test]
     fn golden_json() {
         let mut out = Vec::new();
-        report(true).finish(&mut out);
+        report(true).finish(&mut out, &mut Vec::new());
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "summary");

@@ -232,13 +232,13 @@ impl Render for Trigger {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        self.inner.finish(out);
+    fn finish(&mut self, out: &mut Vec<u8>, notes: &mut Vec<String>) {
+        self.inner.finish(out, notes);
         if self.evicted > 0 || self.dropped_events > 0 {
-            eprintln!(
-                "tcpstate: --trigger: {} socket histories evicted (limit --max-histories {}), {} events dropped from long histories",
+            notes.push(format!(
+                "--trigger: {} socket histories evicted (limit --max-histories {}), {} events dropped from long histories",
                 self.evicted, self.max, self.dropped_events
-            );
+            ));
         }
     }
 }

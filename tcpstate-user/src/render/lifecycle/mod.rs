@@ -218,7 +218,7 @@ impl Render for Lifecycle {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, out: &mut Vec<u8>, notes: &mut Vec<String>) {
         let now = (self.now)();
         let mut rest: Vec<History> = self.open.drain().map(|(_, h)| h).collect();
         rest.extend(self.snapshots.drain().map(|(_, h)| h));
@@ -228,10 +228,10 @@ impl Render for Lifecycle {
         }
         self.order.clear();
         if self.evicted > 0 {
-            eprintln!(
-                "tcpstate: --lifecycle: {} connection histories evicted to stay within --max-histories {}",
+            notes.push(format!(
+                "--lifecycle: {} connection histories evicted to stay within --max-histories {}",
                 self.evicted, self.max
-            );
+            ));
         }
     }
 }

@@ -69,7 +69,7 @@ fn run(l: &mut Lifecycle, events: &[TcpEvent], finish: bool) -> String {
         l.event(ev, &mut out);
     }
     if finish {
-        l.finish(&mut out);
+        l.finish(&mut out, &mut Vec::new());
     }
     String::from_utf8(out).unwrap()
 }
