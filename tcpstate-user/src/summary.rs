@@ -35,10 +35,9 @@ impl Summary {
         *self.transitions.entry((ev.old, ev.new)).or_default() += 1;
     }
 
-    /// The report: totals, losses (always shown, even when zero), and the
-    /// count of each transition seen, most frequent first.
-    /// The whole report: the kernel's and the trackers' counts, then the
-    /// printers' notes, then the transitions.
+    /// The whole report: totals and losses (always shown, even when zero),
+    /// the kernel's and the trackers' other counts, the printers' notes, and
+    /// the count of each transition seen, most frequent first.
     pub fn report(&self, k: &KernelStats, trackers: &Counters) -> String {
         let mut s = String::new();
         let _ = writeln!(
@@ -65,49 +64,38 @@ impl Summary {
                 k.submitted, k.rescued
             );
         }
-        if self.derived > 0 {
-            let _ = writeln!(
-                s,
-                "tcpstate: {} more rows beyond the tracepoint (half-open, timewait, snapshot, stuck)",
-                self.derived
-            );
-        }
-        if k.untracked > 0 {
-            let _ = writeln!(
-                s,
-                "tcpstate: {} events of sockets met mid-life (opened before tracing, or evicted from the full socket map of --max-sockets): their owner and MS may be unknown",
-                k.untracked
-            );
-        }
-        if k.sock_map_fail + k.listen_map_fail > 0 {
-            let _ = writeln!(
-                s,
-                "tcpstate: {} socket-tracking updates failed (owner/time unknown for those sockets; raise --max-sockets)",
-                k.sock_map_fail + k.listen_map_fail
-            );
-        }
-        if self.decode_errors > 0 {
-            let _ = writeln!(
-                s,
-                "tcpstate: {} malformed records skipped",
-                self.decode_errors
-            );
-        }
-        if trackers.untracked > 0 {
-            let _ = writeln!(
-                s,
-                "tcpstate: {} half-open/timewait sockets not followed (raise --max-tracked)",
-                trackers.untracked
-            );
-        }
-        if trackers.lookup_errors > 0 {
-            let _ = writeln!(
-                s,
-                "tcpstate: {} of {} sock_diag dumps failed (last: {})",
+        // Counts worth a line only when something happened.
+        let counted = [
+            (
+                self.derived,
+                "more rows beyond the tracepoint (half-open, timewait, snapshot, stuck)".to_string(),
+            ),
+            (
+                k.untracked,
+                "events of sockets met mid-life (opened before tracing, or evicted from the full socket map of --max-sockets): their owner and MS may be unknown".to_string(),
+            ),
+            (
+                k.sock_map_fail + k.listen_map_fail,
+                "socket-tracking updates failed (owner/time unknown for those sockets; raise --max-sockets)".to_string(),
+            ),
+            (self.decode_errors, "malformed records skipped".to_string()),
+            (
+                trackers.untracked,
+                "half-open/timewait sockets not followed (raise --max-tracked)".to_string(),
+            ),
+            (
                 trackers.lookup_errors,
-                trackers.lookups,
-                trackers.last_error.as_deref().unwrap_or("?")
-            );
+                format!(
+                    "of {} sock_diag dumps failed (last: {})",
+                    trackers.lookups,
+                    trackers.last_error.as_deref().unwrap_or("?")
+                ),
+            ),
+        ];
+        for (n, what) in counted {
+            if n > 0 {
+                let _ = writeln!(s, "tcpstate: {n} {what}");
+            }
         }
         s.push_str(&self.notes_text());
         let mut rows: Vec<_> = self.transitions.iter().collect();
