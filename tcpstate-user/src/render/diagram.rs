@@ -15,18 +15,15 @@ use std::{
     process::Command,
 };
 
-use super::{Render, stats::Sample};
-use crate::event::{Source, TcpEvent, TcpState};
-
-#[derive(Default)]
-struct Edge {
-    count: u64,
-    dwell: Sample,
-}
+use super::{
+    Render,
+    stats::{Edges, count_edge},
+};
+use crate::event::{TcpEvent, TcpState};
 
 pub struct Diagram {
     path: PathBuf,
-    edges: BTreeMap<(TcpState, TcpState), Edge>,
+    edges: Edges,
     /// Whether to run `dot` for an SVG (off in tests).
     svg: bool,
 }
@@ -272,14 +269,7 @@ impl Render for Diagram {
     fn header(&self, _out: &mut Vec<u8>) {}
 
     fn event(&mut self, ev: &TcpEvent, _out: &mut Vec<u8>) {
-        if ev.source != Source::Tracepoint {
-            return;
-        }
-        let e = self.edges.entry((ev.old, ev.new)).or_default();
-        e.count += 1;
-        if let Some(ns) = ev.dwell_ns {
-            e.dwell.add(ns);
-        }
+        count_edge(&mut self.edges, ev);
     }
 
     fn finish(&mut self, _out: &mut Vec<u8>, notes: &mut Vec<String>) {
@@ -306,7 +296,7 @@ impl Render for Diagram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Note, TcpState::*, tests::raw_v4};
+    use crate::event::{Note, Source, TcpState::*, tests::raw_v4};
 
     fn ev(old: TcpState, new: TcpState, dwell_us: Option<u64>) -> TcpEvent {
         let mut e = TcpEvent::from(&raw_v4());

@@ -12,15 +12,9 @@ use serde_json::json;
 
 use super::{
     Render, json as json_fmt,
-    stats::{Log2Hist, Sample},
+    stats::{Edge, Edges, Log2Hist, count_edge},
 };
-use crate::event::{Source, TcpEvent, TcpState};
-
-#[derive(Default)]
-struct Edge {
-    count: u64,
-    dwell: Sample,
-}
+use crate::event::{TcpEvent, TcpState};
 
 #[derive(Default)]
 pub struct Report {
@@ -28,7 +22,7 @@ pub struct Report {
     events: u64,
     first_ns: Option<u64>,
     last_ns: u64,
-    transitions: BTreeMap<(TcpState, TcpState), Edge>,
+    transitions: Edges,
     states: BTreeMap<TcpState, Log2Hist>,
     notes: BTreeMap<&'static str, u64>,
     /// Connections per way they ended (with the kernel's reset reason).
@@ -159,13 +153,7 @@ impl Render for Report {
             };
             *self.reasons.entry(key).or_default() += 1;
         }
-        if ev.source != Source::Tracepoint {
-            return;
-        }
-        let edge = self.transitions.entry((ev.old, ev.new)).or_default();
-        edge.count += 1;
-        if let Some(ns) = ev.dwell_ns {
-            edge.dwell.add(ns);
+        if let Some(ns) = count_edge(&mut self.transitions, ev) {
             self.states.entry(ev.old).or_default().add(ns / 1000);
         }
     }
@@ -183,7 +171,7 @@ impl Render for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Note, TcpState::*, tests::raw_v4};
+    use crate::event::{Note, Source, TcpState::*, tests::raw_v4};
 
     fn ev(ts: u64, old: TcpState, new: TcpState, dwell_us: Option<u64>) -> TcpEvent {
         let mut e = TcpEvent::from(&raw_v4());

@@ -1,7 +1,34 @@
 //! Bounded statistics for the exit reports: log2 histograms in the style of
 //! bcc, and a fixed-size random sample for medians.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use crate::event::{Source, TcpEvent, TcpState};
+
+/// How often one kernel transition happened, and how long sockets had
+/// spent in its old state.
+#[derive(Debug, Default)]
+pub struct Edge {
+    pub count: u64,
+    pub dwell: Sample,
+}
+
+/// The kernel's transitions counted per (old, new) state: what the summary
+/// and the diagram are drawn from.
+pub type Edges = BTreeMap<(TcpState, TcpState), Edge>;
+
+/// Counts `ev` in `edges` if it is a transition the kernel made; returns
+/// its time in the old state when it counted and that time is known.
+pub fn count_edge(edges: &mut Edges, ev: &TcpEvent) -> Option<u64> {
+    if ev.source != Source::Tracepoint {
+        return None;
+    }
+    let e = edges.entry((ev.old, ev.new)).or_default();
+    e.count += 1;
+    let ns = ev.dwell_ns?;
+    e.dwell.add(ns);
+    Some(ns)
+}
 
 /// Counts of values by power of two, like bcc's `print_log2_hist`: bucket 0
 /// holds 0 and 1, bucket `i >= 1` holds `2^i ..= 2^(i+1)-1`.
