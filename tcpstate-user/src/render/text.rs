@@ -242,36 +242,42 @@ mod tests {
     }
 
     #[test]
-    fn notes_are_shown_in_parentheses() {
-        for (note, shown) in [
-            (Note::HalfOpen(1), "(half-open, SYN-ACK retransmit #1)"),
+    fn notes_are_shown_in_parentheses_and_state_rows_say_is() {
+        use TcpState::{FinWait2, TimeWait};
+        let change = "FIN_WAIT2   -> TIME_WAIT   -";
+        // A state row leaves the old state blank.
+        let state = "48008             is FIN_WAIT2   -";
+        for (note, new, shown) in [
+            (
+                Note::HalfOpen(1),
+                TimeWait,
+                format!("{change} (half-open, SYN-ACK retransmit #1)"),
+            ),
             (
                 Note::HalfOpenExpired(2),
-                "(half-open expired after 2 SYN-ACK retransmits)",
+                TimeWait,
+                format!("{change} (half-open expired after 2 SYN-ACK retransmits)"),
             ),
-            (Note::TimeWait, "(timewait)"),
-            (Note::TimeWaitExpired, "(timewait expired)"),
+            (Note::TimeWait, TimeWait, format!("{change} (timewait)")),
+            (
+                Note::TimeWaitExpired,
+                TimeWait,
+                format!("{change} (timewait expired)"),
+            ),
+            (Note::Snapshot, FinWait2, format!("{state} (snapshot)")),
+            (
+                Note::TimeWaitSocket,
+                FinWait2,
+                format!("{state} (timewait socket, orphan)"),
+            ),
+            (
+                Note::Stuck(61_500_000_000),
+                FinWait2,
+                format!("{state} (stuck for 61.5s)"),
+            ),
         ] {
-            let line = tracker_row(note, TcpState::TimeWait);
-            assert!(
-                line.ends_with(&format!("FIN_WAIT2   -> TIME_WAIT   - {shown}\n")),
-                "{line}"
-            );
-        }
-    }
-
-    #[test]
-    fn state_rows_say_is_and_leave_the_old_state_blank() {
-        for (note, shown) in [
-            (Note::Snapshot, "(snapshot)"),
-            (Note::TimeWaitSocket, "(timewait socket, orphan)"),
-            (Note::Stuck(61_500_000_000), "(stuck for 61.5s)"),
-        ] {
-            let line = tracker_row(note, TcpState::FinWait2);
-            assert!(
-                line.ends_with(&format!("48008             is FIN_WAIT2   - {shown}\n")),
-                "{line}"
-            );
+            let line = tracker_row(note, new);
+            assert!(line.ends_with(&format!("{shown}\n")), "{line}");
         }
     }
 

@@ -342,32 +342,28 @@ mod tests {
         assert_eq!(t.triggered, 1);
     }
 
+    /// How many of `events` a trigger on `specs` lets through.
+    fn passed(specs: &[&str], events: &[TcpEvent]) -> usize {
+        let (mut t, seen) = trigger(specs, 100);
+        for e in events {
+            t.event(e, &mut Vec::new());
+        }
+        seen.borrow().len()
+    }
+
     #[test]
     fn transition_triggers_and_later_events_pass_through() {
-        let (mut t, seen) = trigger(&["ESTABLISHED->FIN_WAIT1"], 100);
-        let mut out = Vec::new();
-        for e in plain_path(7) {
-            t.event(&e, &mut out);
-        }
-        assert_eq!(seen.borrow().len(), 5);
-        let (mut t, seen) = trigger(&["ESTABLISHED->CLOSE_WAIT"], 100);
-        for e in plain_path(7) {
-            t.event(&e, &mut out);
-        }
-        assert!(seen.borrow().is_empty());
+        assert_eq!(passed(&["ESTABLISHED->FIN_WAIT1"], &plain_path(7)), 5);
+        assert_eq!(passed(&["ESTABLISHED->CLOSE_WAIT"], &plain_path(7)), 0);
     }
 
     #[test]
     fn state_triggers_match_notes_but_transitions_do_not() {
-        let (mut t, seen) = trigger(&["TIME_WAIT"], 100);
         let mut tw = ev(3, FinWait2, TimeWait);
         tw.source = Source::SockDiag;
         tw.note = Some(Note::TimeWait);
-        t.event(&tw, &mut Vec::new());
-        assert_eq!(seen.borrow().len(), 1);
-        let (mut t, seen) = trigger(&["FIN_WAIT2->TIME_WAIT"], 100);
-        t.event(&tw, &mut Vec::new());
-        assert!(seen.borrow().is_empty());
+        assert_eq!(passed(&["TIME_WAIT"], &[tw]), 1);
+        assert_eq!(passed(&["FIN_WAIT2->TIME_WAIT"], &[tw]), 0);
     }
 
     #[test]
@@ -390,13 +386,13 @@ mod tests {
         // Only once, and only right after the close.
         t.event(&tw, &mut out);
         assert_eq!(seen.borrow().len(), 7);
-        let (mut t, seen) = trigger(&["TIME_WAIT"], 100);
-        for e in plain_path(9) {
-            t.event(&e, &mut out);
-        }
-        t.event(&ev(10, Close, SynSent), &mut out);
-        t.event(&tw, &mut out);
-        assert_eq!(seen.borrow().len(), 1, "history dropped, the row alone");
+        let mut reused = plain_path(9);
+        reused.extend([ev(10, Close, SynSent), tw]);
+        assert_eq!(
+            passed(&["TIME_WAIT"], &reused),
+            1,
+            "history dropped, the row alone"
+        );
     }
 
     #[test]
