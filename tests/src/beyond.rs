@@ -187,15 +187,6 @@ pub fn wait_end(tracer: &Tracer, secs: u64, local: SocketAddr, remote: SocketAdd
     );
 }
 
-/// The `ss -tanH` state of the socket `local` -> `remote` (`SYN-RECV`, ...).
-pub fn ss_state(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> Option<String> {
-    ns.ss().lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() >= 5 && f[3] == local.to_string() && f[4] == remote.to_string())
-            .then(|| f[0].to_string())
-    })
-}
-
 /// The server's address of the connection a client made (the server's
 /// listening address may be a wildcard).
 pub fn server_side(client: &Peer) -> SocketAddr {

@@ -236,6 +236,15 @@ impl TwoClients {
     }
 }
 
+/// The `ss -tanH` state of the socket `local` -> `remote` (`SYN-RECV`, ...).
+pub fn ss_state(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> Option<String> {
+    ns.ss().lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 5 && f[3] == local.to_string() && f[4] == remote.to_string())
+            .then(|| f[0].to_string())
+    })
+}
+
 /// One end of the connection.
 #[derive(Debug, Clone, Copy)]
 pub enum Side {

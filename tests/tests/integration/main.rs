@@ -3,6 +3,7 @@
 //! fixtures and helpers live in the `tcpstate-tests` library (`tests/src/`).
 
 mod abortive;
+mod as_users_load;
 mod as_users_run_it;
 mod closing;
 mod fleet;

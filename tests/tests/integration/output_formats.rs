@@ -1,178 +1,33 @@
-//! Output formats on real traffic (issue #4): JSON Lines typed as documented
+//! Output formats on real traffic: JSON Lines typed as documented
 //! in docs/json.md, CSV with its header, the text TIME column (`-t`, `-T`)
 //! and colour, `--lifecycle` (JSON and text), `--trigger`, `--summary` and
 //! `--diagram` of known scenarios.
 //!
 //! The JSON-based checks go through the harness's [`Tracer`] (which always
 //! passes `--json`; lifecycle and summary records land in `other_sources`).
-//! The text and CSV checks use [`RawTracer`] below, which keeps stdout lines
-//! as printed.
+//! The text and CSV checks use the harness's [`RawTracer`], which keeps
+//! stdout lines as printed.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::Command;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tcpstate_tests::states::*;
-use tcpstate_tests::{
-    Accepted, EVENT_TIMEOUT, Netns, Peer, READY_LINE, READY_TIMEOUT, Trace, Tracer, tracer_bin,
-};
+use tcpstate_tests::{Accepted, Netns, Peer, RawTracer, Trace, Tracer};
 
 const PORT: u16 = 10050;
 const ADDR: &str = "127.0.0.1:10050";
-
-// ---------------------------------------------------------------------------
-// A tracer whose stdout is kept raw (text, CSV), for this file only.
-// ---------------------------------------------------------------------------
-
-struct RawTracer {
-    child: Child,
-    args: Vec<String>,
-    lines: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl RawTracer {
-    /// `tcpstate --netns <ns> <args>`, once it says it is tracing.
-    fn start(ns: &Netns, args: &[&str]) -> RawTracer {
-        let mut all = vec!["--netns".to_string(), ns.path().display().to_string()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let mut child = Command::new(tracer_bin())
-            .args(&all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", tracer_bin().display()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        let reader = thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut s = err_sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut t = RawTracer {
-            child,
-            args: all,
-            lines,
-            stderr,
-            reader: Some(reader),
-        };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !t.stderr.lock().unwrap().contains(READY_LINE) {
-            if let Some(status) = t.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(50));
-                panic!(
-                    "tcpstate {} exited ({status}) before tracing:\n{}",
-                    t.args.join(" "),
-                    t.stderr.lock().unwrap()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tcpstate {} not ready:\n{}",
-                t.args.join(" "),
-                t.stderr.lock().unwrap()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-        t
-    }
-
-    /// Waits until `n` lines of stdout contain `needle`.
-    fn wait_for(&self, needle: &str, n: usize) {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains(needle))
-                .count();
-            if found >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {n} lines with {needle:?}; stdout:\n{}\nstderr:\n{}",
-                self.lines.lock().unwrap().join("\n"),
-                self.stderr.lock().unwrap()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// SIGINT, wait for exit 0; returns (stdout lines, stderr).
-    fn stop(mut self) -> (Vec<String>, String) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("tcpstate {} ignored SIGINT", self.args.join(" "));
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        thread::sleep(Duration::from_millis(20));
-        let lines = self.lines.lock().unwrap().clone();
-        let stderr = self.stderr.lock().unwrap().clone();
-        if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
-            eprintln!(
-                "--- tcpstate {} ---\n{}\n--- stderr ---\n{stderr}",
-                self.args.join(" "),
-                lines.join("\n")
-            );
-        }
-        assert!(
-            status.success(),
-            "tcpstate {} exited with {status}:\n{stderr}",
-            self.args.join(" ")
-        );
-        (lines, stderr)
-    }
-}
-
-impl Drop for RawTracer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------
 
 /// One connection, the client closes first, then the listener closes:
-/// 12 transitions (NOTES §3). Returns the client and the accepted end.
+/// 12 transitions (client and server end 5 each, the listener 2). Returns
+/// the client and the accepted end.
 fn client_closes_first(ns: &Netns) -> (Peer, Accepted) {
     let mut server = Peer::server(ns, ADDR);
     let mut client = Peer::client(ns, ADDR);

@@ -1,0 +1,197 @@
+//! [`Tracer`]: the real `tcpstate --json --netns NS` started before any
+//! traffic, its events collected into a [`Trace`]; and [`RawTracer`], the
+//! same with stdout kept as printed (text, CSV, `--explain`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::event::{Line, parse_line};
+use crate::process::{TracerProcess, poll};
+use crate::states::*;
+use crate::{EVENT_TIMEOUT, Event, Netns, Trace};
+
+#[derive(Default)]
+struct Output {
+    events: Vec<Event>,
+    other_sources: Vec<String>,
+    all: Vec<Event>,
+    bad_lines: Vec<String>,
+}
+
+impl Output {
+    /// Files one stdout line: a tracepoint event, another source's line
+    /// (kept, and parsed when it is an event), or a malformed line.
+    fn push(&mut self, line: String) {
+        match parse_line(&line) {
+            Line::Event(ev) => {
+                self.all.push((*ev).clone());
+                self.events.push(*ev);
+            }
+            Line::OtherSource(ev) => {
+                self.all.extend(ev.map(|e| *e));
+                self.other_sources.push(line);
+            }
+            Line::Bad(why) => self.bad_lines.push(why),
+        }
+    }
+}
+
+/// A running `tcpstate --json --netns <ns>` collecting its events.
+pub struct Tracer {
+    _ns: Netns,
+    process: TracerProcess,
+    output: Arc<Mutex<Output>>,
+    netns_inode: u64,
+}
+
+impl Tracer {
+    /// Starts the tracer on `ns` with `extra` arguments and waits until it
+    /// says it is tracing.
+    pub fn start(ns: &Netns, extra: &[&str]) -> Tracer {
+        let mut args: Vec<String> = vec!["--json".into(), "--netns".into()];
+        args.push(ns.path().to_string_lossy().into_owned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let output = Arc::new(Mutex::new(Output::default()));
+        let sink = output.clone();
+        let process = TracerProcess::start(args, move |line| sink.lock().unwrap().push(line));
+        Tracer {
+            _ns: ns.clone(),
+            process,
+            output,
+            netns_inode: ns.inode(),
+        }
+    }
+
+    /// The events collected so far.
+    pub fn snapshot(&self) -> Trace {
+        let out = self.output.lock().unwrap();
+        Trace {
+            events: out.events.clone(),
+            other_sources: out.other_sources.clone(),
+            all: out.all.clone(),
+            bad_lines: out.bad_lines.clone(),
+            stderr: self.process.stderr(),
+            args: self.process.args().to_vec(),
+            netns_inode: self.netns_inode,
+        }
+    }
+
+    /// Waits until `cond` holds on the events collected so far; on timeout
+    /// panics with everything seen.
+    pub fn wait_until(&self, what: &str, cond: impl Fn(&Trace) -> bool) -> Trace {
+        poll(EVENT_TIMEOUT, Duration::from_millis(5), || {
+            Some(self.snapshot()).filter(|t| cond(t))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out after {EVENT_TIMEOUT:?} waiting for {what}\n{}",
+                self.snapshot().dump()
+            )
+        })
+    }
+
+    /// Waits until the socket whose events carry ports (`lport`, `rport`)
+    /// has made the transition `old`->`new`.
+    pub fn wait_for(&self, lport: u16, rport: u16, old: &str, new: &str) -> Trace {
+        self.wait_until(
+            &format!("{old}->{new} on the socket {lport}->{rport}"),
+            |t| {
+                t.sockets()
+                    .iter()
+                    .filter(|s| s.has_ports(lport, rport))
+                    .any(|s| {
+                        s.events
+                            .iter()
+                            .any(|e| e.oldstate == old && e.newstate == new)
+                    })
+            },
+        )
+    }
+
+    /// Waits until `n` transitions into CLOSE have been seen.
+    pub fn wait_for_closes(&self, n: usize) -> Trace {
+        self.wait_until(&format!("{n} transitions into CLOSE"), |t| {
+            t.events.iter().filter(|e| e.newstate == CLOSE).count() >= n
+        })
+    }
+
+    /// Stops the tracer with SIGINT (it drains what is pending and exits 0)
+    /// and returns everything it printed.
+    pub fn stop(&mut self) -> Trace {
+        let status = self.process.interrupt();
+        let trace = self.snapshot();
+        self.process
+            .assert_exited_cleanly(status, &trace.dump_all());
+        assert!(
+            trace.bad_lines.is_empty(),
+            "tracer printed malformed lines:\n{}\n{}",
+            trace.bad_lines.join("\n"),
+            trace.dump()
+        );
+        trace
+    }
+}
+
+/// A running `tcpstate --netns <ns> ARGS` whose stdout lines are kept as
+/// printed: for the outputs that are not JSON events (text, CSV,
+/// `--explain`) or JSON records the [`Tracer`] does not type.
+pub struct RawTracer {
+    _ns: Netns,
+    process: TracerProcess,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawTracer {
+    /// `tcpstate --netns <ns> <args>`, once it says it is tracing.
+    pub fn start(ns: &Netns, args: &[&str]) -> RawTracer {
+        let mut all = vec!["--netns".to_string(), ns.path().display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let process = TracerProcess::start(all, move |line| sink.lock().unwrap().push(line));
+        RawTracer {
+            _ns: ns.clone(),
+            process,
+            lines,
+        }
+    }
+
+    /// Waits up to `timeout` until `cond` holds on the lines printed so far;
+    /// on timeout panics with every line and stderr.
+    pub fn wait_until(&self, what: &str, timeout: Duration, cond: impl Fn(&[String]) -> bool) {
+        let met = poll(timeout, Duration::from_millis(5), || {
+            cond(&self.lines.lock().unwrap()).then_some(())
+        });
+        assert!(
+            met.is_some(),
+            "timed out after {timeout:?} waiting for {what}; stdout:\n{}\nstderr:\n{}",
+            self.lines.lock().unwrap().join("\n"),
+            self.process.stderr()
+        );
+    }
+
+    /// Waits until `n` lines of stdout contain `needle`.
+    pub fn wait_for(&self, needle: &str, n: usize) {
+        self.wait_until(
+            &format!("{n} lines with {needle:?}"),
+            EVENT_TIMEOUT,
+            |lines| lines.iter().filter(|l| l.contains(needle)).count() >= n,
+        );
+    }
+
+    /// SIGINT, wait for exit 0; returns (stdout lines, stderr).
+    pub fn stop(mut self) -> (Vec<String>, String) {
+        let status = self.process.interrupt();
+        let lines = self.lines.lock().unwrap().clone();
+        let stderr = self.process.stderr();
+        self.process.assert_exited_cleanly(
+            status,
+            &format!(
+                "--- tcpstate {} ---\n{}\n--- stderr ---\n{stderr}",
+                self.process.args().join(" "),
+                lines.join("\n")
+            ),
+        );
+        (lines, stderr)
+    }
+}
