@@ -206,3 +206,28 @@ pub fn client_closes_first_to_time_wait(tracer: &Tracer, server: &mut Peer, clie
     server.close();
     wait_end(tracer, 5, c, s, ORPHAN_THEN_TIME_WAIT[1]);
 }
+
+/// Asserts that each of `events` names the owner `pid` (`comm` tcppeer).
+pub fn assert_owners(t: &Trace, what: &str, events: &[Event], pid: u32) {
+    for e in events {
+        assert_owner(t, what, e, pid);
+    }
+}
+
+/// A timewait socket that took over in TIME_WAIT (the peer's FIN had
+/// arrived).
+pub const TIME_WAIT_SOCKET: &[&str] = &["tracker/timewait-socket is TIME_WAIT"];
+
+impl Connected {
+    /// Asserts that the client end produced exactly the rows of `parts`, one
+    /// part after the other ([`rows`]); returns its events.
+    pub fn assert_client_end(&self, t: &Trace, parts: &[&[&str]]) -> Vec<Event> {
+        assert_end(t, "client end", self.c, self.s, &rows(parts))
+    }
+
+    /// Asserts that the server end produced exactly the rows of `parts`;
+    /// returns its events.
+    pub fn assert_server_end(&self, t: &Trace, parts: &[&[&str]]) -> Vec<Event> {
+        assert_end(t, "server end", self.s, self.c, &rows(parts))
+    }
+}

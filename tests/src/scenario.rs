@@ -79,7 +79,7 @@ impl Connected {
         Connected::open_in(Netns::new(), tracer_args, LOOPBACK, LOOPBACK)
     }
 
-    /// Server on 0.0.0.0:[`PORT`] (the seed article's), the client connected
+    /// Server on 0.0.0.0:[`PORT`] (bound to every address), the client connected
     /// to 127.0.0.1.
     pub fn wildcard(tracer_args: &[&str]) -> Connected {
         Connected::open_in(Netns::new(), tracer_args, "0.0.0.0:10050", LOOPBACK)
@@ -125,8 +125,7 @@ impl Connected {
     pub fn close_listener_and_stop(&mut self, closes: usize) -> Trace {
         self.server
             .expect_reply("close-listener", "listener-closed");
-        self.tracer.wait_for_closes(closes);
-        self.tracer.stop()
+        self.tracer.stop_after_closes(closes)
     }
 
     /// Asserts the trace is exactly this connection and its listener: the

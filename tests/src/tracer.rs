@@ -115,6 +115,13 @@ impl Tracer {
         })
     }
 
+    /// The usual ending: once `n` transitions into CLOSE have been seen (the
+    /// scenario's sockets all closed), stops the tracer.
+    pub fn stop_after_closes(&mut self, n: usize) -> Trace {
+        self.wait_for_closes(n);
+        self.stop()
+    }
+
     /// Stops the tracer with SIGINT (it drains what is pending and exits 0)
     /// and returns everything it printed.
     pub fn stop(&mut self) -> Trace {

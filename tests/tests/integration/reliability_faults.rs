@@ -1,4 +1,4 @@
-//! Issue #6, faults: SIGINT, SIGTERM, SIGHUP and SIGPIPE at any moment
+//! Reliability, faults: SIGINT, SIGTERM, SIGHUP and SIGPIPE at any moment
 //! (during start-up, once tracing, under traffic), stdout closed by its
 //! reader, two instances at once, a consumer that stalls (stdout blocked) and
 //! a tracer that is stopped (SIGSTOP). None may leave a BPF program, map or

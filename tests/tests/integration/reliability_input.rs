@@ -1,4 +1,4 @@
-//! Issue #6, bad input: every flag with invalid values, missing privileges,
+//! Reliability, bad input: every flag with invalid values, missing privileges,
 //! tracefs that is not mounted (and not mountable), tracepoint format files
 //! of an older layout or that cannot be parsed. Each must end in one
 //! `tcpstate: error: ...` line (plus an optional `  hint: ...`) and the
@@ -93,7 +93,7 @@ fn invalid_values_of_each_flag_are_usage_errors() {
     }
 }
 
-/// The issue's own example: a ring-buffer size that is not a power of two.
+/// A ring-buffer size that is not a power of two (the ring buffer needs one).
 #[test]
 fn ring_size_not_a_power_of_two_is_a_usage_error() {
     let r = run_args(&["--ring-size", "3000000", "--netns", NO_NETNS]);

@@ -1,8 +1,8 @@
-//! The seed article's experiments ("LINUX netstat连接状态解析及TCP状态转换"):
+//! Ctrl-C to one end of an idle connection, as netstat tutorials show it:
 //! a server bound to INADDR_ANY:10050 and a client, both idle; Ctrl-C (SIGINT,
 //! default disposition) to one of them while connected.
 //!
-//! The article reads `netstat`: the killed side shows `FIN_WAIT2 -` (no
+//! Read with `netstat`, the killed side shows `FIN_WAIT2 -` (no
 //! process) and the survivor `CLOSE_WAIT`. The tracepoint tells more: the
 //! killed side's full socket actually goes FIN_WAIT2->CLOSE as soon as its FIN
 //! is acked, and what netstat keeps showing in FIN_WAIT2 is the timewait
@@ -112,7 +112,6 @@ fn sigint_to_client_while_connected() {
     w.server.close();
     w.server.expect_reply("close-listener", "listener-closed");
     w.tracer.wait_for(s.port(), c.port(), LAST_ACK, CLOSE);
-    w.tracer.wait_for_closes(3);
-    let t = w.tracer.stop();
+    let t = w.tracer.stop_after_closes(3);
     w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }
