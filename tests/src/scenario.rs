@@ -60,9 +60,12 @@ impl Connected {
     /// test may have prepared: sysctls, nftables rules).
     pub fn open_in(ns: Netns, tracer_args: &[&str], listen: &str, connect: &str) -> Connected {
         let tracer = Tracer::start(&ns, tracer_args);
-        let mut server = Peer::server(&ns, listen);
-        let client = Peer::client(&ns, connect);
-        let conn = server.accept();
+        let Established {
+            ns,
+            server,
+            client,
+            conn,
+        } = Established::open_in(ns, listen, connect);
         Connected {
             ns,
             tracer,
@@ -134,6 +137,36 @@ impl Connected {
     pub fn assert_paths(&self, t: &Trace, client_path: &[&str], server_path: &[&str]) {
         t.assert_connection(&self.client, client_path, &self.conn, server_path);
     }
+
+    /// Asserts what `t`, taken while the scenario runs, shows so far: the
+    /// client end went through `client_path`, the server end through
+    /// `server_path`, the listener through `listener_path`.
+    pub fn assert_paths_so_far(
+        &self,
+        t: &Trace,
+        client_path: &[&str],
+        server_path: &[&str],
+        listener_path: &[&str],
+    ) {
+        t.assert_path("client end", &t.client_end(&self.client), client_path);
+        t.assert_path("server end", &t.server_end(&self.conn), server_path);
+        t.assert_path("listener", &t.listener(self.s.port()), listener_path);
+    }
+
+    /// The usual ending and its check: closes the listener, stops the
+    /// tracer once the three sockets are closed, and asserts the trace is
+    /// exactly this connection (the client end through `client_path`, the
+    /// server end through `server_path`) and its listener. Returns the
+    /// trace for further checks.
+    pub fn close_listener_and_assert(
+        &mut self,
+        client_path: &[&str],
+        server_path: &[&str],
+    ) -> Trace {
+        let t = self.close_listener_and_stop(3);
+        self.assert_paths(&t, client_path, server_path);
+        t
+    }
 }
 
 impl Trace {
@@ -153,6 +186,48 @@ impl Trace {
         self.assert_path("listener", &listener, paths::LISTENER);
         self.assert_socket_count(3);
     }
+}
+
+/// A connection made before any tracer runs: a server listening on
+/// `listen` and a client connected to `connect`, accepted.
+pub struct Established {
+    pub ns: Netns,
+    pub server: Peer,
+    pub client: Peer,
+    pub conn: Accepted,
+}
+
+impl Established {
+    /// In `ns`, which the test may have prepared.
+    pub fn open_in(ns: Netns, listen: &str, connect: &str) -> Established {
+        let mut server = Peer::server(&ns, listen);
+        let client = Peer::client(&ns, connect);
+        let conn = server.accept();
+        Established {
+            ns,
+            server,
+            client,
+            conn,
+        }
+    }
+
+    /// Server on 127.0.0.1:[`PORT`] in a fresh namespace, the client
+    /// connected to it.
+    pub fn loopback() -> Established {
+        Established::open_in(Netns::new(), LOOPBACK, LOOPBACK)
+    }
+}
+
+/// A whole connection to `addr` in `ns`: a server listens, a client
+/// connects, the client closes first, then the server, then the listener.
+/// Returns the client and the server's view of the connection.
+pub fn closed_connection(ns: &Netns, addr: &str) -> (Peer, Accepted) {
+    let mut server = Peer::server(ns, addr);
+    let mut client = Peer::client(ns, addr);
+    let conn = server.accept();
+    client_closes_first(&mut server, &mut client);
+    server.expect_reply("close-listener", "listener-closed");
+    (client, conn)
 }
 
 /// Both ends close with close(2), the client first; the server once it has

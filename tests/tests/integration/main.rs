@@ -12,6 +12,7 @@ mod ipv6;
 mod netns;
 mod open_close;
 mod output_formats;
+mod output_reports;
 mod owner;
 mod port_filter;
 mod reliability_faults;

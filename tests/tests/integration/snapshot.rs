@@ -154,15 +154,11 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
 /// `--no-snapshot` with a port filter: no snapshot, only what happens next.
 #[test]
 fn no_snapshot_lists_nothing() {
-    let ns = Netns::new();
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    server.accept();
-    let mut tracer = Tracer::start(&ns, &["--port", "10050", "--no-snapshot"]);
-    client.exit();
-    server.exit();
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
+    let mut before = Established::loopback();
+    let mut tracer = Tracer::start(&before.ns, &["--port", "10050", "--no-snapshot"]);
+    before.client.exit();
+    before.server.exit();
+    let t = tracer.stop_after_closes(3);
     assert!(
         t.all.iter().all(|e| e.note.as_deref() != Some("snapshot")),
         "{}",
