@@ -9,8 +9,9 @@
 //! for a state row).
 
 use std::net::SocketAddr;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::process::poll_snapshot;
 
 pub use crate::Event;
 pub use crate::scenario::*;
@@ -156,20 +157,15 @@ pub fn assert_owner(t: &Trace, what: &str, e: &Event, pid: u32) {
 /// Waits up to `timeout` until `cond` holds on the tracer's output; on
 /// timeout panics with every event seen.
 pub fn wait_for(tracer: &Tracer, timeout: Duration, what: &str, cond: impl Fn(&Trace) -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let t = tracer.snapshot();
-        if cond(&t) {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                t.dump_all()
-            );
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
+    let every = Duration::from_millis(5);
+    poll_snapshot(
+        timeout,
+        every,
+        what,
+        || tracer.snapshot(),
+        cond,
+        Trace::dump_all,
+    );
 }
 
 /// Waits up to `secs` seconds until the end `local` -> `remote` has an
@@ -217,6 +213,19 @@ pub fn assert_owners(t: &Trace, what: &str, events: &[Event], pid: u32) {
 /// A timewait socket that took over in TIME_WAIT (the peer's FIN had
 /// arrived).
 pub const TIME_WAIT_SOCKET: &[&str] = &["tracker/timewait-socket is TIME_WAIT"];
+
+/// That timewait socket, then its expiry (TCP_TIMEWAIT_LEN, 60 s).
+pub const TIME_WAIT_EXPIRED: &[&str] = &[
+    "tracker/timewait-socket is TIME_WAIT",
+    "sock_diag/timewait-expired TIME_WAIT->CLOSE",
+];
+
+/// An orphan's timewait socket in FIN_WAIT2 (closed before the peer's FIN
+/// came), then its expiry (tcp_fin_timeout) without the peer's FIN.
+pub const ORPHAN_EXPIRED: &[&str] = &[
+    "tracker/timewait-socket is FIN_WAIT2",
+    "sock_diag/timewait-expired FIN_WAIT2->CLOSE",
+];
 
 impl Connected {
     /// Asserts that the client end produced exactly the rows of `parts`, one

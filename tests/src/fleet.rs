@@ -16,7 +16,7 @@ use std::{
 use serde_json::Value;
 
 pub use crate::files::TempDir;
-use crate::process::{collect, reap};
+use crate::process::{collect, reap, spawn_piped};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -186,12 +186,8 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let what = format!("{cmd:?}");
+        let mut child = spawn_piped(cmd, Stdio::null(), &what);
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
         Proc {

@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 
-use crate::process::{collect, line_channel, reap, signal, wait_exit};
+use crate::process::{collect, line_channel, reap, signal, spawn_piped, wait_exit};
 use crate::{Netns, PEER_TIMEOUT};
 
 /// A running `tcppeer` process inside a namespace.
@@ -121,12 +121,7 @@ impl Peer {
     /// `cmd` runs tcppeer (in a namespace, a container...). `pid` is what
     /// tcppeer reports: inside a container's PID namespace, not the host's.
     fn spawn_command(mut cmd: Command, label: String) -> Peer {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tcppeer {label}: {e}"));
+        let mut child = spawn_piped(&mut cmd, Stdio::piped(), &format!("tcppeer {label}"));
         let stdin = child.stdin.take();
         let lines = line_channel(child.stdout.take().expect("piped stdout"));
         let stderr = collect(child.stderr.take().expect("piped stderr"));

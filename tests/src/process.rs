@@ -96,18 +96,11 @@ impl TracerProcess {
     /// on every state change is seen).
     pub fn start(args: Vec<String>, mut on_line: impl FnMut(String) + Send + 'static) -> Self {
         let bin = tracer_bin();
-        let mut child = Command::new(&bin)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the tracer {} ({e}); build it or set TCPSTATE_BIN",
-                    bin.display()
-                )
-            });
+        let what = format!(
+            "the tracer {} (build it or set TCPSTATE_BIN)",
+            bin.display()
+        );
+        let mut child = spawn_piped(Command::new(&bin).args(&args), Stdio::null(), &what);
         let stdout = child.stdout.take().expect("piped stdout");
         let stdout_reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -149,6 +142,18 @@ impl TracerProcess {
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Starts the tracer with `args` ([`TracerProcess::start`]), each
+    /// stdout line filed into a shared `O` by `file`.
+    pub fn collecting<O: Default + Send + 'static>(
+        args: Vec<String>,
+        file: fn(&mut O, String),
+    ) -> (Self, Arc<Mutex<O>>) {
+        let output = Arc::new(Mutex::new(O::default()));
+        let sink = output.clone();
+        let process = TracerProcess::start(args, move |line| file(&mut sink.lock().unwrap(), line));
+        (process, output)
     }
 
     /// The arguments it was started with.
@@ -219,4 +224,33 @@ pub fn poll<T>(
         }
         thread::sleep(interval);
     }
+}
+
+/// Starts `cmd` with its stdout and stderr piped (to be read by the caller)
+/// and `stdin` as given; panics saying what could not start.
+pub fn spawn_piped(cmd: &mut Command, stdin: Stdio, what: &str) -> Child {
+    cmd.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
+}
+
+/// Waits up to `timeout` until `cond` holds on a fresh `snapshot()` (taken
+/// every `interval`) and returns that snapshot; on timeout panics with
+/// `dump` of the last one.
+pub fn poll_snapshot<T>(
+    timeout: Duration,
+    interval: Duration,
+    what: &str,
+    snapshot: impl Fn() -> T,
+    cond: impl Fn(&T) -> bool,
+    dump: impl Fn(&T) -> String,
+) -> T {
+    poll(timeout, interval, || Some(snapshot()).filter(|s| cond(s))).unwrap_or_else(|| {
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            dump(&snapshot())
+        )
+    })
 }

@@ -94,6 +94,12 @@ impl Connected {
         client_closes_first(&mut self.server, &mut self.client);
     }
 
+    /// Both ends close with close(2), the server first; the client once it
+    /// has read EOF.
+    pub fn server_closes_first(&mut self) {
+        server_closes_first(&mut self.server, &mut self.client);
+    }
+
     /// A simultaneous close made deterministic: `first`'s FINs are dropped
     /// on input, it closes with `how` (`close`, `shutdown wr`), then the
     /// other end does; once `first` has received the other's FIN in
@@ -121,6 +127,19 @@ impl Connected {
         self.tracer.wait_for(ports.0, ports.1, FIN_WAIT1, CLOSING);
         self.ns.lift_fin_gate();
         self.tracer.wait_for(ports.0, ports.1, CLOSING, CLOSE);
+    }
+
+    /// A simultaneous close with shutdown(SHUT_WR) ([`Connected::fins_cross`],
+    /// the server's FIN held back): both ends reach CLOSE, then each reads
+    /// the other's end of stream and closes its socket.
+    pub fn simultaneous_shutdown(&mut self) {
+        self.fins_cross(Side::Server, "shutdown wr");
+        self.tracer
+            .wait_for(self.c.port(), self.s.port(), FIN_WAIT2, CLOSE);
+        self.server.expect_reply("wait-eof", "eof 0");
+        self.client.expect_reply("wait-eof", "eof 0");
+        self.server.close();
+        self.client.close();
     }
 
     /// The usual ending: the server closes its listener; once the tracer has
@@ -230,6 +249,14 @@ pub fn closed_connection(ns: &Netns, addr: &str) -> (Peer, Accepted) {
     (client, conn)
 }
 
+/// Both ends close with close(2), the server first; the client once it has
+/// read EOF.
+pub fn server_closes_first(server: &mut Peer, client: &mut Peer) {
+    server.close();
+    client.expect_reply("wait-eof", "eof 0");
+    client.close();
+}
+
 /// Both ends close with close(2), the client first; the server once it has
 /// read EOF.
 pub fn client_closes_first(server: &mut Peer, client: &mut Peer) {
@@ -256,9 +283,7 @@ impl TwoClients {
         let first_conn = server.accept();
         let mut second = Peer::client(ns, LOOPBACK);
         let second_conn = server.accept();
-        server.close();
-        second.expect_reply("wait-eof", "eof 0");
-        second.close();
+        server_closes_first(&mut server, &mut second);
         client_closes_first(&mut server, &mut first);
         server.expect_reply("close-listener", "listener-closed");
         TwoClients {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::event::{Line, parse_line};
-use crate::process::{TracerProcess, poll};
+use crate::process::{TracerProcess, poll_snapshot};
 use crate::states::*;
 use crate::{EVENT_TIMEOUT, Event, Netns, Trace};
 
@@ -36,6 +36,19 @@ impl Output {
     }
 }
 
+/// `--netns <ns>` after `first`, then `extra`: the arguments of a tracer
+/// of one namespace.
+fn netns_args(ns: &Netns, first: &[&str], extra: &[&str]) -> Vec<String> {
+    let netns = ns.path().to_string_lossy().into_owned();
+    let netns = ["--netns", &netns];
+    first
+        .iter()
+        .chain(&netns)
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// A running `tcpstate --json --netns <ns>` collecting its events.
 pub struct Tracer {
     _ns: Netns,
@@ -48,12 +61,8 @@ impl Tracer {
     /// Starts the tracer on `ns` with `extra` arguments and waits until it
     /// says it is tracing.
     pub fn start(ns: &Netns, extra: &[&str]) -> Tracer {
-        let mut args: Vec<String> = vec!["--json".into(), "--netns".into()];
-        args.push(ns.path().to_string_lossy().into_owned());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let output = Arc::new(Mutex::new(Output::default()));
-        let sink = output.clone();
-        let process = TracerProcess::start(args, move |line| sink.lock().unwrap().push(line));
+        let (process, output) =
+            TracerProcess::collecting(netns_args(ns, &["--json"], extra), Output::push);
         Tracer {
             _ns: ns.clone(),
             process,
@@ -79,15 +88,15 @@ impl Tracer {
     /// Waits until `cond` holds on the events collected so far; on timeout
     /// panics with everything seen.
     pub fn wait_until(&self, what: &str, cond: impl Fn(&Trace) -> bool) -> Trace {
-        poll(EVENT_TIMEOUT, Duration::from_millis(5), || {
-            Some(self.snapshot()).filter(|t| cond(t))
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "timed out after {EVENT_TIMEOUT:?} waiting for {what}\n{}",
-                self.snapshot().dump()
-            )
-        })
+        let every = Duration::from_millis(5);
+        poll_snapshot(
+            EVENT_TIMEOUT,
+            every,
+            what,
+            || self.snapshot(),
+            cond,
+            Trace::dump,
+        )
     }
 
     /// Waits until the socket whose events carry ports (`lport`, `rport`)
@@ -151,11 +160,7 @@ pub struct RawTracer {
 impl RawTracer {
     /// `tcpstate --netns <ns> <args>`, once it says it is tracing.
     pub fn start(ns: &Netns, args: &[&str]) -> RawTracer {
-        let mut all = vec!["--netns".to_string(), ns.path().display().to_string()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let process = TracerProcess::start(all, move |line| sink.lock().unwrap().push(line));
+        let (process, lines) = TracerProcess::collecting(netns_args(ns, &[], args), Vec::push);
         RawTracer {
             _ns: ns.clone(),
             process,
@@ -166,14 +171,21 @@ impl RawTracer {
     /// Waits up to `timeout` until `cond` holds on the lines printed so far;
     /// on timeout panics with every line and stderr.
     pub fn wait_until(&self, what: &str, timeout: Duration, cond: impl Fn(&[String]) -> bool) {
-        let met = poll(timeout, Duration::from_millis(5), || {
-            cond(&self.lines.lock().unwrap()).then_some(())
-        });
-        assert!(
-            met.is_some(),
-            "timed out after {timeout:?} waiting for {what}; stdout:\n{}\nstderr:\n{}",
-            self.lines.lock().unwrap().join("\n"),
-            self.process.stderr()
+        let every = Duration::from_millis(5);
+        let snapshot = || self.lines.lock().unwrap().clone();
+        poll_snapshot(
+            timeout,
+            every,
+            what,
+            snapshot,
+            |l| cond(l),
+            |lines| {
+                format!(
+                    "stdout:\n{}\nstderr:\n{}",
+                    lines.join("\n"),
+                    self.process.stderr()
+                )
+            },
         );
     }
 

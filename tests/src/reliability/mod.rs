@@ -23,7 +23,7 @@ pub use bpf::*;
 pub use traffic::*;
 
 pub use crate::files::{TempDir, write_file};
-use crate::process::{reap, wait_exit};
+use crate::process::{reap, spawn_piped, wait_exit};
 pub use crate::procfs::rss_kib;
 pub use crate::{Netns, READY_LINE, tracer_bin};
 
@@ -111,6 +111,28 @@ impl Run {
         self
     }
 
+    /// Asserts that stderr contains `text`.
+    pub fn assert_stderr_contains(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "{}: stderr should contain {text:?}:\n{}",
+            self.what,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts that there is a `hint:` line and that it contains `text`.
+    pub fn assert_hint_contains(&self, text: &str) -> &Self {
+        assert!(
+            self.hint().is_some_and(|h| h.contains(text)),
+            "{}: the hint should contain {text:?}:\n{}",
+            self.what,
+            self.stderr
+        );
+        self
+    }
+
     /// The `hint:` line, if any.
     pub fn hint(&self) -> Option<&str> {
         self.stderr.lines().find_map(|l| l.strip_prefix("  hint: "))
@@ -145,12 +167,7 @@ pub fn tracer() -> Command {
 /// `timeout` (a hang), after killing it.
 pub fn run_until_exit(mut cmd: Command, timeout: Duration) -> Run {
     let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut child = spawn_piped(&mut cmd, Stdio::null(), &what);
     let out = slurp(child.stdout.take().unwrap());
     let err = slurp(child.stderr.take().unwrap());
     let status = wait_exit(&mut child, timeout)

@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::process::{TracerProcess, poll};
+use crate::process::{TracerProcess, poll, poll_snapshot};
 
 #[derive(Default)]
 struct TextOutput {
@@ -81,9 +81,7 @@ impl UserTracer {
     pub fn start(port: u16, extra: &[&str]) -> UserTracer {
         let mut args: Vec<String> = vec!["--port".into(), port.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let output = Arc::new(Mutex::new(TextOutput::default()));
-        let sink = output.clone();
-        let process = TracerProcess::start(args, move |line| sink.lock().unwrap().push(line));
+        let (process, output) = TracerProcess::collecting(args, TextOutput::push);
         UserTracer { process, output }
     }
 
@@ -141,15 +139,15 @@ impl UserTracer {
         what: &str,
         cond: impl Fn(&TextTrace) -> bool,
     ) -> TextTrace {
-        poll(timeout, Duration::from_millis(10), || {
-            Some(self.snapshot()).filter(|t| cond(t))
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                self.snapshot().dump()
-            )
-        })
+        let every = Duration::from_millis(10);
+        poll_snapshot(
+            timeout,
+            every,
+            what,
+            || self.snapshot(),
+            cond,
+            TextTrace::dump,
+        )
     }
 
     /// Waits until the end `local` -> `remote` has a row whose label matches

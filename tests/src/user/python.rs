@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Netns;
-use crate::process::{collect, line_channel};
+use crate::process::{collect, line_channel, spawn_piped};
 
 /// The server: listens on HOST PORT; with WORKERS > 0 it forks that many
 /// workers that all accept on the one listener (a prefork server) and the
@@ -64,20 +64,15 @@ impl PyServer {
     /// Starts a master listening on `host:port` that forks `workers`
     /// processes all accepting on that listener.
     pub fn prefork(ns: &Netns, host: &str, port: u16, workers: usize) -> PyServer {
-        let mut child = ns
-            .command("python3")
-            .args([
-                "-c",
-                PY_SERVER,
-                host,
-                &port.to_string(),
-                &workers.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start python3: {e}"));
+        let mut cmd = ns.command("python3");
+        cmd.args([
+            "-c",
+            PY_SERVER,
+            host,
+            &port.to_string(),
+            &workers.to_string(),
+        ]);
+        let mut child = spawn_piped(&mut cmd, Stdio::null(), "python3");
         let lines = line_channel(child.stdout.take().expect("piped stdout"));
         let stderr = collect(child.stderr.take().expect("piped stderr"));
         let mut server = PyServer {

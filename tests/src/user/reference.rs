@@ -11,7 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::READY_TIMEOUT;
-use crate::process::{collect, reap, signal, wait_exit};
+use crate::process::{collect, reap, signal, spawn_piped, wait_exit};
 
 /// The benchmark's load generator (`bench/src/bin/loadgen.rs`), built by the
 /// same `cargo test --release` that builds these tests.
@@ -48,13 +48,9 @@ impl RefTcpstates {
             std::path::Path::new(TCPSTATES).exists(),
             "{TCPSTATES} is missing: `cargo xtask setup` installs libbpf-tools"
         );
-        let mut child = Command::new("stdbuf")
-            .args(["-oL", TCPSTATES])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {TCPSTATES}: {e}"));
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", TCPSTATES]);
+        let mut child = spawn_piped(&mut cmd, Stdio::null(), TCPSTATES);
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         let stdout = child.stdout.take().expect("piped stdout");

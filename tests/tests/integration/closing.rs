@@ -41,12 +41,7 @@ fn client_fin_lost_client_goes_through_closing() {
 #[test]
 fn simultaneous_shutdown_goes_through_closing() {
     let mut w = Connected::loopback(&[]);
-    w.fins_cross(Side::Server, "shutdown wr");
-    w.tracer.wait_for(w.c.port(), PORT, FIN_WAIT2, CLOSE);
-    w.server.expect_reply("wait-eof", "eof 0");
-    w.client.expect_reply("wait-eof", "eof 0");
-    w.server.close();
-    w.client.close();
+    w.simultaneous_shutdown();
     w.close_listener_and_assert(paths::ACTIVE_CLOSER, CLOSING_SERVER);
 }
 
@@ -67,8 +62,6 @@ fn half_close_then_data_then_close() {
         &mid.client_end(&w.client),
         &paths::ACTIVE_CLOSER[..5],
     );
-    w.server.close();
-    w.client.expect_reply("wait-eof", "eof 0");
-    w.client.close();
+    w.server_closes_first();
     w.close_listener_and_assert(paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }

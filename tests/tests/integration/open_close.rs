@@ -17,9 +17,7 @@ fn client_closes_first() {
 #[test]
 fn server_closes_first() {
     let mut w = Connected::loopback(&[]);
-    w.server.close();
-    w.client.expect_reply("wait-eof", "eof 0");
-    w.client.close();
+    w.server_closes_first();
     w.close_listener_and_assert(paths::PASSIVE_CLOSER, paths::ACTIVE_CLOSER_SERVER);
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde_json::Value;
-use tcpstate_tests::{Accepted, Netns, Peer, RawTracer, Trace};
+use tcpstate_tests::{Accepted, Netns, Peer, RawTracer, Trace, scenario};
 
 pub(crate) const PORT: u16 = 10050;
 pub(crate) const ADDR: &str = "127.0.0.1:10050";
@@ -28,11 +28,25 @@ pub(crate) fn client_closes_first(ns: &Netns) -> (Peer, Accepted) {
     let conn = server.accept();
     client.cmd("send 1000");
     server.expect_reply("recv 1000", "received 1000");
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
+    scenario::client_closes_first(&mut server, &mut client);
     server.expect_reply("close-listener", "listener-closed");
     (client, conn)
+}
+
+/// What `tcpstate --netns NS <args>` printed for [`client_closes_first`]
+/// in a fresh namespace, stopped once 3 lines (the three sockets' closes)
+/// contain `close`: the namespace, the stdout lines, the client and the
+/// accepted end.
+pub(crate) fn printed_for_one_connection(
+    args: &[&str],
+    close: &str,
+) -> (Netns, Vec<String>, Peer, Accepted) {
+    let ns = Netns::new();
+    let tracer = RawTracer::start(&ns, args);
+    let (client, conn) = client_closes_first(&ns);
+    tracer.wait_for(close, 3);
+    let (lines, _) = tracer.stop();
+    (ns, lines, client, conn)
 }
 
 /// Two connections on one listener: the first closed by the client, the
@@ -41,14 +55,10 @@ pub(crate) fn both_close_orders(ns: &Netns) -> (Peer, Peer) {
     let mut server = Peer::server(ns, ADDR);
     let mut a = Peer::client(ns, ADDR);
     server.accept();
-    a.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
+    scenario::client_closes_first(&mut server, &mut a);
     let mut b = Peer::client(ns, ADDR);
     server.accept();
-    server.close();
-    b.expect_reply("wait-eof", "eof 0");
-    b.close();
+    scenario::server_closes_first(&mut server, &mut b);
     server.expect_reply("close-listener", "listener-closed");
     (a, b)
 }
@@ -128,11 +138,8 @@ const OPTIONAL_EVENT_KEYS: &[(&str, &str)] = &[
 
 #[test]
 fn json_lines_of_real_traffic_have_the_documented_fields_and_types() {
-    let ns = Netns::new();
-    let tracer = RawTracer::start(&ns, &["--json"]);
-    let (client, conn) = client_closes_first(&ns);
-    tracer.wait_for("\"newstate\":\"CLOSE\"", 3);
-    let (lines, _) = tracer.stop();
+    let (_, lines, client, conn) =
+        printed_for_one_connection(&["--json"], "\"newstate\":\"CLOSE\"");
 
     let mut transitions = Vec::new();
     for line in &lines {
@@ -241,11 +248,7 @@ fn csv_cells(row: &str) -> Vec<String> {
 
 #[test]
 fn csv_has_a_header_and_the_json_fields_per_row() {
-    let ns = Netns::new();
-    let tracer = RawTracer::start(&ns, &["--csv"]);
-    let (client, _conn) = client_closes_first(&ns);
-    tracer.wait_for(",CLOSE,", 3);
-    let (lines, _) = tracer.stop();
+    let (ns, lines, client, _conn) = printed_for_one_connection(&["--csv"], ",CLOSE,");
 
     let header = csv_cells(&lines[0]);
     assert_eq!(

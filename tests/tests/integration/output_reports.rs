@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tcpstate_tests::states::*;
-use tcpstate_tests::{Netns, Peer, RawTracer, Tracer};
+use tcpstate_tests::{Netns, Peer, RawTracer, Tracer, scenario};
 
 use crate::output_formats::{
-    ADDR, PORT, both_close_orders, client_closes_first, path_states, records,
+    ADDR, PORT, both_close_orders, client_closes_first, path_states, printed_for_one_connection,
+    records,
 };
 
 // ---------------------------------------------------------------------------
@@ -134,11 +135,7 @@ fn lifecycle_marks_who_closed_first_and_prints_unfinished_at_exit() {
 
 #[test]
 fn lifecycle_text_line_per_connection() {
-    let ns = Netns::new();
-    let tracer = RawTracer::start(&ns, &["--lifecycle", "-t"]);
-    let (client, _) = client_closes_first(&ns);
-    tracer.wait_for("> CLOSE", 3);
-    let (lines, _) = tracer.stop();
+    let (_, lines, client, _) = printed_for_one_connection(&["--lifecycle", "-t"], "> CLOSE");
     assert!(
         lines[0].split_whitespace().eq([
             "TIME(s)", "PID", "COMM", "LOCAL", "REMOTE", "ROLE", "CLOSE", "TOTAL", "PATH"
@@ -203,9 +200,7 @@ fn trigger_prints_only_the_history_of_sockets_that_reach_closing() {
     // A plain connection first: never reaches CLOSING, never printed.
     let mut plain = Peer::client(&ns, ADDR);
     server.accept();
-    plain.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
+    scenario::client_closes_first(&mut server, &mut plain);
     // Then a simultaneous close: the server's FIN is lost, the client closes.
     let mut client = Peer::client(&ns, ADDR);
     let conn = server.accept();

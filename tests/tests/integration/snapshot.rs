@@ -59,9 +59,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
     server.accept();
     old.cmd("shutdown wr");
     server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    old.expect_reply("wait-eof", "eof 0");
-    old.close();
+    server_closes_first(&mut server, &mut old);
     let old_local = old.local;
     // The live connection.
     let mut client = Peer::client(&ns, "127.0.0.1:10050");

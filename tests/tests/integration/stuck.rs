@@ -81,9 +81,7 @@ fn prompt_close_and_idle_connections_are_not_flagged() {
     w.server.accept();
     quick.cmd("shutdown wr");
     w.server.expect_reply("wait-eof", "eof 0");
-    w.server.close();
-    quick.expect_reply("wait-eof", "eof 0");
-    quick.close();
+    server_closes_first(&mut w.server, &mut quick);
     w.tracer
         .wait_for(quick.local.port(), PORT, FIN_WAIT2, CLOSE);
     thread::sleep(Duration::from_millis(2500));
