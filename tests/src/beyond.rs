@@ -11,8 +11,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::process::poll_snapshot;
-
 pub use crate::Event;
 pub use crate::scenario::*;
 pub use crate::states::*;
@@ -47,6 +45,22 @@ pub const PASSIVE_CLOSE: &[&str] = &[
 pub const ORPHAN_THEN_TIME_WAIT: &[&str] = &[
     "tracker/timewait-socket is FIN_WAIT2",
     "tracker/timewait FIN_WAIT2->TIME_WAIT",
+];
+/// A timewait socket that took over in TIME_WAIT (the peer's FIN had
+/// arrived).
+pub const TIME_WAIT_SOCKET: &[&str] = &["tracker/timewait-socket is TIME_WAIT"];
+
+/// That timewait socket, then its expiry (TCP_TIMEWAIT_LEN, 60 s).
+pub const TIME_WAIT_EXPIRED: &[&str] = &[
+    "tracker/timewait-socket is TIME_WAIT",
+    "sock_diag/timewait-expired TIME_WAIT->CLOSE",
+];
+
+/// An orphan's timewait socket in FIN_WAIT2 (closed before the peer's FIN
+/// came), then its expiry (tcp_fin_timeout) without the peer's FIN.
+pub const ORPHAN_EXPIRED: &[&str] = &[
+    "tracker/timewait-socket is FIN_WAIT2",
+    "sock_diag/timewait-expired FIN_WAIT2->CLOSE",
 ];
 
 /// The rows of `parts`, one after the other.
@@ -154,25 +168,10 @@ pub fn assert_owner(t: &Trace, what: &str, e: &Event, pid: u32) {
     }
 }
 
-/// Waits up to `timeout` until `cond` holds on the tracer's output; on
-/// timeout panics with every event seen.
-pub fn wait_for(tracer: &Tracer, timeout: Duration, what: &str, cond: impl Fn(&Trace) -> bool) {
-    let every = Duration::from_millis(5);
-    poll_snapshot(
-        timeout,
-        every,
-        what,
-        || tracer.snapshot(),
-        cond,
-        Trace::dump_all,
-    );
-}
-
 /// Waits up to `secs` seconds until the end `local` -> `remote` has an
 /// event labelled `label`.
 pub fn wait_end(tracer: &Tracer, secs: u64, local: SocketAddr, remote: SocketAddr, label: &str) {
-    wait_for(
-        tracer,
+    tracer.wait_within(
         Duration::from_secs(secs),
         &format!("`{label}` on {local} -> {remote}"),
         |t| {
@@ -209,23 +208,6 @@ pub fn assert_owners(t: &Trace, what: &str, events: &[Event], pid: u32) {
         assert_owner(t, what, e, pid);
     }
 }
-
-/// A timewait socket that took over in TIME_WAIT (the peer's FIN had
-/// arrived).
-pub const TIME_WAIT_SOCKET: &[&str] = &["tracker/timewait-socket is TIME_WAIT"];
-
-/// That timewait socket, then its expiry (TCP_TIMEWAIT_LEN, 60 s).
-pub const TIME_WAIT_EXPIRED: &[&str] = &[
-    "tracker/timewait-socket is TIME_WAIT",
-    "sock_diag/timewait-expired TIME_WAIT->CLOSE",
-];
-
-/// An orphan's timewait socket in FIN_WAIT2 (closed before the peer's FIN
-/// came), then its expiry (tcp_fin_timeout) without the peer's FIN.
-pub const ORPHAN_EXPIRED: &[&str] = &[
-    "tracker/timewait-socket is FIN_WAIT2",
-    "sock_diag/timewait-expired FIN_WAIT2->CLOSE",
-];
 
 impl Connected {
     /// Asserts that the client end produced exactly the rows of `parts`, one

@@ -145,12 +145,13 @@ impl TracerProcess {
     }
 
     /// Starts the tracer with `args` ([`TracerProcess::start`]), each
-    /// stdout line filed into a shared `O` by `file`.
-    pub fn collecting<O: Default + Send + 'static>(
+    /// stdout line filed into `output` (shared) by `file`.
+    pub fn collecting<O: Send + 'static>(
         args: Vec<String>,
+        output: O,
         file: fn(&mut O, String),
     ) -> (Self, Arc<Mutex<O>>) {
-        let output = Arc::new(Mutex::new(O::default()));
+        let output = Arc::new(Mutex::new(output));
         let sink = output.clone();
         let process = TracerProcess::start(args, move |line| file(&mut sink.lock().unwrap(), line));
         (process, output)
@@ -253,4 +254,29 @@ pub fn poll_snapshot<T>(
             dump(&snapshot())
         )
     })
+}
+
+/// A running tracer whose output so far can be read again and again while a
+/// test waits for something to show up in it.
+pub trait Watch {
+    /// What it printed, as the test reads it.
+    type Printed;
+
+    /// What it printed so far.
+    fn snapshot(&self) -> Self::Printed;
+
+    /// All of `printed`, for a failure message.
+    fn dump(printed: &Self::Printed) -> String;
+
+    /// Waits up to `timeout` until `cond` holds on what it printed so far
+    /// (read every 5 ms) and returns that; on timeout panics with all of it.
+    fn wait_within(
+        &self,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&Self::Printed) -> bool,
+    ) -> Self::Printed {
+        let every = Duration::from_millis(5);
+        poll_snapshot(timeout, every, what, || self.snapshot(), cond, Self::dump)
+    }
 }

@@ -80,6 +80,19 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// Nothing printed yet by `tcpstate ARGS` on the namespace `netns_inode`.
+    pub(crate) fn empty(args: Vec<String>, netns_inode: u64) -> Trace {
+        Trace {
+            events: Vec::new(),
+            other_sources: Vec::new(),
+            all: Vec::new(),
+            bad_lines: Vec::new(),
+            stderr: String::new(),
+            args,
+            netns_inode,
+        }
+    }
+
     /// Events grouped per socket life, in order of first appearance.
     pub fn sockets(&self) -> Vec<Socket> {
         let mut sockets: Vec<Socket> = Vec::new();

@@ -6,22 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::event::{Line, parse_line};
-use crate::process::{TracerProcess, poll_snapshot};
+use crate::process::{TracerProcess, Watch, poll_snapshot};
 use crate::states::*;
-use crate::{EVENT_TIMEOUT, Event, Netns, Trace};
+use crate::{EVENT_TIMEOUT, Netns, Trace};
 
-#[derive(Default)]
-struct Output {
-    events: Vec<Event>,
-    other_sources: Vec<String>,
-    all: Vec<Event>,
-    bad_lines: Vec<String>,
-}
-
-impl Output {
+impl Trace {
     /// Files one stdout line: a tracepoint event, another source's line
     /// (kept, and parsed when it is an event), or a malformed line.
-    fn push(&mut self, line: String) {
+    fn file(&mut self, line: String) {
         match parse_line(&line) {
             Line::Event(ev) => {
                 self.all.push((*ev).clone());
@@ -33,6 +25,22 @@ impl Output {
             }
             Line::Bad(why) => self.bad_lines.push(why),
         }
+    }
+}
+
+impl Watch for Tracer {
+    type Printed = Trace;
+
+    fn snapshot(&self) -> Trace {
+        let stderr = self.process.stderr();
+        Trace {
+            stderr,
+            ..self.output.lock().unwrap().clone()
+        }
+    }
+
+    fn dump(t: &Trace) -> String {
+        t.dump_all()
     }
 }
 
@@ -53,50 +61,27 @@ fn netns_args(ns: &Netns, first: &[&str], extra: &[&str]) -> Vec<String> {
 pub struct Tracer {
     _ns: Netns,
     process: TracerProcess,
-    output: Arc<Mutex<Output>>,
-    netns_inode: u64,
+    output: Arc<Mutex<Trace>>,
 }
 
 impl Tracer {
     /// Starts the tracer on `ns` with `extra` arguments and waits until it
     /// says it is tracing.
     pub fn start(ns: &Netns, extra: &[&str]) -> Tracer {
-        let (process, output) =
-            TracerProcess::collecting(netns_args(ns, &["--json"], extra), Output::push);
+        let args = netns_args(ns, &["--json"], extra);
+        let trace = Trace::empty(args.clone(), ns.inode());
+        let (process, output) = TracerProcess::collecting(args, trace, Trace::file);
         Tracer {
             _ns: ns.clone(),
             process,
             output,
-            netns_inode: ns.inode(),
-        }
-    }
-
-    /// The events collected so far.
-    pub fn snapshot(&self) -> Trace {
-        let out = self.output.lock().unwrap();
-        Trace {
-            events: out.events.clone(),
-            other_sources: out.other_sources.clone(),
-            all: out.all.clone(),
-            bad_lines: out.bad_lines.clone(),
-            stderr: self.process.stderr(),
-            args: self.process.args().to_vec(),
-            netns_inode: self.netns_inode,
         }
     }
 
     /// Waits until `cond` holds on the events collected so far; on timeout
     /// panics with everything seen.
     pub fn wait_until(&self, what: &str, cond: impl Fn(&Trace) -> bool) -> Trace {
-        let every = Duration::from_millis(5);
-        poll_snapshot(
-            EVENT_TIMEOUT,
-            every,
-            what,
-            || self.snapshot(),
-            cond,
-            Trace::dump,
-        )
+        self.wait_within(EVENT_TIMEOUT, what, cond)
     }
 
     /// Waits until the socket whose events carry ports (`lport`, `rport`)
@@ -160,7 +145,8 @@ pub struct RawTracer {
 impl RawTracer {
     /// `tcpstate --netns <ns> <args>`, once it says it is tracing.
     pub fn start(ns: &Netns, args: &[&str]) -> RawTracer {
-        let (process, lines) = TracerProcess::collecting(netns_args(ns, &[], args), Vec::push);
+        let (process, lines) =
+            TracerProcess::collecting(netns_args(ns, &[], args), Vec::new(), Vec::push);
         RawTracer {
             _ns: ns.clone(),
             process,

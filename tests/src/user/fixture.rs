@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{PyServer, TextRow, TextTrace, UserTracer, expect, label_matches};
+use super::{PyServer, TextRow, TextTrace, UserTracer, Watch, expect, label_matches};
 use crate::{Netns, Peer};
 
 /// How long a row about a connection may take to show up.
@@ -54,7 +54,7 @@ impl<S> AsUsers<S> {
     /// Waits until `n` server ends have closed (`LAST_ACK -> CLOSE`).
     pub fn wait_server_ends_closed(&self, n: usize) {
         self.tracer
-            .wait_until(LONG, &format!("{n} server ends closed"), |t| {
+            .wait_within(LONG, &format!("{n} server ends closed"), |t| {
                 t.count_server(self.port, "LAST_ACK -> CLOSE") >= n
             });
     }

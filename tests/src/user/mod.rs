@@ -45,19 +45,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::process::{TracerProcess, poll, poll_snapshot};
+pub use crate::process::Watch;
+use crate::process::{TracerProcess, poll};
 
-#[derive(Default)]
-struct TextOutput {
-    header: Option<String>,
-    rows: Vec<TextRow>,
-    bad_lines: Vec<String>,
-}
-
-impl TextOutput {
+impl TextTrace {
     /// Files one stdout line: the header (first), a row, or a line that is
     /// not a row.
-    fn push(&mut self, line: String) {
+    fn file(&mut self, line: String) {
         if self.header.is_none() && self.rows.is_empty() && line.starts_with("TIME") {
             self.header = Some(line);
             return;
@@ -72,7 +66,23 @@ impl TextOutput {
 /// A running `tcpstate --port P [extra...]`: root namespace, text output.
 pub struct UserTracer {
     process: TracerProcess,
-    output: Arc<Mutex<TextOutput>>,
+    output: Arc<Mutex<TextTrace>>,
+}
+
+impl Watch for UserTracer {
+    type Printed = TextTrace;
+
+    fn snapshot(&self) -> TextTrace {
+        let stderr = self.process.stderr();
+        TextTrace {
+            stderr,
+            ..self.output.lock().unwrap().clone()
+        }
+    }
+
+    fn dump(t: &TextTrace) -> String {
+        t.dump()
+    }
 }
 
 impl UserTracer {
@@ -81,20 +91,15 @@ impl UserTracer {
     pub fn start(port: u16, extra: &[&str]) -> UserTracer {
         let mut args: Vec<String> = vec!["--port".into(), port.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (process, output) = TracerProcess::collecting(args, TextOutput::push);
+        let trace = TextTrace {
+            header: None,
+            rows: Vec::new(),
+            bad_lines: Vec::new(),
+            stderr: String::new(),
+            args: args.clone(),
+        };
+        let (process, output) = TracerProcess::collecting(args, trace, TextTrace::file);
         UserTracer { process, output }
-    }
-
-    /// What it printed so far.
-    pub fn snapshot(&self) -> TextTrace {
-        let out = self.output.lock().unwrap();
-        TextTrace {
-            header: out.header.clone(),
-            rows: out.rows.clone(),
-            bad_lines: out.bad_lines.clone(),
-            stderr: self.process.stderr(),
-            args: self.process.args().to_vec(),
-        }
     }
 
     /// Rows so far for which `pred` holds, counted in place (a storm prints
@@ -131,25 +136,6 @@ impl UserTracer {
         }
     }
 
-    /// Waits up to `timeout` until `cond` holds on the rows so far; on
-    /// timeout panics with every row seen.
-    pub fn wait_until(
-        &self,
-        timeout: Duration,
-        what: &str,
-        cond: impl Fn(&TextTrace) -> bool,
-    ) -> TextTrace {
-        let every = Duration::from_millis(10);
-        poll_snapshot(
-            timeout,
-            every,
-            what,
-            || self.snapshot(),
-            cond,
-            TextTrace::dump,
-        )
-    }
-
     /// Waits until the end `local` -> `remote` has a row whose label matches
     /// `label` (see [`label_matches`]).
     pub fn wait_row(
@@ -159,7 +145,7 @@ impl UserTracer {
         remote: SocketAddr,
         label: &str,
     ) -> TextTrace {
-        self.wait_until(timeout, &format!("`{label}` on {local} -> {remote}"), |t| {
+        self.wait_within(timeout, &format!("`{label}` on {local} -> {remote}"), |t| {
             t.end(local, remote)
                 .iter()
                 .any(|r| label_matches(label, &r.label()))

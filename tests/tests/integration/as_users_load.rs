@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tcpstate_tests::Netns;
 use tcpstate_tests::user::{
-    LONG, PyServer, RefTcpstates, SHORT, TextRow, UserTracer, count_transitions, expect,
+    LONG, PyServer, RefTcpstates, SHORT, TextRow, UserTracer, Watch, count_transitions, expect,
     loadgen_bin, multiset_diff, py_clients,
 };
 
@@ -54,7 +54,7 @@ fn compare_with_tcpstates(port: u16) -> Result<(), (String, bool)> {
     let mut tracer = UserTracer::start(port, &[]);
 
     py_clients(&ns, "127.0.0.1", port, 30, "close,shutdown,abort");
-    tracer.wait_until(LONG, "30 server ends closed", |t| {
+    tracer.wait_within(LONG, "30 server ends closed", |t| {
         t.server_side(port)
             .iter()
             .filter(|r| r.rport != 0 && expect::is_kernel(r) && r.new == "CLOSE")

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tcpstate_tests::scenario::{client_closes_first, ss_state};
 use tcpstate_tests::user::{
-    AsUsers, LONG, PyServer, SHORT, TextTrace, UserTracer, expect, py_clients,
+    AsUsers, LONG, PyServer, SHORT, TextTrace, UserTracer, Watch, expect, py_clients,
 };
 use tcpstate_tests::{Netns, Peer};
 
@@ -417,7 +417,7 @@ fn server_in_a_namespace_created_after_the_tracer_started() {
     let ns = Netns::new();
     let mut server = PyServer::start(&ns, "127.0.0.1", P);
     py_clients(&ns, "127.0.0.1", P, 3, "close");
-    tracer.wait_until(LONG, "3 server ends closed", |t| {
+    tracer.wait_within(LONG, "3 server ends closed", |t| {
         t.count_server(P, "LAST_ACK -> CLOSE") == 3
     });
     thread::sleep(Duration::from_millis(2500)); // time for a false expiry

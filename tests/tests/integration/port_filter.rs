@@ -90,14 +90,20 @@ fn port_follows_every_connection_on_the_port() {
     assert_nothing_on_port(&t, 10051);
 }
 
+/// The tracer with `filter`; a whole connection on port 10051, then one on
+/// 10050. Returns the trace once `closes` sockets have closed, the 10050
+/// client and the server's view of its connection.
+fn one_connection_beside_10051(filter: &[&str], closes: usize) -> (Trace, Peer, Accepted) {
+    let (ns, mut tracer) = filtered(filter, &[10051]);
+    let (client, conn) = connection(&ns, 10050);
+    (tracer.stop_after_closes(closes), client, conn)
+}
+
 /// `--lport P`: only sockets whose local port is P, i.e. the server side
 /// (listener and accepted socket), in full.
 #[test]
 fn lport_shows_the_server_side_only() {
-    let (ns, mut tracer) = filtered(&["--lport", "10050"], &[10051]);
-    let (_client, conn) = connection(&ns, 10050);
-
-    let t = tracer.stop_after_closes(2);
+    let (t, _client, conn) = one_connection_beside_10051(&["--lport", "10050"], 2);
     t.assert_path(
         "server end",
         &t.server_end(&conn),
@@ -112,10 +118,7 @@ fn lport_shows_the_server_side_only() {
 /// in full (its first event, with local port 0, included).
 #[test]
 fn rport_shows_the_client_side_only() {
-    let (ns, mut tracer) = filtered(&["--rport", "10050"], &[10051]);
-    let (client, _conn) = connection(&ns, 10050);
-
-    let t = tracer.stop_after_closes(1);
+    let (t, client, _conn) = one_connection_beside_10051(&["--rport", "10050"], 1);
     t.assert_path("client end", &t.client_end(&client), paths::ACTIVE_CLOSER);
     t.assert_socket_count(1);
     assert_nothing_on_port(&t, 10051);

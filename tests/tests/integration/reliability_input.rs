@@ -192,13 +192,20 @@ fn netns_path_that_is_not_a_namespace_is_refused() {
 // Privileges
 // ---------------------------------------------------------------------------
 
-#[test]
-fn not_root_is_refused_with_a_hint() {
+/// Runs `tcpstate --netns NO_NETNS` under `setpriv SETTINGS --` (another
+/// user, fewer capabilities...).
+fn run_under_setpriv(settings: &[&str]) -> Run {
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+    cmd.args(settings)
+        .arg("--")
         .arg(tracer_bin())
         .args(["--netns", NO_NETNS]);
-    let r = run_until_exit(cmd, HANG_TIMEOUT);
+    run_until_exit(cmd, HANG_TIMEOUT)
+}
+
+#[test]
+fn not_root_is_refused_with_a_hint() {
+    let r = run_under_setpriv(&["--reuid=65534", "--regid=65534", "--clear-groups"]);
     r.assert_error(1, "not root");
     assert!(r.stderr.contains("CAP_BPF") && r.stderr.contains("CAP_PERFMON"));
     r.assert_hint_contains("setcap");
@@ -208,15 +215,7 @@ fn not_root_is_refused_with_a_hint() {
 fn root_without_cap_bpf_and_cap_perfmon_is_refused() {
     // setpriv: drop them (and CAP_SYS_ADMIN, which implies both) from the
     // bounding set, so root's exec does not get them back.
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--inh-caps=-all",
-        "--bounding-set=-bpf,-perfmon,-sys_admin",
-        "--",
-    ])
-    .arg(tracer_bin())
-    .args(["--netns", NO_NETNS]);
-    let r = run_until_exit(cmd, HANG_TIMEOUT);
+    let r = run_under_setpriv(&["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin"]);
     r.assert_error(1, "running as root but without CAP_BPF and CAP_PERFMON");
     assert!(r.hint().is_some(), "{}", r.stderr);
 
@@ -235,15 +234,7 @@ fn root_without_cap_bpf_and_cap_perfmon_is_refused() {
 
 #[test]
 fn missing_cap_perfmon_alone_is_named() {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--inh-caps=-all",
-        "--bounding-set=-perfmon,-sys_admin",
-        "--",
-    ])
-    .arg(tracer_bin())
-    .args(["--netns", NO_NETNS]);
-    let r = run_until_exit(cmd, HANG_TIMEOUT);
+    let r = run_under_setpriv(&["--inh-caps=-all", "--bounding-set=-perfmon,-sys_admin"]);
     r.assert_error(1, "without CAP_PERFMON");
     let first = r.stderr.lines().next().unwrap_or_default();
     assert!(

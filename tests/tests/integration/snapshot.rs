@@ -73,7 +73,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
     let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     // The snapshot is printed before anything else (stdout may reach us
     // after the ready line on stderr).
-    wait_for(&tracer, Duration::from_secs(5), "the snapshot", |t| {
+    tracer.wait_within(Duration::from_secs(5), "the snapshot", |t| {
         snapshot_rows(t).len() >= 4
     });
     let start = tracer.snapshot();

@@ -102,14 +102,21 @@ fn seed_sigint_server_orphan_expires_after_fin_timeout() {
 #[test]
 fn active_close_with_close_orphan_then_time_wait() {
     let mut w = Connected::loopback(&[]);
-    let (s, c) = (w.s, w.c);
-
     client_closes_first_to_time_wait(&w.tracer, &mut w.server, &mut w.client);
-    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
-    let t = w.close_listener_and_stop(3);
+    assert_client_closed_first(&mut w, false, ORPHAN_THEN_TIME_WAIT);
+}
 
-    let cli = w.assert_client_end(&t, &[OPENED, ACTIVE_CLOSE, ORPHAN_THEN_TIME_WAIT]);
-    assert_eq!(cli[4].peer_fin, Some(false), "{}", cli[4].row());
+/// The end of a connection the client closed first, once its timewait
+/// socket is in TIME_WAIT (ss agrees): the listener closes, then the client
+/// end must have gone through the open, the active close (its full
+/// socket's CLOSE saying whether the server's FIN had come: `peer_fin`)
+/// and `timewait`, the rows of its timewait socket, all owned by the client;
+/// the server end through a passive close.
+fn assert_client_closed_first(w: &mut Connected, peer_fin: bool, timewait: &[&str]) {
+    assert_eq!(ss_state(&w.ns, w.c, w.s).as_deref(), Some("TIME-WAIT"));
+    let t = w.close_listener_and_stop(3);
+    let cli = w.assert_client_end(&t, &[OPENED, ACTIVE_CLOSE, timewait]);
+    assert_eq!(cli[4].peer_fin, Some(peer_fin), "{}", cli[4].row());
     assert_owners(&t, "client's timewait row", &cli[5..], w.client.pid);
     w.assert_server_end(&t, &[ACCEPTED, PASSIVE_CLOSE]);
     t.assert_socket_count(3);
@@ -132,19 +139,9 @@ fn client_shuts_down_then_both_close(w: &mut Connected) {
 #[test]
 fn active_close_with_shutdown_goes_to_time_wait_directly() {
     let mut w = Connected::loopback(&[]);
-    let (s, c) = (w.s, w.c);
-
     client_shuts_down_then_both_close(&mut w);
-    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
-    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
-    let t = w.close_listener_and_stop(3);
-
-    let cli = w.assert_client_end(&t, &[OPENED, ACTIVE_CLOSE, TIME_WAIT_SOCKET]);
-    assert_eq!(cli[4].peer_fin, Some(true), "{}", cli[4].row());
-    assert_owner(&t, "client's timewait row", &cli[5], w.client.pid);
-    w.assert_server_end(&t, &[ACCEPTED, PASSIVE_CLOSE]);
-    t.assert_socket_count(3);
-    t.assert_invariants();
+    w.tracer.wait_for(w.c.port(), PORT, FIN_WAIT2, CLOSE);
+    assert_client_closed_first(&mut w, true, TIME_WAIT_SOCKET);
 }
 
 /// SLOW (60-65 s): a TIME_WAIT lasts TCP_TIMEWAIT_LEN, 60 s, then the

@@ -12,6 +12,11 @@ use serde_json::Value;
 use tcpstate_tests::scenario::Side;
 use tcpstate_tests::{Netns, Peer, RawTracer};
 
+/// A client's rows up to an established connection.
+const CONNECTED: &[&str] = &["CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED"];
+/// A server end's rows up to an established connection.
+const ACCEPTED: &[&str] = &["LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED"];
+
 /// How long a row may take to show up.
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -80,10 +85,10 @@ fn events_after_closes(t: RawTracer, what: &str, n: usize) -> Vec<Value> {
     json(&t.stop().0)
 }
 
-/// Asserts that the socket `lport` -> `rport` made exactly `expected` (see
-/// [`rows`]).
-fn assert_rows(ev: &[Value], what: &str, lport: u16, rport: u16, expected: &[&str]) {
-    assert_eq!(rows(ev, lport, rport), expected, "{what}\n{ev:#?}");
+/// Asserts that the socket `lport` -> `rport` made exactly the rows of
+/// `expected`, one part after the other (see [`rows`]).
+fn assert_rows(ev: &[Value], what: &str, lport: u16, rport: u16, expected: &[&[&str]]) {
+    assert_eq!(rows(ev, lport, rport), expected.concat(), "{what}\n{ev:#?}");
 }
 
 /// A python3 client connecting to 127.0.0.1:`port` in `ns`; prints
@@ -102,6 +107,24 @@ fn python_connect(ns: &Netns, port: u16) -> String {
 
 fn python(ns: &Netns, script: &str) -> String {
     ns.exec(&["python3", "-c", script])
+}
+
+/// Runs a python3 program in `ns`: a listener `l` on 127.0.0.1:`port`, a
+/// client `c` connected to it and its accepted end `a`, then `steps`.
+/// Returns what it printed and the client's local port.
+fn python_pair(ns: &Netns, port: u16, steps: &str) -> (String, u16) {
+    let out = python(
+        ns,
+        &format!(
+            "import socket, struct, time\n\
+             l = socket.socket(); l.bind(('127.0.0.1', {port})); l.listen()\n\
+             c = socket.create_connection(('127.0.0.1', {port})); a, _ = l.accept()\n\
+             print('port', c.getsockname()[1], flush=True)\n\
+             {steps}"
+        ),
+    );
+    let client_port = port_of(&out);
+    (out, client_port)
 }
 
 /// The client's local port, as the python peer prints it (`port N`).
@@ -126,7 +149,7 @@ fn connect_to_a_port_with_no_listener_is_refused() {
         "client end",
         0,
         23201,
-        &["CLOSE->SYN_SENT", "SYN_SENT->CLOSE refused"],
+        &[&["CLOSE->SYN_SENT", "SYN_SENT->CLOSE refused"]],
     );
     let c = close_row(&ev, 23201);
     assert_eq!(c["data_retransmits"], 0);
@@ -165,7 +188,7 @@ fn syn_dropped_connect_times_out_with_its_syn_retransmits() {
         "client end",
         0,
         23202,
-        &["CLOSE->SYN_SENT", "SYN_SENT->CLOSE connect-timeout"],
+        &[&["CLOSE->SYN_SENT", "SYN_SENT->CLOSE connect-timeout"]],
     );
     let c = close_row(&ev, 23202);
     assert_eq!(c["retransmits"], sent - 1, "SYN retransmits: {c}\n{nft}");
@@ -177,20 +200,17 @@ fn syn_dropped_connect_times_out_with_its_syn_retransmits() {
 fn close_with_unread_data_sends_a_reset_abort_on_close() {
     let ns = Netns::new();
     let t = RawTracer::start(&ns, &["--json"]);
-    let out = python(
+    let (out, port) = python_pair(
         &ns,
-        "import socket, time\n\
-         l = socket.socket(); l.bind(('127.0.0.1', 23203)); l.listen()\n\
-         c = socket.create_connection(('127.0.0.1', 23203)); a, _ = l.accept()\n\
-         print('port', c.getsockname()[1])\n\
-         c.send(b'unread'); time.sleep(0.1)\n\
-         a.close(); time.sleep(0.1)\n\
-         try:\n    c.recv(10)\n\
-         except OSError as e:\n    print('errno', e.errno)\n\
-         c.close(); l.close()\n",
+        23203,
+        "\
+             c.send(b'unread'); time.sleep(0.1)\n\
+             a.close(); time.sleep(0.1)\n\
+             try:\n    c.recv(10)\n\
+             except OSError as e:\n    print('errno', e.errno)\n\
+             c.close(); l.close()\n",
     );
     assert!(out.contains("errno 104"), "ECONNRESET at the client: {out}");
-    let port = port_of(&out);
     let ev = events_after_closes(t, "both ends closed", 3);
     assert_rows(
         &ev,
@@ -198,9 +218,8 @@ fn close_with_unread_data_sends_a_reset_abort_on_close() {
         23203,
         port,
         &[
-            "LISTEN->SYN_RECV",
-            "SYN_RECV->ESTABLISHED",
-            "ESTABLISHED->CLOSE reset-sent/TCP_ABORT_ON_CLOSE",
+            ACCEPTED,
+            &["ESTABLISHED->CLOSE reset-sent/TCP_ABORT_ON_CLOSE"],
         ],
     );
     assert_rows(
@@ -208,11 +227,7 @@ fn close_with_unread_data_sends_a_reset_abort_on_close() {
         "client end",
         port,
         23203,
-        &[
-            "CLOSE->SYN_SENT",
-            "SYN_SENT->ESTABLISHED",
-            "ESTABLISHED->CLOSE reset-received",
-        ],
+        &[CONNECTED, &["ESTABLISHED->CLOSE reset-received"]],
     );
 }
 
@@ -225,24 +240,21 @@ fn close_with_unread_data_sends_a_reset_abort_on_close() {
 fn so_linger_zero_aborts_with_a_reset() {
     let ns = Netns::new();
     let t = RawTracer::start(&ns, &["--json"]);
-    let out = python(
+    let (out, port) = python_pair(
         &ns,
-        "import socket, struct, time\n\
-         l = socket.socket(); l.bind(('127.0.0.1', 23204)); l.listen()\n\
-         c = socket.create_connection(('127.0.0.1', 23204)); a, _ = l.accept()\n\
-         print('port', c.getsockname()[1])\n\
-         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
-         c.close(); time.sleep(0.1)\n\
-         try:\n    a.recv(10)\n\
-         except OSError as e:\n    print('errno', e.errno)\n\
-         a.close(); l.close()\n",
+        23204,
+        "\
+             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+             c.close(); time.sleep(0.1)\n\
+             try:\n    a.recv(10)\n\
+             except OSError as e:\n    print('errno', e.errno)\n\
+             a.close(); l.close()\n",
     );
     assert!(out.contains("errno 104"), "ECONNRESET at the server: {out}");
-    let port = port_of(&out);
     let ev = events_after_closes(t, "both ends closed", 3);
     let client = rows(&ev, port, 23204);
     assert_eq!(client.len(), 3, "{client:?}");
-    assert_eq!(&client[..2], ["CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED"]);
+    assert_eq!(&client[..2], CONNECTED);
     let c = close_row(&ev, 23204);
     assert_eq!(c["reason"], "reset-sent", "{c}");
     let names = std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
@@ -255,11 +267,7 @@ fn so_linger_zero_aborts_with_a_reset() {
         "server end",
         23204,
         port,
-        &[
-            "LISTEN->SYN_RECV",
-            "SYN_RECV->ESTABLISHED",
-            "ESTABLISHED->CLOSE reset-received",
-        ],
+        &[ACCEPTED, &["ESTABLISHED->CLOSE reset-received"]],
     );
 }
 
@@ -294,11 +302,7 @@ fn keepalive_timeout_when_the_peer_goes_silent() {
         "client end",
         port,
         23205,
-        &[
-            "CLOSE->SYN_SENT",
-            "SYN_SENT->ESTABLISHED",
-            "ESTABLISHED->CLOSE keepalive-timeout",
-        ],
+        &[CONNECTED, &["ESTABLISHED->CLOSE keepalive-timeout"]],
     );
 }
 
@@ -309,16 +313,13 @@ fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
     let t = RawTracer::start(&ns, &["--json"]);
     // The client closes; the server never does while the client's orphan
     // waits, so the orphan FIN_WAIT2 runs out of tcp_fin_timeout.
-    let out = python(
+    let (_, port) = python_pair(
         &ns,
-        "import socket, time\n\
-         l = socket.socket(); l.bind(('127.0.0.1', 23206)); l.listen()\n\
-         c = socket.create_connection(('127.0.0.1', 23206)); a, _ = l.accept()\n\
-         print('port', c.getsockname()[1])\n\
-         c.close(); time.sleep(2.5)\n\
-         a.close(); l.close()\n",
+        23206,
+        "\
+             c.close(); time.sleep(2.5)\n\
+             a.close(); l.close()\n",
     );
-    let port = port_of(&out);
     let ev = events_after_closes(t, "the server end's close", 4);
     assert_rows(
         &ev,
@@ -326,11 +327,12 @@ fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
         port,
         23206,
         &[
-            "CLOSE->SYN_SENT",
-            "SYN_SENT->ESTABLISHED",
-            "ESTABLISHED->FIN_WAIT1",
-            "FIN_WAIT1->FIN_WAIT2",
-            "FIN_WAIT2->CLOSE active-close",
+            CONNECTED,
+            &[
+                "ESTABLISHED->FIN_WAIT1",
+                "FIN_WAIT1->FIN_WAIT2",
+                "FIN_WAIT2->CLOSE active-close",
+            ],
         ],
     );
     // The timewait socket that took over: an orphan FIN_WAIT2, then its end.
@@ -350,11 +352,12 @@ fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
         23206,
         port,
         &[
-            "LISTEN->SYN_RECV",
-            "SYN_RECV->ESTABLISHED",
-            "ESTABLISHED->CLOSE_WAIT",
-            "CLOSE_WAIT->LAST_ACK",
-            "LAST_ACK->CLOSE reset-received",
+            ACCEPTED,
+            &[
+                "ESTABLISHED->CLOSE_WAIT",
+                "CLOSE_WAIT->LAST_ACK",
+                "LAST_ACK->CLOSE reset-received",
+            ],
         ],
     );
 }
