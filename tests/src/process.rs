@@ -144,19 +144,6 @@ impl TracerProcess {
         }
     }
 
-    /// Starts the tracer with `args` ([`TracerProcess::start`]), each
-    /// stdout line filed into `output` (shared) by `file`.
-    pub fn collecting<O: Send + 'static>(
-        args: Vec<String>,
-        output: O,
-        file: fn(&mut O, String),
-    ) -> (Self, Arc<Mutex<O>>) {
-        let output = Arc::new(Mutex::new(output));
-        let sink = output.clone();
-        let process = TracerProcess::start(args, move |line| file(&mut sink.lock().unwrap(), line));
-        (process, output)
-    }
-
     /// The arguments it was started with.
     pub fn args(&self) -> &[String] {
         &self.args
@@ -256,27 +243,70 @@ pub fn poll_snapshot<T>(
     })
 }
 
-/// A running tracer whose output so far can be read again and again while a
-/// test waits for something to show up in it.
-pub trait Watch {
-    /// What it printed, as the test reads it.
-    type Printed;
+/// A running tracer whose stdout lines are filed into a `P` (a
+/// [`crate::Trace`], a [`crate::user::TextTrace`]) as they come; a test
+/// reads what it printed so far again and again while it waits for
+/// something to show up.
+pub struct Collected<P> {
+    process: TracerProcess,
+    output: Arc<Mutex<P>>,
+    stderr_of: fn(&mut P) -> &mut String,
+    dump: fn(&P) -> String,
+}
+
+impl<P: Clone + Send + 'static> Collected<P> {
+    /// Starts the tracer with `args` ([`TracerProcess::start`]); `file`
+    /// files each stdout line into `empty`. A snapshot puts stderr into
+    /// `stderr_of` its copy; `dump` is what a failure shows of one.
+    pub fn start(
+        args: Vec<String>,
+        empty: P,
+        file: fn(&mut P, String),
+        stderr_of: fn(&mut P) -> &mut String,
+        dump: fn(&P) -> String,
+    ) -> Self {
+        let output = Arc::new(Mutex::new(empty));
+        let sink = output.clone();
+        let process = TracerProcess::start(args, move |line| file(&mut sink.lock().unwrap(), line));
+        Collected {
+            process,
+            output,
+            stderr_of,
+            dump,
+        }
+    }
 
     /// What it printed so far.
-    fn snapshot(&self) -> Self::Printed;
+    pub fn snapshot(&self) -> P {
+        let mut printed = self.output.lock().unwrap().clone();
+        *(self.stderr_of)(&mut printed) = self.process.stderr();
+        printed
+    }
 
-    /// All of `printed`, for a failure message.
-    fn dump(printed: &Self::Printed) -> String;
+    /// What it printed so far, looked at in place (no copy).
+    pub fn with_output<T>(&self, look: impl FnOnce(&P) -> T) -> T {
+        look(&self.output.lock().unwrap())
+    }
 
     /// Waits up to `timeout` until `cond` holds on what it printed so far
     /// (read every 5 ms) and returns that; on timeout panics with all of it.
-    fn wait_within(
-        &self,
-        timeout: Duration,
-        what: &str,
-        cond: impl Fn(&Self::Printed) -> bool,
-    ) -> Self::Printed {
+    pub fn wait_within(&self, timeout: Duration, what: &str, cond: impl Fn(&P) -> bool) -> P {
         let every = Duration::from_millis(5);
-        poll_snapshot(timeout, every, what, || self.snapshot(), cond, Self::dump)
+        poll_snapshot(timeout, every, what, || self.snapshot(), cond, self.dump)
+    }
+
+    /// Stops it with SIGINT (Ctrl-C) and returns everything it printed;
+    /// asserts it exited 0.
+    pub fn stop(&mut self) -> P {
+        let status = self.process.interrupt();
+        let printed = self.snapshot();
+        self.process
+            .assert_exited_cleanly(status, &(self.dump)(&printed));
+        printed
+    }
+
+    /// Its process.
+    pub fn process(&self) -> &TracerProcess {
+        &self.process
     }
 }

@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 
-pub use crate::process::Watch;
 use crate::states::*;
 pub use crate::{Accepted, Netns, Peer, Socket, Trace, Tracer};
 

@@ -2,11 +2,12 @@
 //! traffic, its events collected into a [`Trace`]; and [`RawTracer`], the
 //! same with stdout kept as printed (text, CSV, `--explain`).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::event::{Line, parse_line};
-use crate::process::{TracerProcess, Watch, poll_snapshot};
+use std::ops::Deref;
+
+use crate::process::Collected;
 use crate::states::*;
 use crate::{EVENT_TIMEOUT, Netns, Trace};
 
@@ -28,22 +29,6 @@ impl Trace {
     }
 }
 
-impl Watch for Tracer {
-    type Printed = Trace;
-
-    fn snapshot(&self) -> Trace {
-        let stderr = self.process.stderr();
-        Trace {
-            stderr,
-            ..self.output.lock().unwrap().clone()
-        }
-    }
-
-    fn dump(t: &Trace) -> String {
-        t.dump_all()
-    }
-}
-
 /// `--netns <ns>` after `first`, then `extra`: the arguments of a tracer
 /// of one namespace.
 fn netns_args(ns: &Netns, first: &[&str], extra: &[&str]) -> Vec<String> {
@@ -60,8 +45,16 @@ fn netns_args(ns: &Netns, first: &[&str], extra: &[&str]) -> Vec<String> {
 /// A running `tcpstate --json --netns <ns>` collecting its events.
 pub struct Tracer {
     _ns: Netns,
-    process: TracerProcess,
-    output: Arc<Mutex<Trace>>,
+    out: Collected<Trace>,
+}
+
+/// The collected output: [`Collected::snapshot`], [`Collected::wait_within`].
+impl Deref for Tracer {
+    type Target = Collected<Trace>;
+
+    fn deref(&self) -> &Collected<Trace> {
+        &self.out
+    }
 }
 
 impl Tracer {
@@ -70,11 +63,10 @@ impl Tracer {
     pub fn start(ns: &Netns, extra: &[&str]) -> Tracer {
         let args = netns_args(ns, &["--json"], extra);
         let trace = Trace::empty(args.clone(), ns.inode());
-        let (process, output) = TracerProcess::collecting(args, trace, Trace::file);
+        let out = Collected::start(args, trace, Trace::file, |t| &mut t.stderr, Trace::dump_all);
         Tracer {
             _ns: ns.clone(),
-            process,
-            output,
+            out,
         }
     }
 
@@ -119,10 +111,7 @@ impl Tracer {
     /// Stops the tracer with SIGINT (it drains what is pending and exits 0)
     /// and returns everything it printed.
     pub fn stop(&mut self) -> Trace {
-        let status = self.process.interrupt();
-        let trace = self.snapshot();
-        self.process
-            .assert_exited_cleanly(status, &trace.dump_all());
+        let trace = self.out.stop();
         assert!(
             trace.bad_lines.is_empty(),
             "tracer printed malformed lines:\n{}\n{}",
@@ -138,41 +127,31 @@ impl Tracer {
 /// `--explain`) or JSON records the [`Tracer`] does not type.
 pub struct RawTracer {
     _ns: Netns,
-    process: TracerProcess,
-    lines: Arc<Mutex<Vec<String>>>,
+    /// Stdout's lines and stderr.
+    out: Collected<(Vec<String>, String)>,
 }
 
 impl RawTracer {
     /// `tcpstate --netns <ns> <args>`, once it says it is tracing.
     pub fn start(ns: &Netns, args: &[&str]) -> RawTracer {
-        let (process, lines) =
-            TracerProcess::collecting(netns_args(ns, &[], args), Vec::new(), Vec::push);
+        let out = Collected::start(
+            netns_args(ns, &[], args),
+            (Vec::new(), String::new()),
+            |(lines, _), line| lines.push(line),
+            |(_, stderr)| stderr,
+            |(lines, stderr)| format!("stdout:\n{}\nstderr:\n{stderr}", lines.join("\n")),
+        );
         RawTracer {
             _ns: ns.clone(),
-            process,
-            lines,
+            out,
         }
     }
 
     /// Waits up to `timeout` until `cond` holds on the lines printed so far;
     /// on timeout panics with every line and stderr.
     pub fn wait_until(&self, what: &str, timeout: Duration, cond: impl Fn(&[String]) -> bool) {
-        let every = Duration::from_millis(5);
-        let snapshot = || self.lines.lock().unwrap().clone();
-        poll_snapshot(
-            timeout,
-            every,
-            what,
-            snapshot,
-            |l| cond(l),
-            |lines| {
-                format!(
-                    "stdout:\n{}\nstderr:\n{}",
-                    lines.join("\n"),
-                    self.process.stderr()
-                )
-            },
-        );
+        self.out
+            .wait_within(timeout, what, |(lines, _)| cond(lines));
     }
 
     /// Waits until `n` lines of stdout contain `needle`.
@@ -186,17 +165,6 @@ impl RawTracer {
 
     /// SIGINT, wait for exit 0; returns (stdout lines, stderr).
     pub fn stop(mut self) -> (Vec<String>, String) {
-        let status = self.process.interrupt();
-        let lines = self.lines.lock().unwrap().clone();
-        let stderr = self.process.stderr();
-        self.process.assert_exited_cleanly(
-            status,
-            &format!(
-                "--- tcpstate {} ---\n{}\n--- stderr ---\n{stderr}",
-                self.process.args().join(" "),
-                lines.join("\n")
-            ),
-        );
-        (lines, stderr)
+        self.out.stop()
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{PyServer, TextRow, TextTrace, UserTracer, Watch, expect, label_matches};
+use super::{PyServer, TextRow, TextTrace, UserTracer, expect, label_matches};
 use crate::{Netns, Peer};
 
 /// How long a row about a connection may take to show up.

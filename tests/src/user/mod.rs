@@ -42,11 +42,11 @@ pub use reference::{
 pub use text::{HEADER_WORDS, TextRow, TextTrace, label_matches};
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use crate::process::Watch;
-use crate::process::{TracerProcess, poll};
+use std::ops::Deref;
+
+use crate::process::{Collected, poll};
 
 impl TextTrace {
     /// Files one stdout line: the header (first), a row, or a line that is
@@ -65,23 +65,15 @@ impl TextTrace {
 
 /// A running `tcpstate --port P [extra...]`: root namespace, text output.
 pub struct UserTracer {
-    process: TracerProcess,
-    output: Arc<Mutex<TextTrace>>,
+    out: Collected<TextTrace>,
 }
 
-impl Watch for UserTracer {
-    type Printed = TextTrace;
+/// The collected output: [`Collected::snapshot`], [`Collected::wait_within`].
+impl Deref for UserTracer {
+    type Target = Collected<TextTrace>;
 
-    fn snapshot(&self) -> TextTrace {
-        let stderr = self.process.stderr();
-        TextTrace {
-            stderr,
-            ..self.output.lock().unwrap().clone()
-        }
-    }
-
-    fn dump(t: &TextTrace) -> String {
-        t.dump()
+    fn deref(&self) -> &Collected<TextTrace> {
+        &self.out
     }
 }
 
@@ -98,20 +90,20 @@ impl UserTracer {
             stderr: String::new(),
             args: args.clone(),
         };
-        let (process, output) = TracerProcess::collecting(args, trace, TextTrace::file);
-        UserTracer { process, output }
+        let out = Collected::start(
+            args,
+            trace,
+            TextTrace::file,
+            |t| &mut t.stderr,
+            TextTrace::dump,
+        );
+        UserTracer { out }
     }
 
     /// Rows so far for which `pred` holds, counted in place (a storm prints
     /// hundreds of thousands: no copy per poll).
     pub fn count(&self, pred: impl Fn(&TextRow) -> bool) -> usize {
-        self.output
-            .lock()
-            .unwrap()
-            .rows
-            .iter()
-            .filter(|r| pred(r))
-            .count()
+        self.with_output(|t| t.rows.iter().filter(|r| pred(r)).count())
     }
 
     /// Waits up to `timeout` until `count(pred)` reaches `n`; on timeout
@@ -131,7 +123,7 @@ impl UserTracer {
             panic!(
                 "timed out after {timeout:?} waiting for {n} {what}: {} so far; stderr:\n{}",
                 self.count(&pred),
-                self.process.stderr()
+                self.process().stderr()
             );
         }
     }
@@ -155,9 +147,7 @@ impl UserTracer {
     /// Stops it with SIGINT (Ctrl-C) and returns everything it printed;
     /// checks it exited 0, printed the header and no malformed line.
     pub fn stop(&mut self) -> TextTrace {
-        let status = self.process.interrupt();
-        let t = self.snapshot();
-        self.process.assert_exited_cleanly(status, &t.dump());
+        let t = self.out.stop();
         let header: Vec<&str> = t
             .header
             .as_deref()

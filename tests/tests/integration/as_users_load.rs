@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tcpstate_tests::Netns;
 use tcpstate_tests::user::{
-    LONG, PyServer, RefTcpstates, SHORT, TextRow, UserTracer, Watch, count_transitions, expect,
+    LONG, PyServer, RefTcpstates, SHORT, TextRow, UserTracer, count_transitions, expect,
     loadgen_bin, multiset_diff, py_clients,
 };
 

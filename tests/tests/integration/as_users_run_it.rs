@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tcpstate_tests::scenario::{client_closes_first, ss_state};
 use tcpstate_tests::user::{
-    AsUsers, LONG, PyServer, SHORT, TextTrace, UserTracer, Watch, expect, py_clients,
+    AsUsers, LONG, PyServer, SHORT, TextTrace, UserTracer, expect, py_clients,
 };
 use tcpstate_tests::{Netns, Peer};
 

@@ -144,24 +144,21 @@ fn signals_at_every_moment(sig: libc::c_int, port: u16) {
     assert_no_orphaned_programs();
 }
 
-#[test]
-fn sigint_at_any_moment_leaves_nothing_behind() {
-    signals_at_every_moment(libc::SIGINT, 43001);
+/// One test per signal, each with its own port: [`signals_at_every_moment`].
+macro_rules! signal_at_every_moment_test {
+    ($($name:ident: $sig:ident on $port:literal;)*) => {$(
+        #[test]
+        fn $name() {
+            signals_at_every_moment(libc::$sig, $port);
+        }
+    )*};
 }
 
-#[test]
-fn sigterm_at_any_moment_leaves_nothing_behind() {
-    signals_at_every_moment(libc::SIGTERM, 43002);
-}
-
-#[test]
-fn sighup_at_any_moment_leaves_nothing_behind() {
-    signals_at_every_moment(libc::SIGHUP, 43003);
-}
-
-#[test]
-fn sigpipe_at_any_moment_is_survived_and_leaves_nothing_behind() {
-    signals_at_every_moment(libc::SIGPIPE, 43004);
+signal_at_every_moment_test! {
+    sigint_at_any_moment_leaves_nothing_behind: SIGINT on 43001;
+    sigterm_at_any_moment_leaves_nothing_behind: SIGTERM on 43002;
+    sighup_at_any_moment_leaves_nothing_behind: SIGHUP on 43003;
+    sigpipe_at_any_moment_is_survived_and_leaves_nothing_behind: SIGPIPE on 43004;
 }
 
 /// "Tracing TCP state changes. Hit Ctrl-C to end." is a promise: from that

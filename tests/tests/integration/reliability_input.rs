@@ -151,11 +151,9 @@ fn garbage_for_every_value_flag_in_help_is_a_usage_error() {
 
 #[test]
 fn too_many_ports_is_a_usage_error() {
-    let mut args = Vec::new();
-    for p in 1..=1025u32 {
-        args.push("-p".to_string());
-        args.push(p.to_string());
-    }
+    let args: Vec<String> = (1..=1025u32)
+        .flat_map(|p| ["-p".to_string(), p.to_string()])
+        .collect();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     run_args(&refs).assert_error(2, "at most");
 }
