@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::{EVENT_TIMEOUT, READY_LINE, READY_TIMEOUT, tracer_bin};
+use crate::{EVENT_TIMEOUT, Netns, READY_LINE, READY_TIMEOUT, tracer_bin};
 
 /// `child`'s exit status once it has exited, or `None` if it is still
 /// running after `timeout` (then it is killed and reaped).
@@ -252,13 +252,15 @@ pub struct Collected<P> {
     output: Arc<Mutex<P>>,
     stderr_of: fn(&mut P) -> &mut String,
     dump: fn(&P) -> String,
+    /// The namespace it traces, kept while it runs.
+    _ns: Option<Netns>,
 }
 
 impl<P: Clone + Send + 'static> Collected<P> {
     /// Starts the tracer with `args` ([`TracerProcess::start`]); `file`
     /// files each stdout line into `empty`. A snapshot puts stderr into
     /// `stderr_of` its copy; `dump` is what a failure shows of one.
-    pub fn start(
+    pub fn spawn(
         args: Vec<String>,
         empty: P,
         file: fn(&mut P, String),
@@ -273,6 +275,15 @@ impl<P: Clone + Send + 'static> Collected<P> {
             output,
             stderr_of,
             dump,
+            _ns: None,
+        }
+    }
+
+    /// The same, keeping `ns` (which it traces) while it runs.
+    pub fn holding(self, ns: &Netns) -> Self {
+        Collected {
+            _ns: Some(ns.clone()),
+            ..self
         }
     }
 
@@ -297,7 +308,7 @@ impl<P: Clone + Send + 'static> Collected<P> {
 
     /// Stops it with SIGINT (Ctrl-C) and returns everything it printed;
     /// asserts it exited 0.
-    pub fn stop(&mut self) -> P {
+    pub fn finish(&mut self) -> P {
         let status = self.process.interrupt();
         let printed = self.snapshot();
         self.process

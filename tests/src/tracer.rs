@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use crate::event::{Line, parse_line};
-use std::ops::Deref;
-
 use crate::process::Collected;
 use crate::states::*;
 use crate::{EVENT_TIMEOUT, Netns, Trace};
@@ -43,19 +41,7 @@ fn netns_args(ns: &Netns, first: &[&str], extra: &[&str]) -> Vec<String> {
 }
 
 /// A running `tcpstate --json --netns <ns>` collecting its events.
-pub struct Tracer {
-    _ns: Netns,
-    out: Collected<Trace>,
-}
-
-/// The collected output: [`Collected::snapshot`], [`Collected::wait_within`].
-impl Deref for Tracer {
-    type Target = Collected<Trace>;
-
-    fn deref(&self) -> &Collected<Trace> {
-        &self.out
-    }
-}
+pub type Tracer = Collected<Trace>;
 
 impl Tracer {
     /// Starts the tracer on `ns` with `extra` arguments and waits until it
@@ -63,11 +49,7 @@ impl Tracer {
     pub fn start(ns: &Netns, extra: &[&str]) -> Tracer {
         let args = netns_args(ns, &["--json"], extra);
         let trace = Trace::empty(args.clone(), ns.inode());
-        let out = Collected::start(args, trace, Trace::file, |t| &mut t.stderr, Trace::dump_all);
-        Tracer {
-            _ns: ns.clone(),
-            out,
-        }
+        Collected::spawn(args, trace, Trace::file, |t| &mut t.stderr, Trace::dump_all).holding(ns)
     }
 
     /// Waits until `cond` holds on the events collected so far; on timeout
@@ -111,7 +93,7 @@ impl Tracer {
     /// Stops the tracer with SIGINT (it drains what is pending and exits 0)
     /// and returns everything it printed.
     pub fn stop(&mut self) -> Trace {
-        let trace = self.out.stop();
+        let trace = self.finish();
         assert!(
             trace.bad_lines.is_empty(),
             "tracer printed malformed lines:\n{}\n{}",
@@ -125,33 +107,25 @@ impl Tracer {
 /// A running `tcpstate --netns <ns> ARGS` whose stdout lines are kept as
 /// printed: for the outputs that are not JSON events (text, CSV,
 /// `--explain`) or JSON records the [`Tracer`] does not type.
-pub struct RawTracer {
-    _ns: Netns,
-    /// Stdout's lines and stderr.
-    out: Collected<(Vec<String>, String)>,
-}
+pub type RawTracer = Collected<(Vec<String>, String)>;
 
 impl RawTracer {
     /// `tcpstate --netns <ns> <args>`, once it says it is tracing.
     pub fn start(ns: &Netns, args: &[&str]) -> RawTracer {
-        let out = Collected::start(
+        Collected::spawn(
             netns_args(ns, &[], args),
             (Vec::new(), String::new()),
             |(lines, _), line| lines.push(line),
             |(_, stderr)| stderr,
             |(lines, stderr)| format!("stdout:\n{}\nstderr:\n{stderr}", lines.join("\n")),
-        );
-        RawTracer {
-            _ns: ns.clone(),
-            out,
-        }
+        )
+        .holding(ns)
     }
 
     /// Waits up to `timeout` until `cond` holds on the lines printed so far;
     /// on timeout panics with every line and stderr.
     pub fn wait_until(&self, what: &str, timeout: Duration, cond: impl Fn(&[String]) -> bool) {
-        self.out
-            .wait_within(timeout, what, |(lines, _)| cond(lines));
+        self.wait_within(timeout, what, |(lines, _)| cond(lines));
     }
 
     /// Waits until `n` lines of stdout contain `needle`.
@@ -165,6 +139,6 @@ impl RawTracer {
 
     /// SIGINT, wait for exit 0; returns (stdout lines, stderr).
     pub fn stop(mut self) -> (Vec<String>, String) {
-        self.out.stop()
+        self.finish()
     }
 }

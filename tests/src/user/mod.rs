@@ -44,8 +44,6 @@ pub use text::{HEADER_WORDS, TextRow, TextTrace, label_matches};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use std::ops::Deref;
-
 use crate::process::{Collected, poll};
 
 impl TextTrace {
@@ -64,18 +62,7 @@ impl TextTrace {
 }
 
 /// A running `tcpstate --port P [extra...]`: root namespace, text output.
-pub struct UserTracer {
-    out: Collected<TextTrace>,
-}
-
-/// The collected output: [`Collected::snapshot`], [`Collected::wait_within`].
-impl Deref for UserTracer {
-    type Target = Collected<TextTrace>;
-
-    fn deref(&self) -> &Collected<TextTrace> {
-        &self.out
-    }
-}
+pub type UserTracer = Collected<TextTrace>;
 
 impl UserTracer {
     /// Starts `tcpstate --port PORT extra...` and waits until it says it is
@@ -90,14 +77,13 @@ impl UserTracer {
             stderr: String::new(),
             args: args.clone(),
         };
-        let out = Collected::start(
+        Collected::spawn(
             args,
             trace,
             TextTrace::file,
             |t| &mut t.stderr,
             TextTrace::dump,
-        );
-        UserTracer { out }
+        )
     }
 
     /// Rows so far for which `pred` holds, counted in place (a storm prints
@@ -147,7 +133,7 @@ impl UserTracer {
     /// Stops it with SIGINT (Ctrl-C) and returns everything it printed;
     /// checks it exited 0, printed the header and no malformed line.
     pub fn stop(&mut self) -> TextTrace {
-        let t = self.out.stop();
+        let t = self.finish();
         let header: Vec<&str> = t
             .header
             .as_deref()

@@ -87,7 +87,7 @@ fn events_after_closes(t: RawTracer, what: &str, n: usize) -> Vec<Value> {
 
 /// Asserts that the socket `lport` -> `rport` made exactly the rows of
 /// `expected`, one part after the other (see [`rows`]).
-fn assert_rows(ev: &[Value], what: &str, lport: u16, rport: u16, expected: &[&[&str]]) {
+fn assert_rows(ev: &[Value], what: &str, (lport, rport): (u16, u16), expected: &[&[&str]]) {
     assert_eq!(rows(ev, lport, rport), expected.concat(), "{what}\n{ev:#?}");
 }
 
@@ -144,13 +144,8 @@ fn connect_to_a_port_with_no_listener_is_refused() {
     let out = python_connect(&ns, 23201);
     assert_eq!(out.trim(), "errno 111", "ECONNREFUSED expected");
     let ev = events_after_closes(t, "the refused row", 1);
-    assert_rows(
-        &ev,
-        "client end",
-        0,
-        23201,
-        &[&["CLOSE->SYN_SENT", "SYN_SENT->CLOSE refused"]],
-    );
+    let client_end: [&[&str]; 1] = [&["CLOSE->SYN_SENT", "SYN_SENT->CLOSE refused"]];
+    assert_rows(&ev, "client end", (0, 23201), &client_end);
     let c = close_row(&ev, 23201);
     assert_eq!(c["data_retransmits"], 0);
     assert!(c.get("retransmits").is_none(), "no SYN was resent: {c}");
@@ -183,13 +178,8 @@ fn syn_dropped_connect_times_out_with_its_syn_retransmits() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no counter in {nft}"));
     assert!(sent >= 2, "at least one SYN retransmit: {nft}");
-    assert_rows(
-        &ev,
-        "client end",
-        0,
-        23202,
-        &[&["CLOSE->SYN_SENT", "SYN_SENT->CLOSE connect-timeout"]],
-    );
+    let client_end: [&[&str]; 1] = [&["CLOSE->SYN_SENT", "SYN_SENT->CLOSE connect-timeout"]];
+    assert_rows(&ev, "client end", (0, 23202), &client_end);
     let c = close_row(&ev, 23202);
     assert_eq!(c["retransmits"], sent - 1, "SYN retransmits: {c}\n{nft}");
     let ms = c["ms"].as_f64().unwrap();
@@ -212,23 +202,13 @@ fn close_with_unread_data_sends_a_reset_abort_on_close() {
     );
     assert!(out.contains("errno 104"), "ECONNRESET at the client: {out}");
     let ev = events_after_closes(t, "both ends closed", 3);
-    assert_rows(
-        &ev,
-        "server end",
-        23203,
-        port,
-        &[
-            ACCEPTED,
-            &["ESTABLISHED->CLOSE reset-sent/TCP_ABORT_ON_CLOSE"],
-        ],
-    );
-    assert_rows(
-        &ev,
-        "client end",
-        port,
-        23203,
-        &[CONNECTED, &["ESTABLISHED->CLOSE reset-received"]],
-    );
+    let server_end = [
+        ACCEPTED,
+        &["ESTABLISHED->CLOSE reset-sent/TCP_ABORT_ON_CLOSE"],
+    ];
+    assert_rows(&ev, "server end", (23203, port), &server_end);
+    let client_end = [CONNECTED, &["ESTABLISHED->CLOSE reset-received"]];
+    assert_rows(&ev, "client end", (port, 23203), &client_end);
 }
 
 /// SO_LINGER {1, 0} then close(): an abortive close. Linux sends the reset
@@ -262,13 +242,8 @@ fn so_linger_zero_aborts_with_a_reset() {
     if names.contains("TCP_STATE") {
         assert_eq!(c["reset_reason"], "TCP_STATE", "{c}");
     }
-    assert_rows(
-        &ev,
-        "server end",
-        23204,
-        port,
-        &[ACCEPTED, &["ESTABLISHED->CLOSE reset-received"]],
-    );
+    let server_end = [ACCEPTED, &["ESTABLISHED->CLOSE reset-received"]];
+    assert_rows(&ev, "server end", (23204, port), &server_end);
 }
 
 #[test]
@@ -297,13 +272,8 @@ fn keepalive_timeout_when_the_peer_goes_silent() {
     assert!(out.contains("errno 110"), "ETIMEDOUT at the client: {out}");
     let port = port_of(&out);
     let ev = events_after_closes(t, "the client's close", 1);
-    assert_rows(
-        &ev,
-        "client end",
-        port,
-        23205,
-        &[CONNECTED, &["ESTABLISHED->CLOSE keepalive-timeout"]],
-    );
+    let client_end = [CONNECTED, &["ESTABLISHED->CLOSE keepalive-timeout"]];
+    assert_rows(&ev, "client end", (port, 23205), &client_end);
 }
 
 #[test]
@@ -321,20 +291,15 @@ fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
              a.close(); l.close()\n",
     );
     let ev = events_after_closes(t, "the server end's close", 4);
-    assert_rows(
-        &ev,
-        "client end",
-        port,
-        23206,
+    let client_end = [
+        CONNECTED,
         &[
-            CONNECTED,
-            &[
-                "ESTABLISHED->FIN_WAIT1",
-                "FIN_WAIT1->FIN_WAIT2",
-                "FIN_WAIT2->CLOSE active-close",
-            ],
+            "ESTABLISHED->FIN_WAIT1",
+            "FIN_WAIT1->FIN_WAIT2",
+            "FIN_WAIT2->CLOSE active-close",
         ],
-    );
+    ];
+    assert_rows(&ev, "client end", (port, 23206), &client_end);
     // The timewait socket that took over: an orphan FIN_WAIT2, then its end.
     let tw: Vec<String> = ev
         .iter()
@@ -346,20 +311,15 @@ fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
     assert!(tw[1].ends_with("FIN_WAIT2->CLOSE orphan-timeout"), "{tw:?}");
     // The server end closes after the orphan is gone: its FIN is answered
     // with a reset.
-    assert_rows(
-        &ev,
-        "server end",
-        23206,
-        port,
+    let server_end = [
+        ACCEPTED,
         &[
-            ACCEPTED,
-            &[
-                "ESTABLISHED->CLOSE_WAIT",
-                "CLOSE_WAIT->LAST_ACK",
-                "LAST_ACK->CLOSE reset-received",
-            ],
+            "ESTABLISHED->CLOSE_WAIT",
+            "CLOSE_WAIT->LAST_ACK",
+            "LAST_ACK->CLOSE reset-received",
         ],
-    );
+    ];
+    assert_rows(&ev, "server end", (23206, port), &server_end);
 }
 
 /// The `    # sentence` after the text row that contains every one of `row`.
