@@ -61,6 +61,15 @@ pub fn tune_for_churn(ns: &Netns) {
     ]);
 }
 
+/// A fresh namespace tuned for long runs of connections
+/// ([`tune_for_churn`]), and its path as `--netns` takes it.
+pub fn churn_netns() -> (Netns, String) {
+    let ns = Netns::new();
+    tune_for_churn(&ns);
+    let netns = ns.path().to_string_lossy().into_owned();
+    (ns, netns)
+}
+
 /// Like [`tune_for_churn`] but keeping TIME_WAIT sockets (reused by new
 /// connections after a second, `tcp_tw_reuse`), as on a real busy host.
 pub fn tune_for_churn_with_timewait(ns: &Netns) {
