@@ -16,15 +16,23 @@
 //! `timewait`, ...) or state rows (`kind: "state"`: `snapshot`,
 //! `timewait-socket`, `stuck`), which say which state a socket is in.
 //!
-//! [`scenario`] holds the openings and endings the scenarios share (a
-//! connected client and server under a tracer, closing the listener),
-//! [`beyond`] the helpers for rows beyond the tracepoint, [`reliability`]
-//! those for running the tracer as a process (errors, BPF objects, load),
-//! [`fleet`] those for containers, images and Prometheus.
-//!
-//! [`user`] runs the tracer the way users do instead: `tcpstate --port P` in
-//! the root namespace, text output, started after the servers
-//! (`tests/tests/integration/as_users_run_it.rs`).
+//! The modules, by concern:
+//! - [`netns`]: the namespaces; [`process`]: child processes, and the tracer
+//!   process every way of reading its output builds on
+//!   ([`process::Collected`]); [`procfs`] and [`files`]: what `/proc` says
+//!   about a process, temporary files;
+//! - `peer`: [`Peer`]; `event`: [`Event`], one JSON line parsed and checked;
+//!   `tracer`: [`Tracer`], and [`RawTracer`] for output kept as printed;
+//!   `trace`: [`Trace`] and [`Socket`], with the assertions on them;
+//! - [`scenario`]: the openings and endings the scenarios share (a
+//!   connected client and server under a tracer, closing the listener);
+//!   [`beyond`]: the helpers for rows beyond the tracepoint;
+//!   [`reliability`]: running the tracer as a process (errors, BPF objects,
+//!   load); [`fleet`]: containers, images and Prometheus;
+//! - [`user`]: the tracer the way users run it instead: `tcpstate --port P`
+//!   in the root namespace, text output, started after the servers
+//!   (`tests/tests/integration/as_users_run_it.rs`), and its fixture
+//!   [`user::AsUsers`].
 //!
 //! Harness functions panic with a full explanation instead of returning errors:
 //! the tests read as specifications and a failure says what went wrong.
