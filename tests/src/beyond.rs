@@ -9,8 +9,7 @@
 //! for a state row).
 
 use std::net::SocketAddr;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use crate::Event;
 pub use crate::scenario::*;
@@ -46,6 +45,22 @@ pub const PASSIVE_CLOSE: &[&str] = &[
 pub const ORPHAN_THEN_TIME_WAIT: &[&str] = &[
     "tracker/timewait-socket is FIN_WAIT2",
     "tracker/timewait FIN_WAIT2->TIME_WAIT",
+];
+/// A timewait socket that took over in TIME_WAIT (the peer's FIN had
+/// arrived).
+pub const TIME_WAIT_SOCKET: &[&str] = &["tracker/timewait-socket is TIME_WAIT"];
+
+/// That timewait socket, then its expiry (TCP_TIMEWAIT_LEN, 60 s).
+pub const TIME_WAIT_EXPIRED: &[&str] = &[
+    "tracker/timewait-socket is TIME_WAIT",
+    "sock_diag/timewait-expired TIME_WAIT->CLOSE",
+];
+
+/// An orphan's timewait socket in FIN_WAIT2 (closed before the peer's FIN
+/// came), then its expiry (tcp_fin_timeout) without the peer's FIN.
+pub const ORPHAN_EXPIRED: &[&str] = &[
+    "tracker/timewait-socket is FIN_WAIT2",
+    "sock_diag/timewait-expired FIN_WAIT2->CLOSE",
 ];
 
 /// The rows of `parts`, one after the other.
@@ -153,30 +168,10 @@ pub fn assert_owner(t: &Trace, what: &str, e: &Event, pid: u32) {
     }
 }
 
-/// Waits up to `timeout` until `cond` holds on the tracer's output; on
-/// timeout panics with every event seen.
-pub fn wait_for(tracer: &Tracer, timeout: Duration, what: &str, cond: impl Fn(&Trace) -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let t = tracer.snapshot();
-        if cond(&t) {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                t.dump_all()
-            );
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Waits up to `secs` seconds until the end `local` -> `remote` has an
 /// event labelled `label`.
 pub fn wait_end(tracer: &Tracer, secs: u64, local: SocketAddr, remote: SocketAddr, label: &str) {
-    wait_for(
-        tracer,
+    tracer.wait_within(
         Duration::from_secs(secs),
         &format!("`{label}` on {local} -> {remote}"),
         |t| {
@@ -185,15 +180,6 @@ pub fn wait_end(tracer: &Tracer, secs: u64, local: SocketAddr, remote: SocketAdd
                 .any(|e| e.labelled() == label)
         },
     );
-}
-
-/// The `ss -tanH` state of the socket `local` -> `remote` (`SYN-RECV`, ...).
-pub fn ss_state(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> Option<String> {
-    ns.ss().lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() >= 5 && f[3] == local.to_string() && f[4] == remote.to_string())
-            .then(|| f[0].to_string())
-    })
 }
 
 /// The server's address of the connection a client made (the server's
@@ -214,4 +200,25 @@ pub fn client_closes_first_to_time_wait(tracer: &Tracer, server: &mut Peer, clie
     tracer.wait_for(c.port(), s.port(), FIN_WAIT2, CLOSE);
     server.close();
     wait_end(tracer, 5, c, s, ORPHAN_THEN_TIME_WAIT[1]);
+}
+
+/// Asserts that each of `events` names the owner `pid` (`comm` tcppeer).
+pub fn assert_owners(t: &Trace, what: &str, events: &[Event], pid: u32) {
+    for e in events {
+        assert_owner(t, what, e, pid);
+    }
+}
+
+impl Connected {
+    /// Asserts that the client end produced exactly the rows of `parts`, one
+    /// part after the other ([`rows`]); returns its events.
+    pub fn assert_client_end(&self, t: &Trace, parts: &[&[&str]]) -> Vec<Event> {
+        assert_end(t, "client end", self.c, self.s, &rows(parts))
+    }
+
+    /// Asserts that the server end produced exactly the rows of `parts`;
+    /// returns its events.
+    pub fn assert_server_end(&self, t: &Trace, parts: &[&[&str]]) -> Vec<Event> {
+        assert_end(t, "server end", self.s, self.c, &rows(parts))
+    }
 }

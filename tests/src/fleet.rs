@@ -1,5 +1,5 @@
 //! Helpers of the fleet tests: podman (configured as this machine kind
-//! needs, NOTES §6), images built FROM scratch, containers and processes
+//! needs: runc, no default ulimits), images built FROM scratch, containers and processes
 //! removed on drop, a loopback Prometheus, and the DaemonSet's pod spec
 //! turned into `podman run` arguments.
 
@@ -15,7 +15,8 @@ use std::{
 
 use serde_json::Value;
 
-use crate::collect;
+pub use crate::files::TempDir;
+use crate::process::{collect, reap, spawn_piped};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -185,12 +186,8 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let what = format!("{cmd:?}");
+        let mut child = spawn_piped(cmd, Stdio::null(), &what);
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
         Proc {
@@ -242,28 +239,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("tcpstate-fleet-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        reap(&mut self.child);
     }
 }
 

@@ -60,9 +60,12 @@ impl Connected {
     /// test may have prepared: sysctls, nftables rules).
     pub fn open_in(ns: Netns, tracer_args: &[&str], listen: &str, connect: &str) -> Connected {
         let tracer = Tracer::start(&ns, tracer_args);
-        let mut server = Peer::server(&ns, listen);
-        let client = Peer::client(&ns, connect);
-        let conn = server.accept();
+        let Established {
+            ns,
+            server,
+            client,
+            conn,
+        } = Established::open_in(ns, listen, connect);
         Connected {
             ns,
             tracer,
@@ -79,7 +82,7 @@ impl Connected {
         Connected::open_in(Netns::new(), tracer_args, LOOPBACK, LOOPBACK)
     }
 
-    /// Server on 0.0.0.0:[`PORT`] (the seed article's), the client connected
+    /// Server on 0.0.0.0:[`PORT`] (bound to every address), the client connected
     /// to 127.0.0.1.
     pub fn wildcard(tracer_args: &[&str]) -> Connected {
         Connected::open_in(Netns::new(), tracer_args, "0.0.0.0:10050", LOOPBACK)
@@ -89,6 +92,12 @@ impl Connected {
     /// has read EOF.
     pub fn client_closes_first(&mut self) {
         client_closes_first(&mut self.server, &mut self.client);
+    }
+
+    /// Both ends close with close(2), the server first; the client once it
+    /// has read EOF.
+    pub fn server_closes_first(&mut self) {
+        server_closes_first(&mut self.server, &mut self.client);
     }
 
     /// A simultaneous close made deterministic: `first`'s FINs are dropped
@@ -120,13 +129,25 @@ impl Connected {
         self.tracer.wait_for(ports.0, ports.1, CLOSING, CLOSE);
     }
 
+    /// A simultaneous close with shutdown(SHUT_WR) ([`Connected::fins_cross`],
+    /// the server's FIN held back): both ends reach CLOSE, then each reads
+    /// the other's end of stream and closes its socket.
+    pub fn simultaneous_shutdown(&mut self) {
+        self.fins_cross(Side::Server, "shutdown wr");
+        self.tracer
+            .wait_for(self.c.port(), self.s.port(), FIN_WAIT2, CLOSE);
+        self.server.expect_reply("wait-eof", "eof 0");
+        self.client.expect_reply("wait-eof", "eof 0");
+        self.server.close();
+        self.client.close();
+    }
+
     /// The usual ending: the server closes its listener; once the tracer has
     /// seen `closes` transitions into CLOSE, it is stopped.
     pub fn close_listener_and_stop(&mut self, closes: usize) -> Trace {
         self.server
             .expect_reply("close-listener", "listener-closed");
-        self.tracer.wait_for_closes(closes);
-        self.tracer.stop()
+        self.tracer.stop_after_closes(closes)
     }
 
     /// Asserts the trace is exactly this connection and its listener: the
@@ -134,6 +155,36 @@ impl Connected {
     /// `server_path`, the listener CLOSE->LISTEN->CLOSE.
     pub fn assert_paths(&self, t: &Trace, client_path: &[&str], server_path: &[&str]) {
         t.assert_connection(&self.client, client_path, &self.conn, server_path);
+    }
+
+    /// Asserts what `t`, taken while the scenario runs, shows so far: the
+    /// client end went through `client_path`, the server end through
+    /// `server_path`, the listener through `listener_path`.
+    pub fn assert_paths_so_far(
+        &self,
+        t: &Trace,
+        client_path: &[&str],
+        server_path: &[&str],
+        listener_path: &[&str],
+    ) {
+        t.assert_path("client end", &t.client_end(&self.client), client_path);
+        t.assert_path("server end", &t.server_end(&self.conn), server_path);
+        t.assert_path("listener", &t.listener(self.s.port()), listener_path);
+    }
+
+    /// The usual ending and its check: closes the listener, stops the
+    /// tracer once the three sockets are closed, and asserts the trace is
+    /// exactly this connection (the client end through `client_path`, the
+    /// server end through `server_path`) and its listener. Returns the
+    /// trace for further checks.
+    pub fn close_listener_and_assert(
+        &mut self,
+        client_path: &[&str],
+        server_path: &[&str],
+    ) -> Trace {
+        let t = self.close_listener_and_stop(3);
+        self.assert_paths(&t, client_path, server_path);
+        t
     }
 }
 
@@ -154,6 +205,56 @@ impl Trace {
         self.assert_path("listener", &listener, paths::LISTENER);
         self.assert_socket_count(3);
     }
+}
+
+/// A connection made before any tracer runs: a server listening on
+/// `listen` and a client connected to `connect`, accepted.
+pub struct Established {
+    pub ns: Netns,
+    pub server: Peer,
+    pub client: Peer,
+    pub conn: Accepted,
+}
+
+impl Established {
+    /// In `ns`, which the test may have prepared.
+    pub fn open_in(ns: Netns, listen: &str, connect: &str) -> Established {
+        let mut server = Peer::server(&ns, listen);
+        let client = Peer::client(&ns, connect);
+        let conn = server.accept();
+        Established {
+            ns,
+            server,
+            client,
+            conn,
+        }
+    }
+
+    /// Server on 127.0.0.1:[`PORT`] in a fresh namespace, the client
+    /// connected to it.
+    pub fn loopback() -> Established {
+        Established::open_in(Netns::new(), LOOPBACK, LOOPBACK)
+    }
+}
+
+/// A whole connection to `addr` in `ns`: a server listens, a client
+/// connects, the client closes first, then the server, then the listener.
+/// Returns the client and the server's view of the connection.
+pub fn closed_connection(ns: &Netns, addr: &str) -> (Peer, Accepted) {
+    let mut server = Peer::server(ns, addr);
+    let mut client = Peer::client(ns, addr);
+    let conn = server.accept();
+    client_closes_first(&mut server, &mut client);
+    server.expect_reply("close-listener", "listener-closed");
+    (client, conn)
+}
+
+/// Both ends close with close(2), the server first; the client once it has
+/// read EOF.
+pub fn server_closes_first(server: &mut Peer, client: &mut Peer) {
+    server.close();
+    client.expect_reply("wait-eof", "eof 0");
+    client.close();
 }
 
 /// Both ends close with close(2), the client first; the server once it has
@@ -182,9 +283,7 @@ impl TwoClients {
         let first_conn = server.accept();
         let mut second = Peer::client(ns, LOOPBACK);
         let second_conn = server.accept();
-        server.close();
-        second.expect_reply("wait-eof", "eof 0");
-        second.close();
+        server_closes_first(&mut server, &mut second);
         client_closes_first(&mut server, &mut first);
         server.expect_reply("close-listener", "listener-closed");
         TwoClients {
@@ -234,6 +333,15 @@ impl TwoClients {
             })
             .collect()
     }
+}
+
+/// The `ss -tanH` state of the socket `local` -> `remote` (`SYN-RECV`, ...).
+pub fn ss_state(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> Option<String> {
+    ns.ss().lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 5 && f[3] == local.to_string() && f[4] == remote.to_string())
+            .then(|| f[0].to_string())
+    })
 }
 
 /// One end of the connection.

@@ -30,8 +30,8 @@
 //! e.g. `ConnectionReset`) and the program goes on reading commands. End of
 //! input exits like `exit`. `exit` runs no destructors: the kernel closes the
 //! sockets while tearing the process down, as it does for a killed process. Signals keep their default disposition: SIGINT
-//! kills the process and the kernel closes its sockets, like Ctrl-C on the
-//! seed article's server and client.
+//! kills the process and the kernel closes its sockets, like Ctrl-C on a
+//! server or client run from a terminal.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

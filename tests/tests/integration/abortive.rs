@@ -6,8 +6,9 @@ use tcpstate_tests::states::*;
 
 /// `closer` closes with 100 bytes it has not read (sent by the other end)
 /// in its receive queue: that sends a RST (RFC 2525); the other end reads
-/// the reset, then closes.
-fn close_with_unread_data(w: &mut Connected, closer: Side) {
+/// the reset, then closes. Both ends are reset, then the listener closes.
+fn close_with_unread_data(closer: Side) {
+    let mut w = Connected::loopback(&[]);
     let (closer, other) = match closer {
         Side::Server => (&mut w.server, &mut w.client),
         Side::Client => (&mut w.client, &mut w.server),
@@ -17,23 +18,18 @@ fn close_with_unread_data(w: &mut Connected, closer: Side) {
     closer.close();
     other.expect_reply("wait-eof", "error wait-eof: ConnectionReset");
     other.close();
+    w.close_listener_and_assert(paths::RESET, paths::RESET_SERVER);
 }
 
 #[test]
 fn server_close_with_unread_data_resets_both_ends() {
-    let mut w = Connected::loopback(&[]);
-    close_with_unread_data(&mut w, Side::Server);
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::RESET, paths::RESET_SERVER);
+    close_with_unread_data(Side::Server);
 }
 
 /// The mirror: the client closes with unread data.
 #[test]
 fn client_close_with_unread_data_resets_both_ends() {
-    let mut w = Connected::loopback(&[]);
-    close_with_unread_data(&mut w, Side::Client);
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::RESET, paths::RESET_SERVER);
+    close_with_unread_data(Side::Client);
 }
 
 /// SO_LINGER with a zero timeout makes close(2) send a RST, no data needed.
@@ -44,8 +40,7 @@ fn so_linger_zero_resets_both_ends() {
     w.server
         .expect_reply("wait-eof", "error wait-eof: ConnectionReset");
     w.server.close();
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::RESET, paths::RESET_SERVER);
+    w.close_listener_and_assert(paths::RESET, paths::RESET_SERVER);
 }
 
 /// Connecting to a port nobody listens on: the SYN is answered by a RST.
@@ -59,8 +54,7 @@ fn connection_refused() {
         "connect should be refused, got {reply:?}"
     );
 
-    tracer.wait_for_closes(1);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(1);
     let client = t.socket("refused client", |s| {
         s.events.iter().all(|e| e.rport == PORT)
     });

@@ -24,8 +24,7 @@ const CLOSING_SERVER: &[&str] = &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, CLOS
 fn server_fin_lost_server_goes_through_closing() {
     let mut w = Connected::loopback(&[]);
     w.fins_cross(Side::Server, "close");
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::ACTIVE_CLOSER, CLOSING_SERVER);
+    w.close_listener_and_assert(paths::ACTIVE_CLOSER, CLOSING_SERVER);
 }
 
 /// The mirror: the client's FIN is lost, the client goes through CLOSING.
@@ -33,8 +32,7 @@ fn server_fin_lost_server_goes_through_closing() {
 fn client_fin_lost_client_goes_through_closing() {
     let mut w = Connected::loopback(&[]);
     w.fins_cross(Side::Client, "close");
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, CLOSING_CLIENT, paths::ACTIVE_CLOSER_SERVER);
+    w.close_listener_and_assert(CLOSING_CLIENT, paths::ACTIVE_CLOSER_SERVER);
 }
 
 /// Simultaneous close with shutdown(SHUT_WR) instead of close(2): the
@@ -43,14 +41,8 @@ fn client_fin_lost_client_goes_through_closing() {
 #[test]
 fn simultaneous_shutdown_goes_through_closing() {
     let mut w = Connected::loopback(&[]);
-    w.fins_cross(Side::Server, "shutdown wr");
-    w.tracer.wait_for(w.c.port(), PORT, FIN_WAIT2, CLOSE);
-    w.server.expect_reply("wait-eof", "eof 0");
-    w.client.expect_reply("wait-eof", "eof 0");
-    w.server.close();
-    w.client.close();
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::ACTIVE_CLOSER, CLOSING_SERVER);
+    w.simultaneous_shutdown();
+    w.close_listener_and_assert(paths::ACTIVE_CLOSER, CLOSING_SERVER);
 }
 
 /// Half-close: the client shuts down its sending side and keeps receiving.
@@ -70,9 +62,6 @@ fn half_close_then_data_then_close() {
         &mid.client_end(&w.client),
         &paths::ACTIVE_CLOSER[..5],
     );
-    w.server.close();
-    w.client.expect_reply("wait-eof", "eof 0");
-    w.client.close();
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    w.server_closes_first();
+    w.close_listener_and_assert(paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }

@@ -161,8 +161,8 @@ fn rows_of_a_podman_container_carry_its_id() {
 
     // Plain text with --container: rows of owners in that container only
     // (at least the client's five per connection: this tracer started after
-    // the listener, so its accepted sockets' rows may have no owner yet,
-    // issue 9); another ID: none.
+    // the listener, so its accepted sockets' rows may have no owner
+    // yet); another ID: none.
     let rows = |out: &str| -> Vec<String> {
         out.lines()
             .skip(1)

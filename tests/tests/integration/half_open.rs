@@ -15,9 +15,26 @@
 //! socket, and resends its ACK whenever the server resends its SYN-ACK
 //! (after 1 s, then 2 s more, ...).
 
+use std::net::SocketAddr;
+
 use tcpstate_tests::beyond::*;
 
 const HALF_OPEN: &str = "synack_tracepoint/half-open LISTEN->SYN_RECV";
+
+/// A connection left half-open: in `ns` (whose nftables rules drop the
+/// client's ACKs), the tracer, a server on 127.0.0.1:10050 and a client
+/// whose connect() has returned. Returns once tcpstate reports the server's
+/// end half-open while ss shows it in SYN-RECV: the namespace, the tracer,
+/// the server, the client, and the client end's and server end's addresses.
+fn half_open(ns: Netns) -> (Netns, Tracer, Peer, Peer, SocketAddr, SocketAddr) {
+    let tracer = Tracer::start(&ns, &[]);
+    let server = Peer::server(&ns, "127.0.0.1:10050");
+    let client = Peer::client(&ns, "127.0.0.1:10050");
+    let (c, s) = (client.local, server_side(&client));
+    wait_end(&tracer, 5, s, c, HALF_OPEN);
+    assert_eq!(ss_state(&ns, s, c).as_deref(), Some("SYN-RECV"));
+    (ns, tracer, server, client, c, s)
+}
 
 /// The client's final ACK is lost twice: the server resends its SYN-ACK
 /// after ~1 s and ~3 s, the client's third ACK completes the handshake. The
@@ -28,15 +45,9 @@ const HALF_OPEN: &str = "synack_tracepoint/half-open LISTEN->SYN_RECV";
 fn lost_final_ack_shows_half_open_until_completion() {
     let ns = Netns::new();
     ns.drop_acks("tcp dport 10050", Some(2));
-    let mut tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let (c, s) = (client.local, server_side(&client));
-
     // Half-open: the client thinks it is connected, the server has only a
     // request socket, and tcpstate says so.
-    wait_end(&tracer, 5, s, c, HALF_OPEN);
-    assert_eq!(ss_state(&ns, s, c).as_deref(), Some("SYN-RECV"));
+    let (ns, mut tracer, mut server, mut client, c, s) = half_open(ns);
     assert_eq!(ss_state(&ns, c, s).as_deref(), Some("ESTAB"));
     let mid = tracer.snapshot();
     assert_eq!(
@@ -65,9 +76,7 @@ fn lost_final_ack_shows_half_open_until_completion() {
     let (half_open, established) = (&srv[0], &srv[1]);
     // The request socket has no owner of its own: it belongs to the
     // listener, whose owner is the server.
-    for e in [half_open, established] {
-        assert_owner(&t, "half-open connection's row", e, server.pid);
-    }
+    assert_owners(&t, "half-open connection's row", &srv[..2], server.pid);
     assert_eq!(half_open.retransmits, Some(1), "{}", half_open.row());
     assert_eq!(established.retransmits, Some(2), "{}", established.row());
     // Dated at the first SYN-ACK: just before the client got it.
@@ -107,13 +116,7 @@ fn half_open_that_never_completes_expires() {
     let ns = Netns::new();
     ns.sysctl("net.ipv4.tcp_synack_retries=1");
     ns.drop_acks("tcp dport 10050", None);
-    let mut tracer = Tracer::start(&ns, &[]);
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    let (c, s) = (client.local, server_side(&client));
-
-    wait_end(&tracer, 5, s, c, HALF_OPEN);
-    assert_eq!(ss_state(&ns, s, c).as_deref(), Some("SYN-RECV"));
+    let (ns, mut tracer, mut server, mut client, c, s) = half_open(ns);
     wait_end(
         &tracer,
         8,
@@ -129,8 +132,7 @@ fn half_open_that_never_completes_expires() {
     // Nothing was ever accepted: the listener's queue is empty.
     client.expect_reply("abort", "aborted");
     server.expect_reply("close-listener", "listener-closed");
-    tracer.wait_for_closes(2);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(2);
 
     let srv = assert_end(
         &t,

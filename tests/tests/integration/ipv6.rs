@@ -34,25 +34,43 @@ fn assert_addresses(
     );
 }
 
+/// Asserts the families and addresses of `w`'s connection: the client end
+/// is `client` (family, and the address of both ends as it sees them), the
+/// server end `server`, and the listener listens on IPv6 `listener`.
+fn assert_families(
+    t: &Trace,
+    w: &Connected,
+    client: (&str, &str),
+    server: (&str, &str),
+    listener: &str,
+) {
+    let (family, addr) = client;
+    assert_addresses(
+        t,
+        "client end",
+        &t.client_end(&w.client),
+        family,
+        addr,
+        addr,
+    );
+    let (family, addr) = server;
+    assert_addresses(t, "server end", &t.server_end(&w.conn), family, addr, addr);
+    assert!(
+        t.listener(PORT)
+            .events
+            .iter()
+            .all(|e| e.family == "ipv6" && e.laddr == listener),
+        "the listener should be ipv6 {listener}\n{}",
+        t.dump()
+    );
+}
+
 #[test]
 fn ipv6_loopback_open_and_close() {
     let mut w = Connected::open_in(Netns::new(), &[], "[::1]:10050", "[::1]:10050");
     w.client_closes_first();
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
-    let client_end = t.client_end(&w.client);
-    let server_end = t.server_end(&w.conn);
-    let listener = t.listener(PORT);
-    assert_addresses(&t, "client end", &client_end, "ipv6", "::1", "::1");
-    assert_addresses(&t, "server end", &server_end, "ipv6", "::1", "::1");
-    assert!(
-        listener
-            .events
-            .iter()
-            .all(|e| e.family == "ipv6" && e.laddr == "::1"),
-        "the listener should be ipv6 ::1\n{}",
-        t.dump()
-    );
+    let t = w.close_listener_and_assert(paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    assert_families(&t, &w, ("ipv6", "::1"), ("ipv6", "::1"), "::1");
 }
 
 /// An IPv4 client accepted by a dual-stack `[::]` listener: the accepted
@@ -65,50 +83,23 @@ fn ipv4_on_dual_stack_listener_shows_mapped_addresses() {
         format!("[::ffff:127.0.0.1]:{}", w.client.local.port())
     );
     w.client_closes_first();
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
-    let client_end = t.client_end(&w.client);
-    let server_end = t.server_end(&w.conn);
-    let listener = t.listener(PORT);
-    assert_addresses(
+    let t = w.close_listener_and_assert(paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    assert_families(
         &t,
-        "client end",
-        &client_end,
-        "ipv4",
-        "127.0.0.1",
-        "127.0.0.1",
-    );
-    assert_addresses(
-        &t,
-        "server end",
-        &server_end,
-        "ipv6",
-        "::ffff:127.0.0.1",
-        "::ffff:127.0.0.1",
-    );
-    assert!(
-        listener
-            .events
-            .iter()
-            .all(|e| e.family == "ipv6" && e.laddr == "::"),
-        "the listener should be ipv6 ::\n{}",
-        t.dump()
+        &w,
+        ("ipv4", "127.0.0.1"),
+        ("ipv6", "::ffff:127.0.0.1"),
+        "::",
     );
 }
 
 /// One IPv4 connection on port 10050 and one IPv6 connection on port 10060,
 /// both opened and closed; returns each client and the server's view.
 fn one_connection_per_family(ns: &Netns) -> Vec<(Peer, Accepted)> {
-    let mut done = Vec::new();
-    for addr in ["127.0.0.1:10050", "[::1]:10060"] {
-        let mut server = Peer::server(ns, addr);
-        let mut client = Peer::client(ns, addr);
-        let conn = server.accept();
-        client_closes_first(&mut server, &mut client);
-        server.expect_reply("close-listener", "listener-closed");
-        done.push((client, conn));
-    }
-    done
+    ["127.0.0.1:10050", "[::1]:10060"]
+        .into_iter()
+        .map(|addr| closed_connection(ns, addr))
+        .collect()
 }
 
 /// With `flag` (`-4` or `-6`), of one connection per family only the one
@@ -118,8 +109,7 @@ fn assert_family_filter(flag: &str, family: &str) {
     let mut tracer = Tracer::start(&ns, &[flag]);
     let conns = one_connection_per_family(&ns);
     // Both connections are over; stop() drains whatever is still pending.
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(3);
     let (client, conn) = &conns[usize::from(family == "ipv6")];
     t.assert_connection(
         client,

@@ -3,6 +3,7 @@
 //! fixtures and helpers live in the `tcpstate-tests` library (`tests/src/`).
 
 mod abortive;
+mod as_users_load;
 mod as_users_run_it;
 mod closing;
 mod fleet;
@@ -11,6 +12,7 @@ mod ipv6;
 mod netns;
 mod open_close;
 mod output_formats;
+mod output_reports;
 mod owner;
 mod port_filter;
 mod reliability_faults;

@@ -11,17 +11,10 @@ fn only_the_traced_namespace_is_shown() {
 
     // The same addresses and port in both namespaces; the other one first.
     for ns in [&other, &traced] {
-        let mut server = Peer::server(ns, LOOPBACK);
-        let mut client = Peer::client(ns, LOOPBACK);
-        server.accept();
-        client.close();
-        server.expect_reply("wait-eof", "eof 0");
-        server.close();
-        server.expect_reply("close-listener", "listener-closed");
+        closed_connection(ns, LOOPBACK);
     }
 
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(3);
     t.assert_socket_count(3);
     t.assert_path("listener", &t.listener(PORT), paths::LISTENER);
     let inode = traced.inode();

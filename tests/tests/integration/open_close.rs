@@ -17,11 +17,8 @@ fn client_closes_first() {
 #[test]
 fn server_closes_first() {
     let mut w = Connected::loopback(&[]);
-    w.server.close();
-    w.client.expect_reply("wait-eof", "eof 0");
-    w.client.close();
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::PASSIVE_CLOSER, paths::ACTIVE_CLOSER_SERVER);
+    w.server_closes_first();
+    w.close_listener_and_assert(paths::PASSIVE_CLOSER, paths::ACTIVE_CLOSER_SERVER);
 }
 
 /// Data exchanged both ways changes nothing: still 5 transitions per end.
@@ -33,8 +30,7 @@ fn data_transfer_adds_no_transitions() {
     w.server.cmd("send 5000");
     w.client.expect_reply("recv 5000", "received 5000");
     w.client_closes_first();
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    w.close_listener_and_assert(paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }
 
 /// A listener that never accepts anything: CLOSE->LISTEN, LISTEN->CLOSE.
@@ -45,8 +41,7 @@ fn listener_alone() {
     let mut server = Peer::server(&ns, LOOPBACK);
     server.expect_reply("close-listener", "listener-closed");
 
-    tracer.wait_for_closes(1);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(1);
     t.assert_path("listener", &t.listener(PORT), paths::LISTENER);
     t.assert_socket_count(1);
 }
@@ -60,7 +55,6 @@ fn exit_closes_listener_and_connection() {
     w.server.expect_reply("wait-eof", "eof 0");
     w.server.exit();
 
-    w.tracer.wait_for_closes(3);
-    let t = w.tracer.stop();
+    let t = w.tracer.stop_after_closes(3);
     w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }

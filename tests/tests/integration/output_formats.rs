@@ -1,211 +1,70 @@
-//! Output formats on real traffic (issue #4): JSON Lines typed as documented
+//! Output formats on real traffic: JSON Lines typed as documented
 //! in docs/json.md, CSV with its header, the text TIME column (`-t`, `-T`)
-//! and colour, `--lifecycle` (JSON and text), `--trigger`, `--summary` and
-//! `--diagram` of known scenarios.
+//! and colour. The report outputs (`--lifecycle`, `--trigger`, `--summary`,
+//! `--diagram`) are in `output_reports.rs`.
 //!
-//! The JSON-based checks go through the harness's [`Tracer`] (which always
-//! passes `--json`; lifecycle and summary records land in `other_sources`).
-//! The text and CSV checks use [`RawTracer`] below, which keeps stdout lines
-//! as printed.
+//! The checks use the harness's [`RawTracer`], which keeps stdout lines as
+//! printed.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use serde_json::Value;
-use tcpstate_tests::states::*;
-use tcpstate_tests::{
-    Accepted, EVENT_TIMEOUT, Netns, Peer, READY_LINE, READY_TIMEOUT, Trace, Tracer, tracer_bin,
-};
+use tcpstate_tests::{Accepted, Netns, Peer, RawTracer, Trace, scenario};
 
-const PORT: u16 = 10050;
-const ADDR: &str = "127.0.0.1:10050";
-
-// ---------------------------------------------------------------------------
-// A tracer whose stdout is kept raw (text, CSV), for this file only.
-// ---------------------------------------------------------------------------
-
-struct RawTracer {
-    child: Child,
-    args: Vec<String>,
-    lines: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl RawTracer {
-    /// `tcpstate --netns <ns> <args>`, once it says it is tracing.
-    fn start(ns: &Netns, args: &[&str]) -> RawTracer {
-        let mut all = vec!["--netns".to_string(), ns.path().display().to_string()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let mut child = Command::new(tracer_bin())
-            .args(&all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", tracer_bin().display()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        let reader = thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut s = err_sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut t = RawTracer {
-            child,
-            args: all,
-            lines,
-            stderr,
-            reader: Some(reader),
-        };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !t.stderr.lock().unwrap().contains(READY_LINE) {
-            if let Some(status) = t.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(50));
-                panic!(
-                    "tcpstate {} exited ({status}) before tracing:\n{}",
-                    t.args.join(" "),
-                    t.stderr.lock().unwrap()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tcpstate {} not ready:\n{}",
-                t.args.join(" "),
-                t.stderr.lock().unwrap()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-        t
-    }
-
-    /// Waits until `n` lines of stdout contain `needle`.
-    fn wait_for(&self, needle: &str, n: usize) {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains(needle))
-                .count();
-            if found >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {n} lines with {needle:?}; stdout:\n{}\nstderr:\n{}",
-                self.lines.lock().unwrap().join("\n"),
-                self.stderr.lock().unwrap()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// SIGINT, wait for exit 0; returns (stdout lines, stderr).
-    fn stop(mut self) -> (Vec<String>, String) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("tcpstate {} ignored SIGINT", self.args.join(" "));
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        thread::sleep(Duration::from_millis(20));
-        let lines = self.lines.lock().unwrap().clone();
-        let stderr = self.stderr.lock().unwrap().clone();
-        if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
-            eprintln!(
-                "--- tcpstate {} ---\n{}\n--- stderr ---\n{stderr}",
-                self.args.join(" "),
-                lines.join("\n")
-            );
-        }
-        assert!(
-            status.success(),
-            "tcpstate {} exited with {status}:\n{stderr}",
-            self.args.join(" ")
-        );
-        (lines, stderr)
-    }
-}
-
-impl Drop for RawTracer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+pub(crate) const PORT: u16 = 10050;
+pub(crate) const ADDR: &str = "127.0.0.1:10050";
 
 // ---------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------
 
 /// One connection, the client closes first, then the listener closes:
-/// 12 transitions (NOTES §3). Returns the client and the accepted end.
-fn client_closes_first(ns: &Netns) -> (Peer, Accepted) {
+/// 12 transitions (client and server end 5 each, the listener 2). Returns
+/// the client and the accepted end.
+pub(crate) fn client_closes_first(ns: &Netns) -> (Peer, Accepted) {
     let mut server = Peer::server(ns, ADDR);
     let mut client = Peer::client(ns, ADDR);
     let conn = server.accept();
     client.cmd("send 1000");
     server.expect_reply("recv 1000", "received 1000");
-    client.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
+    scenario::client_closes_first(&mut server, &mut client);
     server.expect_reply("close-listener", "listener-closed");
     (client, conn)
 }
 
+/// What `tcpstate --netns NS <args>` printed for [`client_closes_first`]
+/// in a fresh namespace, stopped once 3 lines (the three sockets' closes)
+/// contain `close`: the namespace, the stdout lines, the client and the
+/// accepted end.
+pub(crate) fn printed_for_one_connection(
+    args: &[&str],
+    close: &str,
+) -> (Netns, Vec<String>, Peer, Accepted) {
+    let ns = Netns::new();
+    let tracer = RawTracer::start(&ns, args);
+    let (client, conn) = client_closes_first(&ns);
+    tracer.wait_for(close, 3);
+    let (lines, _) = tracer.stop();
+    (ns, lines, client, conn)
+}
+
 /// Two connections on one listener: the first closed by the client, the
 /// second by the server.
-fn both_close_orders(ns: &Netns) -> (Peer, Peer) {
+pub(crate) fn both_close_orders(ns: &Netns) -> (Peer, Peer) {
     let mut server = Peer::server(ns, ADDR);
     let mut a = Peer::client(ns, ADDR);
     server.accept();
-    a.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
+    scenario::client_closes_first(&mut server, &mut a);
     let mut b = Peer::client(ns, ADDR);
     server.accept();
-    server.close();
-    b.expect_reply("wait-eof", "eof 0");
-    b.close();
+    scenario::server_closes_first(&mut server, &mut b);
     server.expect_reply("close-listener", "listener-closed");
     (a, b)
 }
 
 /// The records of `type` among the harness's non-event lines.
-fn records(t: &Trace, kind: &str) -> Vec<Value> {
+pub(crate) fn records(t: &Trace, kind: &str) -> Vec<Value> {
     t.other_sources
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -213,7 +72,7 @@ fn records(t: &Trace, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-fn path_states(rec: &Value) -> Vec<String> {
+pub(crate) fn path_states(rec: &Value) -> Vec<String> {
     rec["path"]
         .as_array()
         .unwrap_or_else(|| panic!("no path in {rec}"))
@@ -239,35 +98,36 @@ fn type_of(v: &Value) -> &'static str {
     }
 }
 
-/// Every key of an event record and the types it may have (docs/json.md).
-const EVENT_SCHEMA: &[(&str, &[&str])] = &[
-    ("schema", &["integer"]),
-    ("type", &["string"]),
-    ("time", &["string"]),
-    ("time_ns", &["integer"]),
-    ("source", &["string"]),
-    ("skaddr", &["string"]),
-    ("netns", &["integer"]),
-    ("family", &["string"]),
-    ("pid", &["integer", "null"]),
-    ("comm", &["string", "null"]),
-    ("cpu_pid", &["integer"]),
-    ("cpu_comm", &["string"]),
-    ("laddr", &["string"]),
-    ("lport", &["integer"]),
-    ("raddr", &["string"]),
-    ("rport", &["integer"]),
-    ("oldstate", &["string"]),
-    ("newstate", &["string"]),
-    ("ms", &["number", "integer", "null"]),
-    ("replayed", &["boolean"]),
-    ("note", &["string", "null"]),
-    ("peer_fin", &["boolean", "null"]),
-    ("kind", &["string"]),
-    ("cgroup", &["string", "null"]),
-    ("container_id", &["string", "null"]),
-    ("pod_uid", &["string", "null"]),
+/// Every key of an event record and the types it may have (docs/json.md),
+/// keys of the same types together.
+const EVENT_SCHEMA: &[(&[&str], &[&str])] = &[
+    (
+        &["schema", "time_ns", "netns", "cpu_pid", "lport", "rport"],
+        &["integer"],
+    ),
+    (
+        &[
+            "type", "time", "source", "skaddr", "family", "cpu_comm", "laddr", "raddr", "oldstate",
+            "newstate", "kind",
+        ],
+        &["string"],
+    ),
+    (&["pid"], &["integer", "null"]),
+    (
+        &["comm", "note", "cgroup", "container_id", "pod_uid"],
+        &["string", "null"],
+    ),
+    (&["ms"], &["number", "integer", "null"]),
+    (&["replayed"], &["boolean"]),
+    (&["peer_fin"], &["boolean", "null"]),
 ];
+/// Each key of [`EVENT_SCHEMA`] with its types.
+fn event_schema() -> impl Iterator<Item = (&'static str, &'static [&'static str])> {
+    EVENT_SCHEMA
+        .iter()
+        .flat_map(|&(keys, types)| keys.iter().map(move |&k| (k, types)))
+}
+
 const OPTIONAL_EVENT_KEYS: &[(&str, &str)] = &[
     ("retransmits", "integer"),
     ("age_ms", "number"),
@@ -279,18 +139,15 @@ const OPTIONAL_EVENT_KEYS: &[(&str, &str)] = &[
 
 #[test]
 fn json_lines_of_real_traffic_have_the_documented_fields_and_types() {
-    let ns = Netns::new();
-    let tracer = RawTracer::start(&ns, &["--json"]);
-    let (client, conn) = client_closes_first(&ns);
-    tracer.wait_for("\"newstate\":\"CLOSE\"", 3);
-    let (lines, _) = tracer.stop();
+    let (_, lines, client, conn) =
+        printed_for_one_connection(&["--json"], "\"newstate\":\"CLOSE\"");
 
     let mut transitions = Vec::new();
     for line in &lines {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         let obj = v.as_object().unwrap();
-        for (key, types) in EVENT_SCHEMA {
-            let Some(val) = obj.get(*key) else {
+        for (key, types) in event_schema() {
+            let Some(val) = obj.get(key) else {
                 panic!("missing {key}: {line}")
             };
             assert!(
@@ -300,7 +157,7 @@ fn json_lines_of_real_traffic_have_the_documented_fields_and_types() {
             );
         }
         for (key, val) in obj {
-            let documented = EVENT_SCHEMA.iter().any(|(k, _)| k == key)
+            let documented = event_schema().any(|(k, _)| k == key)
                 || OPTIONAL_EVENT_KEYS
                     .iter()
                     .any(|(k, t)| k == key && type_of(val).starts_with(&t[..3]));
@@ -392,11 +249,7 @@ fn csv_cells(row: &str) -> Vec<String> {
 
 #[test]
 fn csv_has_a_header_and_the_json_fields_per_row() {
-    let ns = Netns::new();
-    let tracer = RawTracer::start(&ns, &["--csv"]);
-    let (client, _conn) = client_closes_first(&ns);
-    tracer.wait_for(",CLOSE,", 3);
-    let (lines, _) = tracer.stop();
+    let (ns, lines, client, _conn) = printed_for_one_connection(&["--csv"], ",CLOSE,");
 
     let header = csv_cells(&lines[0]);
     assert_eq!(
@@ -489,389 +342,4 @@ fn text_time_columns_since_start_and_full_date() {
 fn chrono_like_today() -> String {
     let out = Command::new("date").arg("+%Y-%m-%d").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-// ---------------------------------------------------------------------------
-// --lifecycle
-// ---------------------------------------------------------------------------
-
-#[test]
-fn lifecycle_json_of_one_connection_and_its_listener() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--lifecycle"]);
-    let (client, conn) = client_closes_first(&ns);
-    tracer.wait_until("3 lifecycle records", |t| {
-        records(t, "lifecycle").len() >= 3
-    });
-    let t = tracer.stop();
-    assert!(t.events.is_empty(), "--lifecycle prints no event lines");
-    let recs = records(&t, "lifecycle");
-    assert_eq!(recs.len(), 3, "{recs:#?}");
-    let by_role: BTreeMap<String, &Value> = recs
-        .iter()
-        .map(|r| (r["role"].as_str().unwrap().to_string(), r))
-        .collect();
-
-    let c = by_role["client"];
-    assert_eq!(
-        path_states(c),
-        [SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE]
-    );
-    assert_eq!(c["close"], "active");
-    assert_eq!(c["end"], "closed");
-    assert_eq!(c["complete"], true);
-    assert_eq!(c["pid"], client.pid);
-    assert_eq!(c["lport"], client.local.port());
-    assert_eq!(c["rport"], PORT);
-
-    let s = by_role["server"];
-    assert_eq!(
-        path_states(s),
-        [SYN_RECV, ESTABLISHED, CLOSE_WAIT, LAST_ACK, CLOSE]
-    );
-    assert_eq!(s["close"], "passive");
-    assert_eq!(s["lport"], PORT);
-    assert_eq!(s["rport"], conn.peer.port());
-
-    let l = by_role["listener"];
-    assert_eq!(path_states(l), [LISTEN, CLOSE]);
-    assert_eq!(l["close"], Value::Null);
-
-    for r in &recs {
-        // Every state but the final CLOSE has a time; they add up to the total.
-        let path = r["path"].as_array().unwrap();
-        let (last, rest) = path.split_last().unwrap();
-        assert_eq!(last["ms"], Value::Null, "{r}");
-        let sum: f64 = rest.iter().map(|s| s["ms"].as_f64().unwrap()).sum();
-        let total = r["ms"].as_f64().unwrap();
-        assert!((sum - total).abs() < 0.01, "{sum} vs {total}: {r}");
-        assert!(rest.iter().all(|s| s["ms"].as_f64().unwrap() >= 0.0), "{r}");
-        assert_eq!(r["netns"], ns.inode());
-    }
-}
-
-#[test]
-fn lifecycle_marks_who_closed_first_and_prints_unfinished_at_exit() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--lifecycle"]);
-    let (a, b) = both_close_orders(&ns);
-    // A third connection stays open until the tracer stops.
-    let _server = Peer::server(&ns, "127.0.0.1:10051");
-    let mut server = _server;
-    let open = Peer::client(&ns, "127.0.0.1:10051");
-    let open_conn = server.accept();
-    tracer.wait_until("4 closed connections and a listener", |t| {
-        records(t, "lifecycle").len() >= 5
-    });
-    let t = tracer.stop();
-    let recs = records(&t, "lifecycle");
-    let find = |lport: u16, rport: u16| {
-        recs.iter()
-            .find(|r| r["lport"] == lport && r["rport"] == rport)
-            .unwrap_or_else(|| panic!("no record {lport}->{rport}: {recs:#?}"))
-    };
-    let a_rec = find(a.local.port(), PORT);
-    assert_eq!(
-        (a_rec["role"].as_str(), a_rec["close"].as_str()),
-        (Some("client"), Some("active"))
-    );
-    let b_rec = find(b.local.port(), PORT);
-    assert_eq!(
-        (b_rec["role"].as_str(), b_rec["close"].as_str()),
-        (Some("client"), Some("passive"))
-    );
-    let b_server = find(PORT, b.local.port());
-    assert_eq!(b_server["close"], "active");
-    assert_eq!(
-        path_states(b_server),
-        [SYN_RECV, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE]
-    );
-
-    // Still open at exit: printed as unfinished, the last state timed so far.
-    for (lport, rport) in [(open.local.port(), 10051), (10051, open_conn.peer.port())] {
-        let r = find(lport, rport);
-        assert_eq!(r["end"], "unfinished", "{r}");
-        assert_eq!(r["close"], Value::Null, "{r}");
-        let path = r["path"].as_array().unwrap();
-        assert_eq!(path.last().unwrap()["state"], ESTABLISHED, "{r}");
-        assert!(path.last().unwrap()["ms"].as_f64().unwrap() > 0.0, "{r}");
-    }
-    let listener = recs
-        .iter()
-        .find(|r| r["role"] == "listener" && r["lport"] == 10051)
-        .unwrap();
-    assert_eq!(listener["end"], "unfinished");
-}
-
-#[test]
-fn lifecycle_text_line_per_connection() {
-    let ns = Netns::new();
-    let tracer = RawTracer::start(&ns, &["--lifecycle", "-t"]);
-    let (client, _) = client_closes_first(&ns);
-    tracer.wait_for("> CLOSE", 3);
-    let (lines, _) = tracer.stop();
-    assert!(
-        lines[0].split_whitespace().eq([
-            "TIME(s)", "PID", "COMM", "LOCAL", "REMOTE", "ROLE", "CLOSE", "TOTAL", "PATH"
-        ]),
-        "{}",
-        lines[0]
-    );
-    let line = lines
-        .iter()
-        .find(|l| {
-            l.contains(&format!("127.0.0.1:{}", client.local.port())) && l.contains(" client ")
-        })
-        .unwrap_or_else(|| panic!("no client line:\n{}", lines.join("\n")));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(words[1], client.pid.to_string(), "{line}");
-    assert_eq!(words[2], "tcppeer", "{line}");
-    assert_eq!(words[6], "active", "{line}");
-    // SYN_SENT 0.041ms > ESTABLISHED 1.234ms > FIN_WAIT1 ... > CLOSE
-    let path = line.split_once("SYN_SENT").map(|(_, p)| p).unwrap();
-    let states: Vec<&str> = std::iter::once("SYN_SENT")
-        .chain(
-            path.split(" > ")
-                .skip(1)
-                .map(|s| s.split_whitespace().next().unwrap()),
-        )
-        .collect();
-    assert_eq!(
-        states,
-        [SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE],
-        "{line}"
-    );
-    // The client closed first: its timewait socket took over in TIME_WAIT,
-    // and the line ends with how the connection ended.
-    assert!(
-        line.ends_with("> CLOSE (then TIME_WAIT): closed, this end first"),
-        "{line}"
-    );
-    assert!(path.contains("ms > "), "{line}");
-}
-
-// ---------------------------------------------------------------------------
-// --trigger
-// ---------------------------------------------------------------------------
-
-/// Drops every FIN from the server (port 10050) on input, as closing.rs does.
-fn drop_server_fins(ns: &Netns) {
-    ns.nft(
-        "table inet tcpst_gate {
-            chain input {
-                type filter hook input priority 0; policy accept;
-                tcp sport 10050 tcp flags & fin == fin counter drop
-            }
-        }",
-    );
-}
-
-#[test]
-fn trigger_prints_only_the_history_of_sockets_that_reach_closing() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--trigger", "CLOSING"]);
-    let mut server = Peer::server(&ns, ADDR);
-    // A plain connection first: never reaches CLOSING, never printed.
-    let mut plain = Peer::client(&ns, ADDR);
-    server.accept();
-    plain.close();
-    server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    // Then a simultaneous close: the server's FIN is lost, the client closes.
-    let mut client = Peer::client(&ns, ADDR);
-    let conn = server.accept();
-    drop_server_fins(&ns);
-    server.close();
-    thread::sleep(Duration::from_millis(50));
-    client.close();
-    tracer.wait_for(conn.local.port(), conn.peer.port(), FIN_WAIT1, CLOSING);
-    ns.nft("delete table inet tcpst_gate");
-    tracer.wait_for(conn.local.port(), conn.peer.port(), CLOSING, CLOSE);
-    server.expect_reply("close-listener", "listener-closed");
-    let t = tracer.stop();
-
-    // Only the server end went through CLOSING: its whole history, from the
-    // handshake on, and nothing else.
-    t.assert_socket_count(1);
-    t.assert_path(
-        "server end (triggered by CLOSING)",
-        &t.server_end(&conn),
-        &[LISTEN, SYN_RECV, ESTABLISHED, FIN_WAIT1, CLOSING, CLOSE],
-    );
-    t.assert_invariants();
-}
-
-// ---------------------------------------------------------------------------
-// --summary
-// ---------------------------------------------------------------------------
-
-#[test]
-fn summary_replaces_event_lines_with_counts_and_histograms() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--summary"]);
-    both_close_orders(&ns);
-    thread::sleep(Duration::from_millis(200));
-    let t = tracer.stop();
-    assert!(t.events.is_empty(), "--summary prints no event lines");
-    let recs = records(&t, "summary");
-    assert_eq!(recs.len(), 1, "{:#?}", t.other_sources);
-    let s = &recs[0];
-    assert_eq!(s["schema"], 1);
-    let counts: BTreeMap<String, u64> = s["transitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                format!(
-                    "{}->{}",
-                    e["old"].as_str().unwrap(),
-                    e["new"].as_str().unwrap()
-                ),
-                e["count"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    for (tr, n) in [
-        ("CLOSE->LISTEN", 1),
-        ("CLOSE->SYN_SENT", 2),
-        ("SYN_SENT->ESTABLISHED", 2),
-        ("LISTEN->SYN_RECV", 2),
-        ("SYN_RECV->ESTABLISHED", 2),
-        ("ESTABLISHED->FIN_WAIT1", 2),
-        ("ESTABLISHED->CLOSE_WAIT", 2),
-        ("FIN_WAIT1->FIN_WAIT2", 2),
-        ("FIN_WAIT2->CLOSE", 2),
-        ("CLOSE_WAIT->LAST_ACK", 2),
-        ("LAST_ACK->CLOSE", 2),
-        ("LISTEN->CLOSE", 1),
-    ] {
-        assert_eq!(counts.get(tr), Some(&n), "{tr} in {counts:?}");
-    }
-    assert_eq!(s["transitions_total"], 22);
-    // Histograms: ESTABLISHED was left 4 times with a known dwell time.
-    let est = s["states"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["state"] == ESTABLISHED)
-        .unwrap();
-    assert_eq!(est["count"], 4);
-    assert_eq!(est["unit"], "us");
-    let total: u64 = est["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["count"].as_u64().unwrap())
-        .sum();
-    assert_eq!(total, 4);
-}
-
-#[test]
-fn summary_text_has_bcc_style_histograms() {
-    let ns = Netns::new();
-    let tracer = RawTracer::start(&ns, &["--summary"]);
-    client_closes_first(&ns);
-    thread::sleep(Duration::from_millis(200));
-    let (lines, _) = tracer.stop();
-    let text = lines.join("\n");
-    // 12 kernel transitions; half-open rows (SYN-ACK retransmits) may come on top.
-    assert!(
-        lines[0].starts_with("tcpstate summary: ") && lines[0].contains(": 12 transitions"),
-        "{text}"
-    );
-    assert!(text.contains("state = ESTABLISHED"), "{text}");
-    assert!(
-        text.contains("     usecs               : count     distribution"),
-        "{text}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.trim_start().starts_with("1  ESTABLISHED -> FIN_WAIT1")),
-        "{text}"
-    );
-    assert!(!text.contains("-> NEWSTATE"), "no per-event header: {text}");
-}
-
-// ---------------------------------------------------------------------------
-// --diagram
-// ---------------------------------------------------------------------------
-
-/// `"A" -> "B" [label="N\n..."...]` lines of a DOT file: ((A, B), N).
-fn dot_edges(dot: &str) -> BTreeMap<(String, String), u64> {
-    dot.lines()
-        .filter(|l| l.contains("\" -> \"") && l.contains("label="))
-        .map(|l| {
-            let q: Vec<&str> = l.split('"').collect();
-            let label = l.split("label=\"").nth(1).unwrap();
-            let count = label
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            ((q[1].to_string(), q[3].to_string()), count)
-        })
-        .collect()
-}
-
-#[test]
-fn diagram_of_both_close_orders() {
-    let ns = Netns::new();
-    let dir = std::env::temp_dir().join(format!("tcpstate-diagram-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dot_path: PathBuf = dir.join("states.dot");
-    let svg_path = dir.join("states.svg");
-    let _ = std::fs::remove_file(&svg_path);
-    let mut tracer = Tracer::start(&ns, &["--diagram", dot_path.to_str().unwrap()]);
-    both_close_orders(&ns);
-    tracer.wait_for_closes(5);
-    let t = tracer.stop();
-    assert!(t.stderr.contains("wrote the state diagram"), "{}", t.stderr);
-
-    let dot = std::fs::read_to_string(&dot_path).unwrap();
-    let edges = dot_edges(&dot);
-    let e = |a: &str, b: &str| (a.to_string(), b.to_string());
-    let expected: BTreeMap<(String, String), u64> = [
-        (e("CLOSED_start", LISTEN), 1),
-        (e("CLOSED_start", SYN_SENT), 2),
-        (e(SYN_SENT, ESTABLISHED), 2),
-        (e(LISTEN, SYN_RECV), 2),
-        (e(SYN_RECV, ESTABLISHED), 2),
-        (e(ESTABLISHED, FIN_WAIT1), 2),
-        (e(ESTABLISHED, CLOSE_WAIT), 2),
-        (e(FIN_WAIT1, FIN_WAIT2), 2),
-        (e(FIN_WAIT2, "CLOSED_end"), 2),
-        (e(CLOSE_WAIT, LAST_ACK), 2),
-        (e(LAST_ACK, "CLOSED_end"), 2),
-        (e(LISTEN, "CLOSED_end"), 1),
-    ]
-    .into_iter()
-    .collect();
-    assert_eq!(edges, expected, "{dot}");
-    // Median times on every edge out of a state the socket was seen entering.
-    for l in dot.lines().filter(|l| l.contains("\"ESTABLISHED\" -> ")) {
-        assert!(l.contains("ms\""), "no median on {l}");
-    }
-    // The classic layout: client path left, server path right.
-    assert!(
-        dot.contains("{ rank=same; r1; \"SYN_SENT\"; \"LISTEN\"; }"),
-        "{dot}"
-    );
-    assert!(
-        dot.contains("{ rank=same; r4; \"FIN_WAIT1\"; \"CLOSE_WAIT\"; }"),
-        "{dot}"
-    );
-
-    // `cargo xtask setup` installs graphviz for the tests, so the SVG is
-    // always checked here (without `dot`, tcpstate writes only the .dot file;
-    // render::diagram's unit tests cover that).
-    assert!(
-        Command::new("dot").arg("-V").output().is_ok(),
-        "graphviz's `dot` is missing: run `cargo xtask setup`"
-    );
-    let svg = std::fs::read_to_string(&svg_path).unwrap();
-    assert!(svg.contains("<svg") && svg.contains("ESTABLISHED"), "{svg}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -38,8 +38,7 @@ fn every_transition_names_the_owning_process() {
     w.client.cmd("send 1000");
     w.server.expect_reply("recv 1000", "received 1000");
     w.client_closes_first();
-    let t = w.close_listener_and_stop(3);
-    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+    let t = w.close_listener_and_assert(paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
     let (client, server) = (&w.client, &w.server);
     let client_end = t.client_end(client);
     let server_end = t.server_end(&w.conn);
@@ -56,30 +55,29 @@ fn every_transition_names_the_owning_process() {
             .find(|e| e.transition() == transition)
             .map(|e| e.cpu_pid)
     };
-    assert_eq!(
-        on_cpu(&client_end, "CLOSE->SYN_SENT"),
-        Some(client.pid),
-        "{}",
-        t.dump()
-    );
-    assert_eq!(
-        on_cpu(&listener, "CLOSE->LISTEN"),
-        Some(server.pid),
-        "{}",
-        t.dump()
-    );
-    assert_eq!(
-        on_cpu(&client_end, "ESTABLISHED->FIN_WAIT1"),
-        Some(client.pid),
-        "{}",
-        t.dump()
-    );
-    assert_eq!(
-        on_cpu(&server_end, "CLOSE_WAIT->LAST_ACK"),
-        Some(server.pid),
-        "{}",
-        t.dump()
-    );
+    for (what, socket, transition, pid) in [
+        ("client end", &client_end, "CLOSE->SYN_SENT", client.pid),
+        ("listener", &listener, "CLOSE->LISTEN", server.pid),
+        (
+            "client end",
+            &client_end,
+            "ESTABLISHED->FIN_WAIT1",
+            client.pid,
+        ),
+        (
+            "server end",
+            &server_end,
+            "CLOSE_WAIT->LAST_ACK",
+            server.pid,
+        ),
+    ] {
+        assert_eq!(
+            on_cpu(socket, transition),
+            Some(pid),
+            "{transition} of the {what} ran in its owner's context\n{}",
+            t.dump()
+        );
+    }
 }
 
 /// Two client processes connected to one server: each client socket names
@@ -89,8 +87,7 @@ fn each_client_process_owns_its_socket() {
     let ns = Netns::new();
     let mut tracer = Tracer::start(&ns, &[]);
     let two = TwoClients::run(&ns);
-    tracer.wait_for_closes(5);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(5);
     t.assert_socket_count(5);
     for (what, socket, pid) in &two.assert_paths(&t) {
         assert_owner(&t, what, socket, *pid);

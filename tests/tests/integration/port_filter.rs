@@ -5,16 +5,22 @@
 
 use tcpstate_tests::scenario::*;
 
-/// A full connection to `port`: client closes first, then the server, then
-/// the listener. Returns the client and the server's view of the connection.
+/// A whole connection to 127.0.0.1:`port` ([`closed_connection`]).
 fn connection(ns: &Netns, port: u16) -> (Peer, Accepted) {
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = Peer::server(ns, &addr);
-    let mut client = Peer::client(ns, &addr);
-    let conn = server.accept();
-    client_closes_first(&mut server, &mut client);
-    server.expect_reply("close-listener", "listener-closed");
-    (client, conn)
+    closed_connection(ns, &format!("127.0.0.1:{port}"))
+}
+
+/// A fresh namespace and the tracer started in it with `filter`; then a
+/// full connection on each of the `hidden` ports, which the filter must not
+/// show (made first, so that anything leaking from them is out before the
+/// traffic the test waits for).
+fn filtered(filter: &[&str], hidden: &[u16]) -> (Netns, Tracer) {
+    let ns = Netns::new();
+    let tracer = Tracer::start(&ns, filter);
+    for &port in hidden {
+        connection(&ns, port);
+    }
+    (ns, tracer)
 }
 
 fn assert_nothing_on_port(t: &Trace, port: u16) {
@@ -43,16 +49,10 @@ fn assert_nothing_on_port(t: &Trace, port: u16) {
 
 #[test]
 fn port_shows_both_ends_and_the_listener_in_full() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
-    // Other ports first, so that anything leaking from them is out before
-    // the traffic we wait for.
-    connection(&ns, 10051);
-    connection(&ns, 10049);
+    let (ns, mut tracer) = filtered(&["--port", "10050"], &[10051, 10049]);
     let (client, conn) = connection(&ns, 10050);
 
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(3);
     // All 5 of each end: the client's CLOSE->SYN_SENT with local port 0, the
     // server's LISTEN->SYN_RECV.
     t.assert_connection(
@@ -82,30 +82,33 @@ fn port_shows_both_ends_and_the_listener_in_full() {
 /// two connections to the port, one closed by each side.
 #[test]
 fn port_follows_every_connection_on_the_port() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
-    connection(&ns, 10051);
+    let (ns, mut tracer) = filtered(&["--port", "10050"], &[10051]);
     let two = TwoClients::run(&ns);
-    tracer.wait_for_closes(5);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(5);
     two.assert_paths(&t);
     t.assert_socket_count(5);
     assert_nothing_on_port(&t, 10051);
+}
+
+/// The tracer with `filter`; a whole connection on port 10051, then one on
+/// 10050. Returns the trace once `closes` sockets have closed, the 10050
+/// client and the server's view of its connection.
+fn one_connection_beside_10051(filter: &[&str], closes: usize) -> (Trace, Peer, Accepted) {
+    let (ns, mut tracer) = filtered(filter, &[10051]);
+    let (client, conn) = connection(&ns, 10050);
+    (tracer.stop_after_closes(closes), client, conn)
 }
 
 /// `--lport P`: only sockets whose local port is P, i.e. the server side
 /// (listener and accepted socket), in full.
 #[test]
 fn lport_shows_the_server_side_only() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--lport", "10050"]);
-    connection(&ns, 10051);
-    let (_client, conn) = connection(&ns, 10050);
-
-    tracer.wait_for_closes(2);
-    let t = tracer.stop();
-    let server_end = t.server_end(&conn);
-    t.assert_path("server end", &server_end, paths::PASSIVE_CLOSER_SERVER);
+    let (t, _client, conn) = one_connection_beside_10051(&["--lport", "10050"], 2);
+    t.assert_path(
+        "server end",
+        &t.server_end(&conn),
+        paths::PASSIVE_CLOSER_SERVER,
+    );
     t.assert_path("listener", &t.listener(PORT), paths::LISTENER);
     t.assert_socket_count(2);
     assert_nothing_on_port(&t, 10051);
@@ -115,15 +118,8 @@ fn lport_shows_the_server_side_only() {
 /// in full (its first event, with local port 0, included).
 #[test]
 fn rport_shows_the_client_side_only() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--rport", "10050"]);
-    connection(&ns, 10051);
-    let (client, _conn) = connection(&ns, 10050);
-
-    tracer.wait_for_closes(1);
-    let t = tracer.stop();
-    let client_end = t.client_end(&client);
-    t.assert_path("client end", &client_end, paths::ACTIVE_CLOSER);
+    let (t, client, _conn) = one_connection_beside_10051(&["--rport", "10050"], 1);
+    t.assert_path("client end", &t.client_end(&client), paths::ACTIVE_CLOSER);
     t.assert_socket_count(1);
     assert_nothing_on_port(&t, 10051);
 }
@@ -131,21 +127,19 @@ fn rport_shows_the_client_side_only() {
 /// `--port` is repeatable: connections on either port, nothing else.
 #[test]
 fn repeated_port_options_add_up() {
-    let ns = Netns::new();
-    let mut tracer = Tracer::start(&ns, &["--port", "10050", "--port", "10051"]);
-    connection(&ns, 10052);
+    let (ns, mut tracer) = filtered(&["--port", "10050", "--port", "10051"], &[10052]);
     let (first, first_conn) = connection(&ns, 10050);
     let (second, second_conn) = connection(&ns, 10051);
 
-    tracer.wait_for_closes(6);
-    let t = tracer.stop();
+    let t = tracer.stop_after_closes(6);
     for (client, conn) in [(&first, &first_conn), (&second, &second_conn)] {
-        let client_end = t.client_end(client);
-        t.assert_path("client end", &client_end, paths::ACTIVE_CLOSER);
-        let server_end = t.server_end(conn);
-        t.assert_path("server end", &server_end, paths::PASSIVE_CLOSER_SERVER);
-        let listener = t.listener(conn.local.port());
-        t.assert_path("listener", &listener, paths::LISTENER);
+        t.assert_path("client end", &t.client_end(client), paths::ACTIVE_CLOSER);
+        t.assert_path(
+            "server end",
+            &t.server_end(conn),
+            paths::PASSIVE_CLOSER_SERVER,
+        );
+        t.assert_path("listener", &t.listener(conn.local.port()), paths::LISTENER);
     }
     t.assert_socket_count(6);
     assert_nothing_on_port(&t, 10052);

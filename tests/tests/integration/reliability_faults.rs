@@ -1,4 +1,4 @@
-//! Issue #6, faults: SIGINT, SIGTERM, SIGHUP and SIGPIPE at any moment
+//! Reliability, faults: SIGINT, SIGTERM, SIGHUP and SIGPIPE at any moment
 //! (during start-up, once tracing, under traffic), stdout closed by its
 //! reader, two instances at once, a consumer that stalls (stdout blocked) and
 //! a tracer that is stopped (SIGSTOP). None may leave a BPF program, map or
@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tcpstate_tests::process::poll;
 use tcpstate_tests::reliability::*;
 
 /// When the signal is sent, relative to the tracer's start.
@@ -144,24 +145,21 @@ fn signals_at_every_moment(sig: libc::c_int, port: u16) {
     assert_no_orphaned_programs();
 }
 
-#[test]
-fn sigint_at_any_moment_leaves_nothing_behind() {
-    signals_at_every_moment(libc::SIGINT, 43001);
+/// One test per signal, each with its own port: [`signals_at_every_moment`].
+macro_rules! signal_at_every_moment_test {
+    ($($name:ident: $sig:ident on $port:literal;)*) => {$(
+        #[test]
+        fn $name() {
+            signals_at_every_moment(libc::$sig, $port);
+        }
+    )*};
 }
 
-#[test]
-fn sigterm_at_any_moment_leaves_nothing_behind() {
-    signals_at_every_moment(libc::SIGTERM, 43002);
-}
-
-#[test]
-fn sighup_at_any_moment_leaves_nothing_behind() {
-    signals_at_every_moment(libc::SIGHUP, 43003);
-}
-
-#[test]
-fn sigpipe_at_any_moment_is_survived_and_leaves_nothing_behind() {
-    signals_at_every_moment(libc::SIGPIPE, 43004);
+signal_at_every_moment_test! {
+    sigint_at_any_moment_leaves_nothing_behind: SIGINT on 43001;
+    sigterm_at_any_moment_leaves_nothing_behind: SIGTERM on 43002;
+    sighup_at_any_moment_leaves_nothing_behind: SIGHUP on 43003;
+    sigpipe_at_any_moment_is_survived_and_leaves_nothing_behind: SIGPIPE on 43004;
 }
 
 /// "Tracing TCP state changes. Hit Ctrl-C to end." is a promise: from that
@@ -218,9 +216,7 @@ fn sigkill_leaves_nothing_behind() {
 /// (EPIPE), exit 0 without an error, and release everything.
 #[test]
 fn stdout_closed_by_its_reader_ends_the_tracer_quietly() {
-    let ns = Netns::new();
-    tune_for_churn(&ns);
-    let netns = ns.path().to_string_lossy().into_owned();
+    let (ns, netns) = churn_netns();
     let mut t = Background::start(&["--netns", &netns], Stdio::piped());
     let mut out = BufReader::new(t.child.stdout.take().unwrap());
     t.wait_ready();
@@ -249,9 +245,7 @@ fn stdout_closed_by_its_reader_ends_the_tracer_quietly() {
 /// exit leaves the other running and releases only its own objects.
 #[test]
 fn two_instances_run_at_once() {
-    let ns = Netns::new();
-    tune_for_churn(&ns);
-    let netns = ns.path().to_string_lossy().into_owned();
+    let (ns, netns) = churn_netns();
     let mut a = Background::start(&["--json", "--netns", &netns], Stdio::piped());
     let mut b = Background::start(&["--json", "--netns", &netns], Stdio::piped());
     let (out_a, out_b) = (a.collect_stdout(), b.collect_stdout());
@@ -359,9 +353,7 @@ fn peak_rss_during<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
 #[test]
 fn stalled_consumer_counts_losses_and_bounds_memory() {
     let _load = tcpstate_tests::exclusive_load(); // every event accounted for
-    let ns = Netns::new();
-    tune_for_churn(&ns);
-    let netns = ns.path().to_string_lossy().into_owned();
+    let (ns, netns) = churn_netns();
     let (rd, wr) = pipe();
     let mut t = Background::start(&["--netns", &netns, "--ring-size", "4096"], Stdio::from(wr));
     t.wait_ready();
@@ -413,23 +405,15 @@ fn stalled_consumer_counts_losses_and_bounds_memory() {
 /// while its consumer is stuck counts as hung.
 #[test]
 fn sigterm_ends_the_tracer_while_stdout_is_blocked() {
-    let ns = Netns::new();
-    tune_for_churn(&ns);
-    let netns = ns.path().to_string_lossy().into_owned();
+    let (ns, netns) = churn_netns();
     let (rd, wr) = pipe();
     let mut t = Background::start(&["--netns", &netns, "--ring-size", "4096"], Stdio::from(wr));
     t.wait_ready();
     Churn::start(&ns, 43040, 2000, 2).wait();
     kill(t.pid(), libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut ended = None;
-    while Instant::now() < deadline {
-        if let Some(s) = t.child.try_wait().unwrap() {
-            ended = Some(s);
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+    let ended = poll(Duration::from_secs(5), Duration::from_millis(10), || {
+        t.child.try_wait().unwrap()
+    });
     // Unblock it either way so nothing is left running.
     let reader = slurp(std::fs::File::from(rd));
     let (status, objs) = t.wait(HANG_TIMEOUT);
@@ -454,23 +438,20 @@ fn sigterm_ends_the_tracer_while_stdout_is_blocked() {
 /// events; once it runs again it says so while running, not only at exit.
 #[test]
 fn losses_while_stopped_are_reported_live() {
-    let ns = Netns::new();
-    tune_for_churn(&ns);
-    let netns = ns.path().to_string_lossy().into_owned();
+    let (ns, netns) = churn_netns();
     let mut t = Background::start(&["--netns", &netns, "--ring-size", "4096"], Stdio::null());
     t.wait_ready();
     kill(t.pid(), libc::SIGSTOP);
     Churn::start(&ns, 43050, 500, 2).wait();
     kill(t.pid(), libc::SIGCONT);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !t.stderr().contains("events lost so far") {
-        assert!(
-            Instant::now() < deadline,
-            "no live loss warning within 5 s of resuming:\n{}",
-            t.stderr()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let warned = poll(Duration::from_secs(5), Duration::from_millis(20), || {
+        t.stderr().contains("events lost so far").then_some(())
+    });
+    assert!(
+        warned.is_some(),
+        "no live loss warning within 5 s of resuming:\n{}",
+        t.stderr()
+    );
     let objs = t.stop();
     let (_, lost) = summary_counts(&t.stderr()).expect("summary");
     assert!(lost > 0, "{}", t.stderr());

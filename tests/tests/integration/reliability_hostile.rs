@@ -1,4 +1,4 @@
-//! Issue #6, hostile data: process names (any process can set its own with
+//! Reliability, hostile data: process names (any process can set its own with
 //! prctl(PR_SET_NAME)) holding terminal escape sequences, newlines, invalid
 //! UTF-8, bidi overrides and CSV/JSON metacharacters. They must never reach
 //! the terminal raw, and must stay valid in JSON (and CSV, when the build has

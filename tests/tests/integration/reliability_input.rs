@@ -1,4 +1,4 @@
-//! Issue #6, bad input: every flag with invalid values, missing privileges,
+//! Reliability, bad input: every flag with invalid values, missing privileges,
 //! tracefs that is not mounted (and not mountable), tracepoint format files
 //! of an older layout or that cannot be parsed. Each must end in one
 //! `tcpstate: error: ...` line (plus an optional `  hint: ...`) and the
@@ -93,16 +93,12 @@ fn invalid_values_of_each_flag_are_usage_errors() {
     }
 }
 
-/// The issue's own example: a ring-buffer size that is not a power of two.
+/// A ring-buffer size that is not a power of two (the ring buffer needs one).
 #[test]
 fn ring_size_not_a_power_of_two_is_a_usage_error() {
     let r = run_args(&["--ring-size", "3000000", "--netns", NO_NETNS]);
     r.assert_error(2, "--ring-size");
-    assert!(
-        r.stderr.contains("3000000 is not a power of two"),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_contains("3000000 is not a power of two");
 }
 
 /// Every `--flag <VALUE>` that `--help` lists (so flags added later are
@@ -155,11 +151,9 @@ fn garbage_for_every_value_flag_in_help_is_a_usage_error() {
 
 #[test]
 fn too_many_ports_is_a_usage_error() {
-    let mut args = Vec::new();
-    for p in 1..=1025u32 {
-        args.push("-p".to_string());
-        args.push(p.to_string());
-    }
+    let args: Vec<String> = (1..=1025u32)
+        .flat_map(|p| ["-p".to_string(), p.to_string()])
+        .collect();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     run_args(&refs).assert_error(2, "at most");
 }
@@ -196,35 +190,30 @@ fn netns_path_that_is_not_a_namespace_is_refused() {
 // Privileges
 // ---------------------------------------------------------------------------
 
-#[test]
-fn not_root_is_refused_with_a_hint() {
+/// Runs `tcpstate --netns NO_NETNS` under `setpriv SETTINGS --` (another
+/// user, fewer capabilities...).
+fn run_under_setpriv(settings: &[&str]) -> Run {
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+    cmd.args(settings)
+        .arg("--")
         .arg(tracer_bin())
         .args(["--netns", NO_NETNS]);
-    let r = run_until_exit(cmd, HANG_TIMEOUT);
+    run_until_exit(cmd, HANG_TIMEOUT)
+}
+
+#[test]
+fn not_root_is_refused_with_a_hint() {
+    let r = run_under_setpriv(&["--reuid=65534", "--regid=65534", "--clear-groups"]);
     r.assert_error(1, "not root");
     assert!(r.stderr.contains("CAP_BPF") && r.stderr.contains("CAP_PERFMON"));
-    assert!(
-        r.hint().is_some_and(|h| h.contains("setcap")),
-        "{}",
-        r.stderr
-    );
+    r.assert_hint_contains("setcap");
 }
 
 #[test]
 fn root_without_cap_bpf_and_cap_perfmon_is_refused() {
     // setpriv: drop them (and CAP_SYS_ADMIN, which implies both) from the
     // bounding set, so root's exec does not get them back.
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--inh-caps=-all",
-        "--bounding-set=-bpf,-perfmon,-sys_admin",
-        "--",
-    ])
-    .arg(tracer_bin())
-    .args(["--netns", NO_NETNS]);
-    let r = run_until_exit(cmd, HANG_TIMEOUT);
+    let r = run_under_setpriv(&["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin"]);
     r.assert_error(1, "running as root but without CAP_BPF and CAP_PERFMON");
     assert!(r.hint().is_some(), "{}", r.stderr);
 
@@ -243,15 +232,7 @@ fn root_without_cap_bpf_and_cap_perfmon_is_refused() {
 
 #[test]
 fn missing_cap_perfmon_alone_is_named() {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--inh-caps=-all",
-        "--bounding-set=-perfmon,-sys_admin",
-        "--",
-    ])
-    .arg(tracer_bin())
-    .args(["--netns", NO_NETNS]);
-    let r = run_until_exit(cmd, HANG_TIMEOUT);
+    let r = run_under_setpriv(&["--inh-caps=-all", "--bounding-set=-perfmon,-sys_admin"]);
     r.assert_error(1, "without CAP_PERFMON");
     let first = r.stderr.lines().next().unwrap_or_default();
     assert!(
@@ -264,10 +245,19 @@ fn missing_cap_perfmon_alone_is_named() {
 // tracefs
 // ---------------------------------------------------------------------------
 
+/// `--netns NS --duration D`: a short run on the test's (empty) namespace,
+/// which the caller keeps until the run is over.
+fn briefly(ns: &Netns, duration: &str) -> Vec<String> {
+    let netns = ns.path().to_string_lossy().into_owned();
+    ["--netns", &netns, "--duration", duration]
+        .map(String::from)
+        .to_vec()
+}
+
 /// A command that runs `tcpstate ARGS` in a private mount namespace where
 /// both tracefs locations are covered by empty tmpfs mounts (tracefs "not
 /// mounted"), with `drop` removed from the capability bounding set.
-fn without_tracefs(drop: &str, args: &[&str]) -> Command {
+fn without_tracefs(drop: &str, args: &[String]) -> Command {
     let script = r#"
         for d in /sys/kernel/tracing /sys/kernel/debug; do
             [ -d "$d" ] && mount -t tmpfs tcpstate-test "$d"
@@ -299,28 +289,16 @@ fn without_tracefs(drop: &str, args: &[&str]) -> Command {
 #[test]
 fn tracefs_not_mounted_and_not_mountable_is_one_clear_error() {
     let ns = Netns::new();
-    let netns = ns.path();
-    let cmd = without_tracefs(
-        "-sys_admin",
-        &["--netns", netns.to_str().unwrap(), "--duration", "2s"],
-    );
+    let cmd = without_tracefs("-sys_admin", &briefly(&ns, "2s"));
     let r = run_until_exit(cmd, HANG_TIMEOUT);
     r.assert_error(1, "tracefs is not mounted");
-    assert!(
-        r.hint().is_some_and(|h| h.contains("mount -t tracefs")),
-        "{}",
-        r.stderr
-    );
+    r.assert_hint_contains("mount -t tracefs");
 }
 
 #[test]
 fn tracefs_not_mounted_but_mountable_is_mounted_by_the_tool() {
     let ns = Netns::new();
-    let netns = ns.path();
-    let cmd = without_tracefs(
-        "",
-        &["--netns", netns.to_str().unwrap(), "--duration", "1s"],
-    );
+    let cmd = without_tracefs("", &briefly(&ns, "1s"));
     let r = run_until_exit(cmd, HANG_TIMEOUT);
     assert_eq!(r.code(), Some(0), "{}\n{}", r.what, r.stderr);
     assert!(r.stderr.contains(READY_LINE), "{}", r.stderr);
@@ -343,7 +321,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn run_with_tracefs(root: &Path, args: &[&str]) -> Run {
+fn run_with_tracefs(root: &Path, args: &[String]) -> Run {
     let mut cmd = tracer();
     cmd.env("TCPSTATE_TRACEFS", root).args(args);
     run_until_exit(cmd, HANG_TIMEOUT)
@@ -399,13 +377,10 @@ fn unparsable_format_files_are_one_clear_error() {
         ),
     ];
     let ns = Netns::new();
-    let netns = ns.path();
+    let args = briefly(&ns, "1s");
     for (what, text, needle) in cases {
         let root = fake_tracefs(Some(&text));
-        let r = run_with_tracefs(
-            root.path(),
-            &["--netns", netns.to_str().unwrap(), "--duration", "1s"],
-        );
+        let r = run_with_tracefs(root.path(), &args);
         r.assert_error(1, needle);
         assert!(
             r.stderr.contains("inet_sock_set_state/format"),
@@ -417,13 +392,9 @@ fn unparsable_format_files_are_one_clear_error() {
 
 #[test]
 fn missing_format_file_is_one_clear_error() {
-    let ns = Netns::new();
-    let netns = ns.path();
     let root = fake_tracefs(None);
-    let r = run_with_tracefs(
-        root.path(),
-        &["--netns", netns.to_str().unwrap(), "--duration", "1s"],
-    );
+    let ns = Netns::new();
+    let r = run_with_tracefs(root.path(), &briefly(&ns, "1s"));
     r.assert_error(1, "inet_sock_set_state");
 }
 

@@ -1,4 +1,4 @@
-//! Issue #6, security: tcpstate needs only CAP_BPF and CAP_PERFMON (plus
+//! Reliability, security: tcpstate needs only CAP_BPF and CAP_PERFMON (plus
 //! CAP_SYS_ADMIN only to mount tracefs), works that way as root with every
 //! other capability dropped and as an ordinary user running a binary given
 //! those two with `setcap`; its testing hook is ignored in that setcap case;

@@ -1,4 +1,4 @@
-//! Issue #6, long runs: a bounded soak. A connection generator (client and
+//! Reliability, long runs: a bounded soak. A connection generator (client and
 //! server threads inside the test's namespace, 10 transitions per
 //! connection, TIME_WAIT sockets kept as on a busy host) runs
 //! `TCPSTATE_SOAK_CONNECTIONS` connections (default 200 000; `cargo xtask

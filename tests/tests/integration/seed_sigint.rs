@@ -1,8 +1,8 @@
-//! The seed article's experiments ("LINUX netstat连接状态解析及TCP状态转换"):
+//! Ctrl-C to one end of an idle connection, as netstat tutorials show it:
 //! a server bound to INADDR_ANY:10050 and a client, both idle; Ctrl-C (SIGINT,
 //! default disposition) to one of them while connected.
 //!
-//! The article reads `netstat`: the killed side shows `FIN_WAIT2 -` (no
+//! Read with `netstat`, the killed side shows `FIN_WAIT2 -` (no
 //! process) and the survivor `CLOSE_WAIT`. The tracepoint tells more: the
 //! killed side's full socket actually goes FIN_WAIT2->CLOSE as soon as its FIN
 //! is acked, and what netstat keeps showing in FIN_WAIT2 is the timewait
@@ -25,42 +25,48 @@ fn ss_state(ns: &Netns, local: SocketAddr, peer: SocketAddr) -> Option<(String, 
     })
 }
 
+/// Ctrl-C to the `killed` end of `w`'s connection. Once the kernel has
+/// closed the killed end's socket and the survivor is in CLOSE_WAIT, checks
+/// what netstat shows meanwhile (the survivor in CLOSE-WAIT with its
+/// process, the killed end in FIN-WAIT-2 without one) and returns what the
+/// tracer saw so far.
+fn sigint(w: &mut Connected, killed: Side) -> Trace {
+    let (dead, k, o, (dead_name, survivor_name)) = match killed {
+        Side::Server => (&mut w.server, w.s, w.c, ("server", "client")),
+        Side::Client => (&mut w.client, w.c, w.s, ("client", "server")),
+    };
+    dead.sigint();
+    w.tracer.wait_for(k.port(), o.port(), FIN_WAIT2, CLOSE);
+    w.tracer
+        .wait_for(o.port(), k.port(), ESTABLISHED, CLOSE_WAIT);
+    assert_eq!(
+        ss_state(&w.ns, o, k),
+        Some(("CLOSE-WAIT".into(), true)),
+        "the {survivor_name}'s end should be in CLOSE-WAIT, owned by tcppeer"
+    );
+    assert_eq!(
+        ss_state(&w.ns, k, o),
+        Some(("FIN-WAIT-2".into(), false)),
+        "the killed {dead_name}'s end should show as FIN-WAIT-2 without a process"
+    );
+    w.tracer.snapshot()
+}
+
 /// Server Ctrl-C while a client is connected: the server is the active closer.
 #[test]
 fn sigint_to_server_while_client_connected() {
     let mut w = Connected::wildcard(&[]);
-    let (s, c) = (w.s, w.c);
-
-    w.server.sigint();
-    w.tracer.wait_for(s.port(), c.port(), FIN_WAIT2, CLOSE);
-    w.tracer.wait_for(c.port(), PORT, ESTABLISHED, CLOSE_WAIT);
-
-    // What the article saw with netstat.
-    assert_eq!(
-        ss_state(&w.ns, c, s),
-        Some(("CLOSE-WAIT".into(), true)),
-        "the client should be in CLOSE-WAIT, owned by tcppeer"
-    );
-    assert_eq!(
-        ss_state(&w.ns, s, c),
-        Some(("FIN-WAIT-2".into(), false)),
-        "the killed server's end should show as FIN-WAIT-2 without a process"
-    );
+    let c = w.c;
 
     // What the tracer saw meanwhile: the client is stuck in CLOSE_WAIT, the
     // server's full socket is already closed, and so is its listener.
-    let mid = w.tracer.snapshot();
-    mid.assert_path(
-        "client end, after the server's death",
-        &mid.client_end(&w.client),
+    let mid = sigint(&mut w, Side::Server);
+    w.assert_paths_so_far(
+        &mid,
         &paths::PASSIVE_CLOSER[..4],
-    );
-    mid.assert_path(
-        "server end, killed",
-        &mid.server_end(&w.conn),
         paths::ACTIVE_CLOSER_SERVER,
+        paths::LISTENER,
     );
-    mid.assert_path("listener, killed", &mid.listener(PORT), paths::LISTENER);
 
     // The client finally closes; the server's timewait socket acks its FIN.
     w.client.close();
@@ -76,43 +82,17 @@ fn sigint_to_client_while_connected() {
     let mut w = Connected::wildcard(&[]);
     let (s, c) = (w.s, w.c);
 
-    w.client.sigint();
-    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
-    w.tracer
-        .wait_for(s.port(), c.port(), ESTABLISHED, CLOSE_WAIT);
-
-    assert_eq!(
-        ss_state(&w.ns, s, c),
-        Some(("CLOSE-WAIT".into(), true)),
-        "the server's end should be in CLOSE-WAIT, owned by tcppeer"
-    );
-    assert_eq!(
-        ss_state(&w.ns, c, s),
-        Some(("FIN-WAIT-2".into(), false)),
-        "the killed client's end should show as FIN-WAIT-2 without a process"
-    );
-
-    let mid = w.tracer.snapshot();
-    mid.assert_path(
-        "client end, killed",
-        &mid.client_end(&w.client),
+    let mid = sigint(&mut w, Side::Client);
+    w.assert_paths_so_far(
+        &mid,
         paths::ACTIVE_CLOSER,
-    );
-    mid.assert_path(
-        "server end, after the client's death",
-        &mid.server_end(&w.conn),
         &paths::PASSIVE_CLOSER_SERVER[..4],
-    );
-    mid.assert_path(
-        "listener, still open",
-        &mid.listener(PORT),
         &paths::LISTENER[..2],
     );
 
     w.server.close();
     w.server.expect_reply("close-listener", "listener-closed");
     w.tracer.wait_for(s.port(), c.port(), LAST_ACK, CLOSE);
-    w.tracer.wait_for_closes(3);
-    let t = w.tracer.stop();
+    let t = w.tracer.stop_after_closes(3);
     w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }

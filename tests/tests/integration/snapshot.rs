@@ -59,9 +59,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
     server.accept();
     old.cmd("shutdown wr");
     server.expect_reply("wait-eof", "eof 0");
-    server.close();
-    old.expect_reply("wait-eof", "eof 0");
-    old.close();
+    server_closes_first(&mut server, &mut old);
     let old_local = old.local;
     // The live connection.
     let mut client = Peer::client(&ns, "127.0.0.1:10050");
@@ -75,7 +73,7 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
     let mut tracer = Tracer::start(&ns, &["--port", "10050"]);
     // The snapshot is printed before anything else (stdout may reach us
     // after the ready line on stderr).
-    wait_for(&tracer, Duration::from_secs(5), "the snapshot", |t| {
+    tracer.wait_within(Duration::from_secs(5), "the snapshot", |t| {
         snapshot_rows(t).len() >= 4
     });
     let start = tracer.snapshot();
@@ -154,15 +152,11 @@ fn snapshot_lists_existing_sockets_with_their_owners() {
 /// `--no-snapshot` with a port filter: no snapshot, only what happens next.
 #[test]
 fn no_snapshot_lists_nothing() {
-    let ns = Netns::new();
-    let mut server = Peer::server(&ns, "127.0.0.1:10050");
-    let mut client = Peer::client(&ns, "127.0.0.1:10050");
-    server.accept();
-    let mut tracer = Tracer::start(&ns, &["--port", "10050", "--no-snapshot"]);
-    client.exit();
-    server.exit();
-    tracer.wait_for_closes(3);
-    let t = tracer.stop();
+    let mut before = Established::loopback();
+    let mut tracer = Tracer::start(&before.ns, &["--port", "10050", "--no-snapshot"]);
+    before.client.exit();
+    before.server.exit();
+    let t = tracer.stop_after_closes(3);
     assert!(
         t.all.iter().all(|e| e.note.as_deref() != Some("snapshot")),
         "{}",

@@ -37,12 +37,9 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
     wait_end(&w.tracer, 5, c, s, "tracker/timewait FIN_WAIT2->TIME_WAIT");
     let t = w.tracer.stop();
 
-    let srv = assert_end(
+    let srv = w.assert_server_end(
         &t,
-        "server end",
-        s,
-        c,
-        &rows(&[
+        &[
             ACCEPTED,
             &[
                 "tracepoint ESTABLISHED->CLOSE_WAIT",
@@ -50,7 +47,7 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
                 "tracepoint CLOSE_WAIT->LAST_ACK",
                 "tracepoint LAST_ACK->CLOSE",
             ],
-        ]),
+        ],
     );
     let stuck = &srv[3];
     assert_owner(&t, "stuck CLOSE_WAIT", stuck, w.server.pid);
@@ -58,12 +55,9 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
     assert_eq!(stuck.ms, stuck.age_ms, "{}", stuck.row());
     assert!(stuck.time_ns - srv[2].time_ns >= 1_000_000_000);
 
-    let cli = assert_end(
+    let cli = w.assert_client_end(
         &t,
-        "client end",
-        c,
-        s,
-        &rows(&[
+        &[
             OPENED,
             ACTIVE_CLOSE,
             &[
@@ -71,7 +65,7 @@ fn close_wait_left_open_is_flagged_with_its_owner() {
                 "tracker/stuck is FIN_WAIT2",
                 "tracker/timewait FIN_WAIT2->TIME_WAIT",
             ],
-        ]),
+        ],
     );
     assert_owner(&t, "stuck orphaned FIN_WAIT2", &cli[6], w.client.pid);
     assert_ms(&t, "stuck FIN_WAIT2 age_ms", cli[6].age_ms, 1000.0, 2000.0);
@@ -87,9 +81,7 @@ fn prompt_close_and_idle_connections_are_not_flagged() {
     w.server.accept();
     quick.cmd("shutdown wr");
     w.server.expect_reply("wait-eof", "eof 0");
-    w.server.close();
-    quick.expect_reply("wait-eof", "eof 0");
-    quick.close();
+    server_closes_first(&mut w.server, &mut quick);
     w.tracer
         .wait_for(quick.local.port(), PORT, FIN_WAIT2, CLOSE);
     thread::sleep(Duration::from_millis(2500));

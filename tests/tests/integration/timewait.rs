@@ -4,7 +4,7 @@
 //! row for the timewait socket (`tracker`, note `timewait-socket`,
 //! `is STATE`) in the substate netstat would list: TIME_WAIT when the peer's
 //! FIN had arrived, FIN_WAIT2 when the socket was closed before it did (an
-//! orphan: netstat's `FIN_WAIT2 -`, the seed article's server Ctrl-C case).
+//! orphan: netstat's `FIN_WAIT2 -`, as after Ctrl-C to a connected server).
 //! Later changes come from dumping the namespace's timewait sockets: the
 //! orphan reaching TIME_WAIT when the peer's FIN arrives (`timewait`), and
 //! the timewait socket's expiry (`timewait-expired`).
@@ -15,7 +15,7 @@
 
 use tcpstate_tests::beyond::*;
 
-/// The seed article's server Ctrl-C: the killed server's socket goes
+/// Ctrl-C to a server with a client connected: the killed server's socket goes
 /// FIN_WAIT2->CLOSE at once and its timewait socket waits, without a
 /// process, for the client's FIN (`is FIN_WAIT2`, owner the server that
 /// closed it). When the client finally closes, that orphan acks the
@@ -37,22 +37,19 @@ fn seed_sigint_server_orphan_in_fin_wait2_then_time_wait() {
     assert_eq!(ss_state(&w.ns, s, c).as_deref(), Some("TIME-WAIT"));
     let t = w.tracer.stop();
 
-    let srv = assert_end(
-        &t,
-        "server end",
-        s,
-        c,
-        &rows(&[ACCEPTED, ACTIVE_CLOSE, ORPHAN_THEN_TIME_WAIT]),
-    );
+    let srv = w.assert_server_end(&t, &[ACCEPTED, ACTIVE_CLOSE, ORPHAN_THEN_TIME_WAIT]);
     assert_eq!(srv[4].peer_fin, Some(false), "{}", srv[4].row());
-    for e in &srv[5..] {
-        assert_owner(&t, "timewait row of the killed server", e, w.server.pid);
-    }
+    assert_owners(
+        &t,
+        "timewait row of the killed server",
+        &srv[5..],
+        w.server.pid,
+    );
     assert_eq!(srv[5].time_ns, srv[4].time_ns);
     // The orphan waited from the handover until the client's FIN arrived.
     assert!(srv[6].time_ns > srv[5].time_ns);
 
-    assert_end(&t, "client end", c, s, &rows(&[OPENED, PASSIVE_CLOSE]));
+    w.assert_client_end(&t, &[OPENED, PASSIVE_CLOSE]);
     t.assert_path("listener", &t.listener(PORT), &[CLOSE, LISTEN, CLOSE]);
     t.assert_socket_count(3);
     t.assert_invariants();
@@ -84,27 +81,17 @@ fn seed_sigint_server_orphan_expires_after_fin_timeout() {
     w.tracer.wait_for(c.port(), PORT, LAST_ACK, CLOSE);
     let t = w.tracer.stop();
 
-    let srv = assert_end(
+    let srv = w.assert_server_end(&t, &[ACCEPTED, ACTIVE_CLOSE, ORPHAN_EXPIRED]);
+    assert_owners(
         &t,
-        "server end",
-        s,
-        c,
-        &rows(&[
-            ACCEPTED,
-            ACTIVE_CLOSE,
-            &[
-                "tracker/timewait-socket is FIN_WAIT2",
-                "sock_diag/timewait-expired FIN_WAIT2->CLOSE",
-            ],
-        ]),
+        "timewait row of the killed server",
+        &srv[5..],
+        w.server.pid,
     );
-    for e in &srv[5..] {
-        assert_owner(&t, "timewait row of the killed server", e, w.server.pid);
-    }
     // Lifetime tcp_fin_timeout (1 s), seen by the next once-a-second check.
     assert_ms(&t, "orphan lifetime", srv[6].ms, 900.0, 2600.0);
 
-    assert_end(&t, "client end", c, s, &rows(&[OPENED, PASSIVE_CLOSE]));
+    w.assert_client_end(&t, &[OPENED, PASSIVE_CLOSE]);
     t.assert_socket_count(3);
     t.assert_invariants();
 }
@@ -115,24 +102,23 @@ fn seed_sigint_server_orphan_expires_after_fin_timeout() {
 #[test]
 fn active_close_with_close_orphan_then_time_wait() {
     let mut w = Connected::loopback(&[]);
-    let (s, c) = (w.s, w.c);
-
     client_closes_first_to_time_wait(&w.tracer, &mut w.server, &mut w.client);
-    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
-    let t = w.close_listener_and_stop(3);
+    assert_client_closed_first(&mut w, false, ORPHAN_THEN_TIME_WAIT);
+}
 
-    let cli = assert_end(
-        &t,
-        "client end",
-        c,
-        s,
-        &rows(&[OPENED, ACTIVE_CLOSE, ORPHAN_THEN_TIME_WAIT]),
-    );
-    assert_eq!(cli[4].peer_fin, Some(false), "{}", cli[4].row());
-    for e in &cli[5..] {
-        assert_owner(&t, "client's timewait row", e, w.client.pid);
-    }
-    assert_end(&t, "server end", s, c, &rows(&[ACCEPTED, PASSIVE_CLOSE]));
+/// The end of a connection the client closed first, once its timewait
+/// socket is in TIME_WAIT (ss agrees): the listener closes, then the client
+/// end must have gone through the open, the active close (its full
+/// socket's CLOSE saying whether the server's FIN had come: `peer_fin`)
+/// and `timewait`, the rows of its timewait socket, all owned by the client;
+/// the server end through a passive close.
+fn assert_client_closed_first(w: &mut Connected, peer_fin: bool, timewait: &[&str]) {
+    assert_eq!(ss_state(&w.ns, w.c, w.s).as_deref(), Some("TIME-WAIT"));
+    let t = w.close_listener_and_stop(3);
+    let cli = w.assert_client_end(&t, &[OPENED, ACTIVE_CLOSE, timewait]);
+    assert_eq!(cli[4].peer_fin, Some(peer_fin), "{}", cli[4].row());
+    assert_owners(&t, "client's timewait row", &cli[5..], w.client.pid);
+    w.assert_server_end(&t, &[ACCEPTED, PASSIVE_CLOSE]);
     t.assert_socket_count(3);
     t.assert_invariants();
 }
@@ -144,9 +130,7 @@ fn client_shuts_down_then_both_close(w: &mut Connected) {
     w.client.cmd("shutdown wr");
     w.server.expect_reply("wait-eof", "eof 0");
     w.tracer.wait_for(w.c.port(), PORT, FIN_WAIT1, FIN_WAIT2);
-    w.server.close();
-    w.client.expect_reply("wait-eof", "eof 0");
-    w.client.close();
+    w.server_closes_first();
 }
 
 /// Active close with shutdown(SHUT_WR), waiting for the server's FIN, then
@@ -155,29 +139,9 @@ fn client_shuts_down_then_both_close(w: &mut Connected) {
 #[test]
 fn active_close_with_shutdown_goes_to_time_wait_directly() {
     let mut w = Connected::loopback(&[]);
-    let (s, c) = (w.s, w.c);
-
     client_shuts_down_then_both_close(&mut w);
-    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
-    assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
-    let t = w.close_listener_and_stop(3);
-
-    let cli = assert_end(
-        &t,
-        "client end",
-        c,
-        s,
-        &rows(&[
-            OPENED,
-            ACTIVE_CLOSE,
-            &["tracker/timewait-socket is TIME_WAIT"],
-        ]),
-    );
-    assert_eq!(cli[4].peer_fin, Some(true), "{}", cli[4].row());
-    assert_owner(&t, "client's timewait row", &cli[5], w.client.pid);
-    assert_end(&t, "server end", s, c, &rows(&[ACCEPTED, PASSIVE_CLOSE]));
-    t.assert_socket_count(3);
-    t.assert_invariants();
+    w.tracer.wait_for(w.c.port(), PORT, FIN_WAIT2, CLOSE);
+    assert_client_closed_first(&mut w, true, TIME_WAIT_SOCKET);
 }
 
 /// SLOW (60-65 s): a TIME_WAIT lasts TCP_TIMEWAIT_LEN, 60 s, then the
@@ -200,23 +164,8 @@ fn slow_time_wait_expires_after_60s() {
     assert_eq!(ss_state(&w.ns, c, s), None, "the TIME_WAIT should be gone");
     let t = w.tracer.stop();
 
-    let cli = assert_end(
-        &t,
-        "client end",
-        c,
-        s,
-        &rows(&[
-            OPENED,
-            ACTIVE_CLOSE,
-            &[
-                "tracker/timewait-socket is TIME_WAIT",
-                "sock_diag/timewait-expired TIME_WAIT->CLOSE",
-            ],
-        ]),
-    );
-    for e in &cli[5..] {
-        assert_owner(&t, "client's timewait row", e, w.client.pid);
-    }
+    let cli = w.assert_client_end(&t, &[OPENED, ACTIVE_CLOSE, TIME_WAIT_EXPIRED]);
+    assert_owners(&t, "client's timewait row", &cli[5..], w.client.pid);
     // The kernel's timer wheel fires a 60 s timer up to ~4 s late (its
     // granularity at that range), then the next once-a-second check sees it.
     assert_ms(&t, "TIME_WAIT lifetime", cli[6].ms, 59_900.0, 66_500.0);
@@ -246,24 +195,10 @@ fn simultaneous_close_closing_to_time_wait() {
     assert_eq!(ss_state(&w.ns, c, s).as_deref(), Some("TIME-WAIT"));
     let t = w.tracer.stop();
 
-    let srv = assert_end(
-        &t,
-        "server end",
-        s,
-        c,
-        &rows(&[ACCEPTED, CLOSING_TO_TIME_WAIT]),
-    );
+    let srv = w.assert_server_end(&t, &[ACCEPTED, CLOSING_TO_TIME_WAIT]);
     assert_owner(&t, "server's timewait row", &srv[5], w.server.pid);
-    let cli = assert_end(
-        &t,
-        "client end",
-        c,
-        s,
-        &rows(&[OPENED, ACTIVE_CLOSE, ORPHAN_THEN_PEER_FIN]),
-    );
-    for e in &cli[5..] {
-        assert_owner(&t, "client's timewait row", e, w.client.pid);
-    }
+    let cli = w.assert_client_end(&t, &[OPENED, ACTIVE_CLOSE, ORPHAN_THEN_PEER_FIN]);
+    assert_owners(&t, "client's timewait row", &cli[5..], w.client.pid);
     t.assert_invariants();
 }
 
@@ -290,35 +225,12 @@ const CLOSING_TO_TIME_WAIT: &[&str] = &[
 #[test]
 fn simultaneous_shutdown_closing_to_time_wait() {
     let mut w = Connected::loopback(&[]);
-    let (s, c) = (w.s, w.c);
-
-    w.fins_cross(Side::Server, "shutdown wr");
-    w.tracer.wait_for(c.port(), PORT, FIN_WAIT2, CLOSE);
-    w.server.expect_reply("wait-eof", "eof 0");
-    w.client.expect_reply("wait-eof", "eof 0");
-    w.server.close();
-    w.client.close();
+    w.simultaneous_shutdown();
     let t = w.close_listener_and_stop(3);
 
-    let srv = assert_end(
-        &t,
-        "server end",
-        s,
-        c,
-        &rows(&[ACCEPTED, CLOSING_TO_TIME_WAIT]),
-    );
+    let srv = w.assert_server_end(&t, &[ACCEPTED, CLOSING_TO_TIME_WAIT]);
     assert_owner(&t, "server's timewait row", &srv[5], w.server.pid);
-    let cli = assert_end(
-        &t,
-        "client end",
-        c,
-        s,
-        &rows(&[
-            OPENED,
-            ACTIVE_CLOSE,
-            &["tracker/timewait-socket is TIME_WAIT"],
-        ]),
-    );
+    let cli = w.assert_client_end(&t, &[OPENED, ACTIVE_CLOSE, TIME_WAIT_SOCKET]);
     assert_eq!(cli[4].peer_fin, Some(true), "{}", cli[4].row());
     assert_owner(&t, "client's timewait row", &cli[5], w.client.pid);
     t.assert_invariants();

@@ -1,119 +1,24 @@
-//! Issue 11, "say why": each way a connection ends, made for real in its own
-//! namespace and traced by the real binary; the row into CLOSE must carry the
-//! reason (and the kernel's reset reason) the kernel gave.
+//! Saying why a connection ended: each way a connection ends, made for real
+//! in its own namespace and traced by the real binary; the row into CLOSE
+//! must carry the reason (and the kernel's reset reason) the kernel gave.
 //!
 //! Ports 23201-23220 are this file's alone. Peers are short python3 programs
-//! (socket options the `tcppeer` commands do not have) or `tcppeer` (the seed
-//! article's SIGINT cases).
+//! (socket options the `tcppeer` commands do not have) or `tcppeer` (a server
+//! or client killed with Ctrl-C while connected).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use tcpstate_tests::{Netns, Peer, READY_LINE, READY_TIMEOUT, tracer_bin};
+use tcpstate_tests::scenario::Side;
+use tcpstate_tests::{Netns, Peer, RawTracer};
 
-/// A running `tcpstate --netns NS ARGS...` collecting its stdout lines.
-struct Run {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<thread::JoinHandle<()>>,
-}
+/// A client's rows up to an established connection.
+const CONNECTED: &[&str] = &["CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED"];
+/// A server end's rows up to an established connection.
+const ACCEPTED: &[&str] = &["LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED"];
 
-impl Run {
-    fn start(ns: &Netns, args: &[&str]) -> Run {
-        let mut child = Command::new(tracer_bin())
-            .arg("--netns")
-            .arg(ns.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tcpstate (build it, or set TCPSTATE_BIN)");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let out = child.stdout.take().unwrap();
-        let reader = thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                sink.lock().unwrap().push(l);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for l in BufReader::new(err).lines() {
-                let Ok(l) = l else { break };
-                let mut s = err_sink.lock().unwrap();
-                s.push_str(&l);
-                s.push('\n');
-            }
-        });
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !stderr.lock().unwrap().contains(READY_LINE) {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!("tcpstate exited ({st}): {}", stderr.lock().unwrap());
-            }
-            assert!(Instant::now() < deadline, "tcpstate not ready");
-            thread::sleep(Duration::from_millis(5));
-        }
-        Run {
-            child,
-            lines,
-            stderr,
-            reader: Some(reader),
-        }
-    }
-
-    /// Waits (up to `secs`) until `cond` holds on the lines so far.
-    fn wait(&self, what: &str, secs: u64, cond: impl Fn(&[String]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if cond(&self.lines.lock().unwrap()) {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}:\n{}",
-                    self.lines.lock().unwrap().join("\n")
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGINT (drains, releases held rows, exits 0); all stdout lines.
-    fn stop(mut self) -> Vec<String> {
-        // SAFETY: kill(2) on the child this test started.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let st = self.child.wait().unwrap();
-        self.reader.take().unwrap().join().unwrap();
-        let lines = self.lines.lock().unwrap().clone();
-        if std::env::var_os("TCPSTATE_TEST_DUMP").is_some() {
-            eprintln!("{}", lines.join("\n"));
-        }
-        assert!(
-            st.success(),
-            "tcpstate: {st}\n{}",
-            self.stderr.lock().unwrap()
-        );
-        lines
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// How long a row may take to show up.
+const WAIT: Duration = Duration::from_secs(5);
 
 fn json(lines: &[String]) -> Vec<Value> {
     lines
@@ -173,8 +78,53 @@ fn closes(lines: &[String]) -> usize {
         .count()
 }
 
+/// Stops `t` once it has printed `n` rows into CLOSE that carry a reason;
+/// returns every line it printed, parsed.
+fn events_after_closes(t: RawTracer, what: &str, n: usize) -> Vec<Value> {
+    t.wait_until(what, WAIT, |l| closes(l) >= n);
+    json(&t.stop().0)
+}
+
+/// Asserts that the socket `lport` -> `rport` made exactly the rows of
+/// `expected`, one part after the other (see [`rows`]).
+fn assert_rows(ev: &[Value], what: &str, (lport, rport): (u16, u16), expected: &[&[&str]]) {
+    assert_eq!(rows(ev, lport, rport), expected.concat(), "{what}\n{ev:#?}");
+}
+
+/// A python3 client connecting to 127.0.0.1:`port` in `ns`; prints
+/// `errno N` when the connect fails.
+fn python_connect(ns: &Netns, port: u16) -> String {
+    python(
+        ns,
+        &format!(
+            "import socket\n\
+             s = socket.socket()\n\
+             try:\n    s.connect(('127.0.0.1', {port}))\n\
+             except OSError as e:\n    print('errno', e.errno)\n"
+        ),
+    )
+}
+
 fn python(ns: &Netns, script: &str) -> String {
     ns.exec(&["python3", "-c", script])
+}
+
+/// Runs a python3 program in `ns`: a listener `l` on 127.0.0.1:`port`, a
+/// client `c` connected to it and its accepted end `a`, then `steps`.
+/// Returns what it printed and the client's local port.
+fn python_pair(ns: &Netns, port: u16, steps: &str) -> (String, u16) {
+    let out = python(
+        ns,
+        &format!(
+            "import socket, struct, time\n\
+             l = socket.socket(); l.bind(('127.0.0.1', {port})); l.listen()\n\
+             c = socket.create_connection(('127.0.0.1', {port})); a, _ = l.accept()\n\
+             print('port', c.getsockname()[1], flush=True)\n\
+             {steps}"
+        ),
+    );
+    let client_port = port_of(&out);
+    (out, client_port)
 }
 
 /// The client's local port, as the python peer prints it (`port N`).
@@ -190,22 +140,12 @@ fn port_of(out: &str) -> u16 {
 #[test]
 fn connect_to_a_port_with_no_listener_is_refused() {
     let ns = Netns::new();
-    let t = Run::start(&ns, &["--json"]);
-    let out = python(
-        &ns,
-        "import socket\n\
-         s = socket.socket()\n\
-         try:\n    s.connect(('127.0.0.1', 23201))\n\
-         except OSError as e:\n    print('errno', e.errno)\n",
-    );
+    let t = RawTracer::start(&ns, &["--json"]);
+    let out = python_connect(&ns, 23201);
     assert_eq!(out.trim(), "errno 111", "ECONNREFUSED expected");
-    t.wait("the refused row", 5, |l| closes(l) >= 1);
-    let ev = json(&t.stop());
-    assert_eq!(
-        rows(&ev, 0, 23201),
-        ["CLOSE->SYN_SENT", "SYN_SENT->CLOSE refused"],
-        "{ev:#?}"
-    );
+    let ev = events_after_closes(t, "the refused row", 1);
+    let client_end: [&[&str]; 1] = [&["CLOSE->SYN_SENT", "SYN_SENT->CLOSE refused"]];
+    assert_rows(&ev, "client end", (0, 23201), &client_end);
     let c = close_row(&ev, 23201);
     assert_eq!(c["data_retransmits"], 0);
     assert!(c.get("retransmits").is_none(), "no SYN was resent: {c}");
@@ -223,17 +163,10 @@ fn syn_dropped_connect_times_out_with_its_syn_retransmits() {
             }
         }",
     );
-    let t = Run::start(&ns, &["--json"]);
-    let out = python(
-        &ns,
-        "import socket\n\
-         s = socket.socket()\n\
-         try:\n    s.connect(('127.0.0.1', 23202))\n\
-         except OSError as e:\n    print('errno', e.errno)\n",
-    );
+    let t = RawTracer::start(&ns, &["--json"]);
+    let out = python_connect(&ns, 23202);
     assert_eq!(out.trim(), "errno 110", "ETIMEDOUT expected");
-    t.wait("the timed-out row", 5, |l| closes(l) >= 1);
-    let ev = json(&t.stop());
+    let ev = events_after_closes(t, "the timed-out row", 1);
     // Every SYN the kernel sent was dropped and counted: the first and its
     // retransmits (how many and when depends on tcp_syn_retries and, on
     // newer kernels, tcp_syn_linear_timeouts).
@@ -245,11 +178,8 @@ fn syn_dropped_connect_times_out_with_its_syn_retransmits() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no counter in {nft}"));
     assert!(sent >= 2, "at least one SYN retransmit: {nft}");
-    assert_eq!(
-        rows(&ev, 0, 23202),
-        ["CLOSE->SYN_SENT", "SYN_SENT->CLOSE connect-timeout"],
-        "{ev:#?}"
-    );
+    let client_end: [&[&str]; 1] = [&["CLOSE->SYN_SENT", "SYN_SENT->CLOSE connect-timeout"]];
+    assert_rows(&ev, "client end", (0, 23202), &client_end);
     let c = close_row(&ev, 23202);
     assert_eq!(c["retransmits"], sent - 1, "SYN retransmits: {c}\n{nft}");
     let ms = c["ms"].as_f64().unwrap();
@@ -259,41 +189,26 @@ fn syn_dropped_connect_times_out_with_its_syn_retransmits() {
 #[test]
 fn close_with_unread_data_sends_a_reset_abort_on_close() {
     let ns = Netns::new();
-    let t = Run::start(&ns, &["--json"]);
-    let out = python(
+    let t = RawTracer::start(&ns, &["--json"]);
+    let (out, port) = python_pair(
         &ns,
-        "import socket, time\n\
-         l = socket.socket(); l.bind(('127.0.0.1', 23203)); l.listen()\n\
-         c = socket.create_connection(('127.0.0.1', 23203)); a, _ = l.accept()\n\
-         print('port', c.getsockname()[1])\n\
-         c.send(b'unread'); time.sleep(0.1)\n\
-         a.close(); time.sleep(0.1)\n\
-         try:\n    c.recv(10)\n\
-         except OSError as e:\n    print('errno', e.errno)\n\
-         c.close(); l.close()\n",
+        23203,
+        "\
+             c.send(b'unread'); time.sleep(0.1)\n\
+             a.close(); time.sleep(0.1)\n\
+             try:\n    c.recv(10)\n\
+             except OSError as e:\n    print('errno', e.errno)\n\
+             c.close(); l.close()\n",
     );
     assert!(out.contains("errno 104"), "ECONNRESET at the client: {out}");
-    let port = port_of(&out);
-    t.wait("both ends closed", 5, |l| closes(l) >= 3);
-    let ev = json(&t.stop());
-    assert_eq!(
-        rows(&ev, 23203, port),
-        [
-            "LISTEN->SYN_RECV",
-            "SYN_RECV->ESTABLISHED",
-            "ESTABLISHED->CLOSE reset-sent/TCP_ABORT_ON_CLOSE"
-        ],
-        "server end\n{ev:#?}"
-    );
-    assert_eq!(
-        rows(&ev, port, 23203),
-        [
-            "CLOSE->SYN_SENT",
-            "SYN_SENT->ESTABLISHED",
-            "ESTABLISHED->CLOSE reset-received"
-        ],
-        "client end\n{ev:#?}"
-    );
+    let ev = events_after_closes(t, "both ends closed", 3);
+    let server_end = [
+        ACCEPTED,
+        &["ESTABLISHED->CLOSE reset-sent/TCP_ABORT_ON_CLOSE"],
+    ];
+    assert_rows(&ev, "server end", (23203, port), &server_end);
+    let client_end = [CONNECTED, &["ESTABLISHED->CLOSE reset-received"]];
+    assert_rows(&ev, "client end", (port, 23203), &client_end);
 }
 
 /// SO_LINGER {1, 0} then close(): an abortive close. Linux sends the reset
@@ -304,26 +219,22 @@ fn close_with_unread_data_sends_a_reset_abort_on_close() {
 #[test]
 fn so_linger_zero_aborts_with_a_reset() {
     let ns = Netns::new();
-    let t = Run::start(&ns, &["--json"]);
-    let out = python(
+    let t = RawTracer::start(&ns, &["--json"]);
+    let (out, port) = python_pair(
         &ns,
-        "import socket, struct, time\n\
-         l = socket.socket(); l.bind(('127.0.0.1', 23204)); l.listen()\n\
-         c = socket.create_connection(('127.0.0.1', 23204)); a, _ = l.accept()\n\
-         print('port', c.getsockname()[1])\n\
-         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
-         c.close(); time.sleep(0.1)\n\
-         try:\n    a.recv(10)\n\
-         except OSError as e:\n    print('errno', e.errno)\n\
-         a.close(); l.close()\n",
+        23204,
+        "\
+             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+             c.close(); time.sleep(0.1)\n\
+             try:\n    a.recv(10)\n\
+             except OSError as e:\n    print('errno', e.errno)\n\
+             a.close(); l.close()\n",
     );
     assert!(out.contains("errno 104"), "ECONNRESET at the server: {out}");
-    let port = port_of(&out);
-    t.wait("both ends closed", 5, |l| closes(l) >= 3);
-    let ev = json(&t.stop());
+    let ev = events_after_closes(t, "both ends closed", 3);
     let client = rows(&ev, port, 23204);
     assert_eq!(client.len(), 3, "{client:?}");
-    assert_eq!(&client[..2], ["CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED"]);
+    assert_eq!(&client[..2], CONNECTED);
     let c = close_row(&ev, 23204);
     assert_eq!(c["reason"], "reset-sent", "{c}");
     let names = std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
@@ -331,21 +242,14 @@ fn so_linger_zero_aborts_with_a_reset() {
     if names.contains("TCP_STATE") {
         assert_eq!(c["reset_reason"], "TCP_STATE", "{c}");
     }
-    assert_eq!(
-        rows(&ev, 23204, port),
-        [
-            "LISTEN->SYN_RECV",
-            "SYN_RECV->ESTABLISHED",
-            "ESTABLISHED->CLOSE reset-received"
-        ],
-        "server end\n{ev:#?}"
-    );
+    let server_end = [ACCEPTED, &["ESTABLISHED->CLOSE reset-received"]];
+    assert_rows(&ev, "server end", (23204, port), &server_end);
 }
 
 #[test]
 fn keepalive_timeout_when_the_peer_goes_silent() {
     let ns = Netns::new();
-    let t = Run::start(&ns, &["--json"]);
+    let t = RawTracer::start(&ns, &["--json"]);
     // Once connected, nftables drops everything the server sends: the
     // client's keepalive probe goes unanswered and it gives up.
     let out = python(
@@ -367,49 +271,35 @@ fn keepalive_timeout_when_the_peer_goes_silent() {
     );
     assert!(out.contains("errno 110"), "ETIMEDOUT at the client: {out}");
     let port = port_of(&out);
-    t.wait("the client's close", 5, |l| closes(l) >= 1);
-    let ev = json(&t.stop());
-    assert_eq!(
-        rows(&ev, port, 23205),
-        [
-            "CLOSE->SYN_SENT",
-            "SYN_SENT->ESTABLISHED",
-            "ESTABLISHED->CLOSE keepalive-timeout"
-        ],
-        "client end\n{ev:#?}"
-    );
+    let ev = events_after_closes(t, "the client's close", 1);
+    let client_end = [CONNECTED, &["ESTABLISHED->CLOSE keepalive-timeout"]];
+    assert_rows(&ev, "client end", (port, 23205), &client_end);
 }
 
 #[test]
 fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
     let ns = Netns::new();
     ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_fin_timeout=1"]);
-    let t = Run::start(&ns, &["--json"]);
+    let t = RawTracer::start(&ns, &["--json"]);
     // The client closes; the server never does while the client's orphan
     // waits, so the orphan FIN_WAIT2 runs out of tcp_fin_timeout.
-    let out = python(
+    let (_, port) = python_pair(
         &ns,
-        "import socket, time\n\
-         l = socket.socket(); l.bind(('127.0.0.1', 23206)); l.listen()\n\
-         c = socket.create_connection(('127.0.0.1', 23206)); a, _ = l.accept()\n\
-         print('port', c.getsockname()[1])\n\
-         c.close(); time.sleep(2.5)\n\
-         a.close(); l.close()\n",
+        23206,
+        "\
+             c.close(); time.sleep(2.5)\n\
+             a.close(); l.close()\n",
     );
-    let port = port_of(&out);
-    t.wait("the server end's close", 5, |l| closes(l) >= 4);
-    let ev = json(&t.stop());
-    assert_eq!(
-        rows(&ev, port, 23206),
-        [
-            "CLOSE->SYN_SENT",
-            "SYN_SENT->ESTABLISHED",
+    let ev = events_after_closes(t, "the server end's close", 4);
+    let client_end = [
+        CONNECTED,
+        &[
             "ESTABLISHED->FIN_WAIT1",
             "FIN_WAIT1->FIN_WAIT2",
-            "FIN_WAIT2->CLOSE active-close"
+            "FIN_WAIT2->CLOSE active-close",
         ],
-        "client end\n{ev:#?}"
-    );
+    ];
+    assert_rows(&ev, "client end", (port, 23206), &client_end);
     // The timewait socket that took over: an orphan FIN_WAIT2, then its end.
     let tw: Vec<String> = ev
         .iter()
@@ -421,17 +311,15 @@ fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
     assert!(tw[1].ends_with("FIN_WAIT2->CLOSE orphan-timeout"), "{tw:?}");
     // The server end closes after the orphan is gone: its FIN is answered
     // with a reset.
-    assert_eq!(
-        rows(&ev, 23206, port),
-        [
-            "LISTEN->SYN_RECV",
-            "SYN_RECV->ESTABLISHED",
+    let server_end = [
+        ACCEPTED,
+        &[
             "ESTABLISHED->CLOSE_WAIT",
             "CLOSE_WAIT->LAST_ACK",
-            "LAST_ACK->CLOSE reset-received"
+            "LAST_ACK->CLOSE reset-received",
         ],
-        "server end\n{ev:#?}"
-    );
+    ];
+    assert_rows(&ev, "server end", (23206, port), &server_end);
 }
 
 /// The `    # sentence` after the text row that contains every one of `row`.
@@ -445,114 +333,104 @@ fn sentence<'a>(lines: &'a [String], row: &[&str]) -> &'a str {
         .unwrap_or_else(|| panic!("row {:?} has no sentence: {s:?}", lines[i]))
 }
 
-/// The seed article, server Ctrl-C while a client is connected: the server
-/// (dead) closed first, the client waits in CLOSE_WAIT for its own process.
-#[test]
-fn explain_sigint_to_the_server() {
+/// What `--explain` printed around a Ctrl-C to one end of a connection, and
+/// the pid and local port of the killed end and of the other.
+struct Explained {
+    lines: Vec<String>,
+    killed: (String, String),
+    other: (String, String),
+}
+
+/// Ctrl-C to one end (`killed`) of a connection on `port` under
+/// `tcpstate --explain`: the killed end closed first, the other waits in
+/// CLOSE_WAIT until its own process closes.
+fn explain_sigint(port: u16, killed: Side) -> Explained {
     let ns = Netns::new();
-    let t = Run::start(&ns, &["--explain"]);
-    let mut server = Peer::server(&ns, "0.0.0.0:23207");
-    let mut client = Peer::client(&ns, "127.0.0.1:23207");
+    let t = RawTracer::start(&ns, &["--explain"]);
+    let mut server = Peer::server(&ns, &format!("0.0.0.0:{port}"));
+    let mut client = Peer::client(&ns, &format!("127.0.0.1:{port}"));
     let conn = server.accept();
-    server.sigint();
-    let cport = client.local.port().to_string();
-    t.wait("the client's CLOSE_WAIT", 5, |l| {
+    let (dead, other, dead_port, other_port) = match killed {
+        Side::Server => (&mut server, &mut client, conn.local, conn.peer),
+        Side::Client => (&mut client, &mut server, conn.peer, conn.local),
+    };
+    dead.sigint();
+    let cport = conn.peer.port().to_string();
+    t.wait_until("the other end's CLOSE_WAIT", WAIT, |l| {
         l.iter()
             .any(|l| l.contains("CLOSE_WAIT") && l.contains(&cport))
     });
-    // The seed case proper: the dead server's socket is an orphan in
-    // FIN_WAIT2 before the client closes (otherwise the client's FIN can
-    // reach it first and it goes straight to TIME_WAIT).
-    t.wait("the server's orphan", 5, |l| {
+    // The dead end's socket is an orphan in FIN_WAIT2 before the other end
+    // closes (otherwise the other's FIN can reach it first and it goes
+    // straight to TIME_WAIT).
+    t.wait_until("the killed end's orphan", WAIT, |l| {
         l.iter().any(|l| l.contains("timewait socket, orphan"))
     });
-    client.close();
-    t.wait("the client's close", 5, |l| {
+    other.close();
+    t.wait_until("the other end's close", WAIT, |l| {
         l.iter().any(|l| l.contains("LAST_ACK    -> CLOSE"))
     });
-    let lines = t.stop();
-    let (s, c) = (server.pid.to_string(), client.pid.to_string());
-    let sp = conn.local.port().to_string();
-    let cp = client.local.port().to_string();
-    assert_eq!(
-        sentence(&lines, &[&s, "ESTABLISHED -> FIN_WAIT1"]),
-        format!("tcppeer, pid {s} closed first; its FIN is on the way to the peer"),
-    );
-    assert_eq!(
-        sentence(&lines, &[&c, "ESTABLISHED -> CLOSE_WAIT"]),
-        format!(
-            "the peer closed first; this end waits for its application (tcppeer, pid {c}) to call close()"
-        ),
-    );
-    assert!(
-        sentence(&lines, &[&s, &sp, "FIN_WAIT2   -> CLOSE"])
-            .contains(&format!("tcppeer, pid {s} no longer holds the socket")),
-        "{}",
-        lines.join("\n")
-    );
-    assert!(
-        sentence(&lines, &[&c, &cp, "CLOSE_WAIT  -> LAST_ACK"])
-            .starts_with(&format!("tcppeer, pid {c} closed its end too")),
-        "{}",
-        lines.join("\n")
-    );
-    let killed = lines
-        .iter()
-        .find(|l| l.contains(&sp) && l.contains("FIN_WAIT2   -> CLOSE"))
-        .unwrap();
+    Explained {
+        killed: (dead.pid.to_string(), dead_port.port().to_string()),
+        other: (other.pid.to_string(), other_port.port().to_string()),
+        lines: t.stop().0,
+    }
+}
+
+impl Explained {
+    /// The sentences of a Ctrl-C: the killed end closed first and no
+    /// process holds its socket any more; the other end waited for its own
+    /// process, which then closed too.
+    fn assert_sentences(&self) {
+        let lines = &self.lines;
+        let ((k, kp), (o, op)) = (&self.killed, &self.other);
+        assert_eq!(
+            sentence(lines, &[k, "ESTABLISHED -> FIN_WAIT1"]),
+            format!("tcppeer, pid {k} closed first; its FIN is on the way to the peer"),
+        );
+        assert_eq!(
+            sentence(lines, &[o, "ESTABLISHED -> CLOSE_WAIT"]),
+            format!(
+                "the peer closed first; this end waits for its application (tcppeer, pid {o}) to call close()"
+            ),
+        );
+        assert!(
+            sentence(lines, &[k, kp, "FIN_WAIT2   -> CLOSE"])
+                .contains(&format!("tcppeer, pid {k} no longer holds the socket")),
+            "{}",
+            lines.join("\n")
+        );
+        assert!(
+            sentence(lines, &[o, op, "CLOSE_WAIT  -> LAST_ACK"])
+                .starts_with(&format!("tcppeer, pid {o} closed its end too")),
+            "{}",
+            lines.join("\n")
+        );
+    }
+
+    /// The text row of `port`'s socket that contains `transition`.
+    fn row(&self, port: &str, transition: &str) -> &str {
+        self.lines
+            .iter()
+            .find(|l| l.contains(port) && l.contains(transition))
+            .unwrap_or_else(|| panic!("no {transition} row of port {port}"))
+    }
+}
+
+/// Server Ctrl-C while a client is connected: the server (dead) closed
+/// first, the client waits in CLOSE_WAIT for its own process.
+#[test]
+fn explain_sigint_to_the_server() {
+    let e = explain_sigint(23207, Side::Server);
+    e.assert_sentences();
+    let killed = e.row(&e.killed.1, "FIN_WAIT2   -> CLOSE");
     assert!(killed.ends_with("closed, this end first"), "{killed}");
-    let last = lines
-        .iter()
-        .find(|l| l.contains(&cp) && l.contains("LAST_ACK    -> CLOSE"))
-        .unwrap();
+    let last = e.row(&e.other.1, "LAST_ACK    -> CLOSE");
     assert!(last.ends_with("closed, peer first"), "{last}");
 }
 
 /// The mirror case: client Ctrl-C; the server's process must close.
 #[test]
 fn explain_sigint_to_the_client() {
-    let ns = Netns::new();
-    let t = Run::start(&ns, &["--explain"]);
-    let mut server = Peer::server(&ns, "0.0.0.0:23208");
-    let mut client = Peer::client(&ns, "127.0.0.1:23208");
-    let conn = server.accept();
-    client.sigint();
-    let sp = conn.peer.port().to_string();
-    t.wait("the server end's CLOSE_WAIT", 5, |l| {
-        l.iter()
-            .any(|l| l.contains("CLOSE_WAIT") && l.contains(&sp))
-    });
-    // The dead client's socket is an orphan in FIN_WAIT2 before the server
-    // closes (see explain_sigint_to_the_server).
-    t.wait("the client's orphan", 5, |l| {
-        l.iter().any(|l| l.contains("timewait socket, orphan"))
-    });
-    server.close();
-    t.wait("the server end's close", 5, |l| {
-        l.iter().any(|l| l.contains("LAST_ACK    -> CLOSE"))
-    });
-    let lines = t.stop();
-    let (s, c) = (server.pid.to_string(), client.pid.to_string());
-    assert_eq!(
-        sentence(&lines, &[&c, "ESTABLISHED -> FIN_WAIT1"]),
-        format!("tcppeer, pid {c} closed first; its FIN is on the way to the peer"),
-    );
-    assert_eq!(
-        sentence(&lines, &[&s, "ESTABLISHED -> CLOSE_WAIT"]),
-        format!(
-            "the peer closed first; this end waits for its application (tcppeer, pid {s}) to call close()"
-        ),
-    );
-    assert!(
-        sentence(&lines, &[&c, "FIN_WAIT2   -> CLOSE"])
-            .contains(&format!("tcppeer, pid {c} no longer holds the socket")),
-        "{}",
-        lines.join("\n")
-    );
-    assert!(
-        sentence(&lines, &[&s, "CLOSE_WAIT  -> LAST_ACK"])
-            .starts_with(&format!("tcppeer, pid {s} closed its end too")),
-        "{}",
-        lines.join("\n")
-    );
+    explain_sigint(23208, Side::Client).assert_sentences();
 }
