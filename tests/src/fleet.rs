@@ -18,12 +18,7 @@ use serde_json::Value;
 pub use crate::files::TempDir;
 use crate::process::{collect, reap, spawn_piped};
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is one level below the repo")
-        .to_path_buf()
-}
+pub use tcpstate_devsupport::workspace_root as repo_root;
 
 /// podman with the settings this machine kind needs: runc (crun refuses the
 /// hybrid cgroup layout) and no default ulimits (they cannot be raised in

@@ -42,20 +42,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// TCP state names as tcpstate prints them.
+/// TCP state names as tcpstate prints them, from the one definition the
+/// tracer uses (`tcpstate_common::TcpState`).
 pub mod states {
-    pub const CLOSE: &str = "CLOSE";
-    pub const SYN_SENT: &str = "SYN_SENT";
-    pub const SYN_RECV: &str = "SYN_RECV";
-    pub const ESTABLISHED: &str = "ESTABLISHED";
-    pub const FIN_WAIT1: &str = "FIN_WAIT1";
-    pub const FIN_WAIT2: &str = "FIN_WAIT2";
-    pub const CLOSE_WAIT: &str = "CLOSE_WAIT";
-    pub const LAST_ACK: &str = "LAST_ACK";
-    pub const LISTEN: &str = "LISTEN";
-    pub const CLOSING: &str = "CLOSING";
-    pub const TIME_WAIT: &str = "TIME_WAIT";
-    pub const NEW_SYN_RECV: &str = "NEW_SYN_RECV";
+    use tcpstate_common::TcpState as S;
+
+    macro_rules! names {
+        ($($name:ident: $state:ident),* $(,)?) => {
+            $(pub const $name: &str = S::$state.name();)*
+        };
+    }
+
+    names! {
+        CLOSE: Close, SYN_SENT: SynSent, SYN_RECV: SynRecv, ESTABLISHED: Established,
+        FIN_WAIT1: FinWait1, FIN_WAIT2: FinWait2, CLOSE_WAIT: CloseWait, LAST_ACK: LastAck,
+        LISTEN: Listen, CLOSING: Closing, TIME_WAIT: TimeWait, NEW_SYN_RECV: NewSynRecv,
+    }
 }
 
 pub mod beyond;

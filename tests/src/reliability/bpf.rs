@@ -11,54 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// BPF object ids held by one process.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct BpfObjects {
-    pub progs: BTreeSet<u32>,
-    pub maps: BTreeSet<u32>,
-    pub links: BTreeSet<u32>,
+pub use tcpstate_devsupport::bpf::BpfObjects;
+
+/// What the tests ask of a tracer's BPF objects once it has exited.
+pub trait Released {
+    /// Those of these objects that still exist in the kernel.
+    fn still_existing(&self) -> BpfObjects;
+    /// Asserts that every one of these objects is gone from the kernel
+    /// (freeing is deferred after the last fd closes, so allow a moment).
+    fn assert_released(&self, what: &str);
 }
 
-impl BpfObjects {
-    pub fn is_empty(&self) -> bool {
-        self.progs.is_empty() && self.maps.is_empty() && self.links.is_empty()
-    }
-
-    pub fn extend(&mut self, other: &BpfObjects) {
-        self.progs.extend(&other.progs);
-        self.maps.extend(&other.maps);
-        self.links.extend(&other.links);
-    }
-
-    /// The BPF objects `pid` holds file descriptors to, from its fdinfo.
-    pub fn of_pid(pid: u32) -> BpfObjects {
-        let mut objs = BpfObjects::default();
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-            return objs;
-        };
-        for entry in dir.flatten() {
-            let Ok(text) = std::fs::read_to_string(entry.path()) else {
-                continue;
-            };
-            let field = |name: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.trim().parse::<u32>().ok())
-            };
-            if let Some(id) = field("link_id:") {
-                objs.links.insert(id);
-                objs.progs.extend(field("prog_id:"));
-            } else if let Some(id) = field("map_id:") {
-                objs.maps.insert(id);
-            } else if let Some(id) = field("prog_id:") {
-                objs.progs.insert(id);
-            }
-        }
-        objs
-    }
-
-    /// Those of these objects that still exist in the kernel.
-    pub fn still_existing(&self) -> BpfObjects {
+impl Released for BpfObjects {
+    fn still_existing(&self) -> BpfObjects {
         BpfObjects {
             progs: self
                 .progs
@@ -81,9 +46,7 @@ impl BpfObjects {
         }
     }
 
-    /// Asserts that every one of these objects is gone from the kernel
-    /// (freeing is deferred after the last fd closes, so allow a moment).
-    pub fn assert_released(&self, what: &str) {
+    fn assert_released(&self, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = self.still_existing();
@@ -270,20 +233,6 @@ pub fn bpftool(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// Every BPF prog id held open by any process (fdinfo of every process).
-fn progs_held_by_anyone() -> BTreeSet<u32> {
-    let mut held = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return held;
-    };
-    for entry in dir.flatten() {
-        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() {
-            held.extend(BpfObjects::of_pid(pid).progs);
-        }
-    }
-    held
-}
-
 /// Ids of loaded programs named like ours (`inet_sock_set_state`, possibly
 /// truncated to the kernel's 15 characters).
 fn our_named_progs() -> BTreeSet<u32> {
@@ -307,7 +256,7 @@ fn our_named_progs() -> BTreeSet<u32> {
 /// may be exiting, so an orphan only counts if it outlives a grace period.
 pub fn assert_no_orphaned_programs() {
     let orphans: BTreeSet<u32> = our_named_progs()
-        .difference(&progs_held_by_anyone())
+        .difference(&BpfObjects::of_all_processes().progs)
         .copied()
         .collect();
     if orphans.is_empty() {
@@ -319,7 +268,7 @@ pub fn assert_no_orphaned_programs() {
             .iter()
             .copied()
             .filter(|&id| bpf_object_exists(BPF_PROG_GET_FD_BY_ID, id))
-            .filter(|id| !progs_held_by_anyone().contains(id))
+            .filter(|id| !BpfObjects::of_all_processes().progs.contains(id))
             .collect();
         if still.is_empty() {
             return;

@@ -2,8 +2,6 @@
 //! possibly hostile, thread name), and namespace settings for long runs of
 //! connections.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,16 +13,8 @@ use crate::Netns;
 /// Moves the calling thread into the network namespace at `ns` (only this
 /// thread: setns(CLONE_NEWNET) is per thread).
 pub fn enter_netns(ns: &Path) {
-    let f = File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
-    // SAFETY: a valid namespace fd.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "setns({}): {}",
-        ns.display(),
-        std::io::Error::last_os_error()
-    );
+    tcpstate_devsupport::netns::enter(ns)
+        .unwrap_or_else(|e| panic!("setns({}): {e}", ns.display()));
 }
 
 /// Sets the calling thread's `comm` (what the kernel reports as the process

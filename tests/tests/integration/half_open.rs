@@ -26,8 +26,8 @@ const HALF_OPEN: &str = "synack_tracepoint/half-open LISTEN->SYN_RECV";
 /// whose connect() has returned. Returns once tcpstate reports the server's
 /// end half-open while ss shows it in SYN-RECV: the namespace, the tracer,
 /// the server, the client, and the client end's and server end's addresses.
-fn half_open(ns: Netns) -> (Netns, Tracer, Peer, Peer, SocketAddr, SocketAddr) {
-    let tracer = Tracer::start(&ns, &[]);
+fn half_open(ns: Netns, args: &[&str]) -> (Netns, Tracer, Peer, Peer, SocketAddr, SocketAddr) {
+    let tracer = Tracer::start(&ns, args);
     let server = Peer::server(&ns, "127.0.0.1:10050");
     let client = Peer::client(&ns, "127.0.0.1:10050");
     let (c, s) = (client.local, server_side(&client));
@@ -43,11 +43,23 @@ fn half_open(ns: Netns) -> (Netns, Tracer, Peer, Peer, SocketAddr, SocketAddr) {
 /// then says it waited ~3 s and 2 retransmits.
 #[test]
 fn lost_final_ack_shows_half_open_until_completion() {
+    lost_final_ack_twice(&[]);
+}
+
+/// The same through the classic tracepoints (`sock:inet_sock_set_state`,
+/// `tcp:tcp_retransmit_synack`), the fallback on kernels whose BTF lacks
+/// what the BTF programs read: the same rows.
+#[test]
+fn lost_final_ack_through_the_classic_tracepoints() {
+    lost_final_ack_twice(&["--classic-tracepoint"]);
+}
+
+fn lost_final_ack_twice(args: &[&str]) {
     let ns = Netns::new();
     ns.drop_acks("tcp dport 10050", Some(2));
     // Half-open: the client thinks it is connected, the server has only a
     // request socket, and tcpstate says so.
-    let (ns, mut tracer, mut server, mut client, c, s) = half_open(ns);
+    let (ns, mut tracer, mut server, mut client, c, s) = half_open(ns, args);
     assert_eq!(ss_state(&ns, c, s).as_deref(), Some("ESTAB"));
     let mid = tracer.snapshot();
     assert_eq!(
@@ -116,7 +128,7 @@ fn half_open_that_never_completes_expires() {
     let ns = Netns::new();
     ns.sysctl("net.ipv4.tcp_synack_retries=1");
     ns.drop_acks("tcp dport 10050", None);
-    let (ns, mut tracer, mut server, mut client, c, s) = half_open(ns);
+    let (ns, mut tracer, mut server, mut client, c, s) = half_open(ns, &[]);
     wait_end(
         &tracer,
         8,
