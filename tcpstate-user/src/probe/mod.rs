@@ -63,7 +63,7 @@ pub struct Probe {
     /// Whether half-open connections that linger are seen (the SYN-ACK
     /// retransmit program is attached).
     pub half_open: bool,
-    pub hook: Hook,
+    pub hook: StateHook,
     /// The `--netns` namespace's inode, 0 = every namespace.
     pub netns: u32,
     pub verbose: bool,
@@ -73,7 +73,7 @@ pub struct Probe {
 
 /// Which program carries the state changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
+pub enum StateHook {
     /// `tp_btf/inet_sock_set_state`: the socket itself, no trace record, and
     /// the kernel skips it only when this very program is already running
     /// on the CPU (not when any other tool's program is).
@@ -82,11 +82,11 @@ pub enum Hook {
     Classic,
 }
 
-impl Hook {
+impl StateHook {
     pub fn name(self) -> &'static str {
         match self {
-            Hook::Btf => "tp_btf/inet_sock_set_state",
-            Hook::Classic => "tracepoint sock:inet_sock_set_state",
+            StateHook::Btf => "tp_btf/inet_sock_set_state",
+            StateHook::Classic => "tracepoint sock:inet_sock_set_state",
         }
     }
 }
@@ -281,17 +281,17 @@ impl Probe {
         }
 
         let hook = match (kbtf.state_change_btf_id, opts.classic) {
-            (Some(_), false) => Hook::Btf,
+            (Some(_), false) => StateHook::Btf,
             (_, true) => {
                 say("--classic-tracepoint: not using the BTF tracepoint");
-                Hook::Classic
+                StateHook::Classic
             }
             (None, false) => {
                 say(&format!(
                     "BTF tracepoint unusable ({}): using the classic tracepoint",
                     kbtf.btf_program_unusable.unwrap_or("no kernel BTF")
                 ));
-                Hook::Classic
+                StateHook::Classic
             }
         };
         say(&format!(
@@ -299,7 +299,7 @@ impl Probe {
             hook.name()
         ));
         let prog_fd = match hook {
-            Hook::Btf => {
+            StateHook::Btf => {
                 let btf_id = kbtf.state_change_btf_id.expect("checked above");
                 let nested_loaded = load_state_change_programs(&mut ebpf, btf_id)?;
                 let program: &mut BtfTracePoint = attach::program(&mut ebpf, names::BTF_PROGRAM)
@@ -312,7 +312,7 @@ impl Probe {
                 attach_nested(&mut ebpf, nested_loaded, &mut say);
                 fd
             }
-            Hook::Classic => {
+            StateHook::Classic => {
                 let program: &mut TracePoint = attach::program(&mut ebpf, names::PROGRAM)
                     .map_err(|e| program_error("program type", e))?;
                 program
@@ -329,7 +329,7 @@ impl Probe {
         } else {
             // The BTF program reads the socket the way the BTF state-change
             // program does, so it goes with that hook.
-            let btf_id = kbtf.synack_btf_id.filter(|_| hook == Hook::Btf);
+            let btf_id = kbtf.synack_btf_id.filter(|_| hook == StateHook::Btf);
             attach_synack(&mut ebpf, btf_id, synack.present != 0, &mut say)
         };
 
