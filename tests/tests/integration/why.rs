@@ -109,6 +109,14 @@ fn python(ns: &Netns, script: &str) -> String {
     ns.exec(&["python3", "-c", script])
 }
 
+/// A tracer (`--json`, in `ns`, holding it), then [`python_pair`]: the
+/// tracer still running, the script's output and the client's port.
+fn traced_pair(ns: &Netns, port: u16, steps: &str) -> (RawTracer, String, u16) {
+    let t = RawTracer::start(ns, &["--json"]);
+    let (out, client) = python_pair(ns, port, steps);
+    (t, out, client)
+}
+
 /// Runs a python3 program in `ns`: a listener `l` on 127.0.0.1:`port`, a
 /// client `c` connected to it and its accepted end `a`, then `steps`.
 /// Returns what it printed and the client's local port.
@@ -188,10 +196,8 @@ fn syn_dropped_connect_times_out_with_its_syn_retransmits() {
 
 #[test]
 fn close_with_unread_data_sends_a_reset_abort_on_close() {
-    let ns = Netns::new();
-    let t = RawTracer::start(&ns, &["--json"]);
-    let (out, port) = python_pair(
-        &ns,
+    let (t, out, port) = traced_pair(
+        &Netns::new(),
         23203,
         "\
              c.send(b'unread'); time.sleep(0.1)\n\
@@ -218,10 +224,8 @@ fn close_with_unread_data_sends_a_reset_abort_on_close() {
 /// kernel said.
 #[test]
 fn so_linger_zero_aborts_with_a_reset() {
-    let ns = Netns::new();
-    let t = RawTracer::start(&ns, &["--json"]);
-    let (out, port) = python_pair(
-        &ns,
+    let (t, out, port) = traced_pair(
+        &Netns::new(),
         23204,
         "\
              c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
@@ -280,10 +284,9 @@ fn keepalive_timeout_when_the_peer_goes_silent() {
 fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
     let ns = Netns::new();
     ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_fin_timeout=1"]);
-    let t = RawTracer::start(&ns, &["--json"]);
     // The client closes; the server never does while the client's orphan
     // waits, so the orphan FIN_WAIT2 runs out of tcp_fin_timeout.
-    let (_, port) = python_pair(
+    let (t, _, port) = traced_pair(
         &ns,
         23206,
         "\
