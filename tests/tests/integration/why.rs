@@ -99,14 +99,15 @@ fn python_connect(ns: &Netns, port: u16) -> String {
         &format!(
             "import socket\n\
              s = socket.socket()\n\
-             try:\n    s.connect(('127.0.0.1', {port}))\n\
-             except OSError as e:\n    print('errno', e.errno)\n"
+             errno_of(lambda: s.connect(('127.0.0.1', {port})))\n"
         ),
     )
 }
 
 fn python(ns: &Netns, script: &str) -> String {
-    ns.exec(&["python3", "-c", script])
+    // errno_of(f): runs f and prints the errno of the OSError it raises.
+    let prelude = "def errno_of(f):\n    try:\n        f()\n    except OSError as e:\n        print('errno', e.errno)\n";
+    ns.exec(&["python3", "-c", &format!("{prelude}{script}")])
 }
 
 /// A tracer (`--json`, in `ns`, holding it), then [`python_pair`]: the
@@ -202,8 +203,7 @@ fn close_with_unread_data_sends_a_reset_abort_on_close() {
         "\
              c.send(b'unread'); time.sleep(0.1)\n\
              a.close(); time.sleep(0.1)\n\
-             try:\n    c.recv(10)\n\
-             except OSError as e:\n    print('errno', e.errno)\n\
+             errno_of(lambda: c.recv(10))\n\
              c.close(); l.close()\n",
     );
     assert!(out.contains("errno 104"), "ECONNRESET at the client: {out}");
@@ -230,8 +230,7 @@ fn so_linger_zero_aborts_with_a_reset() {
         "\
              c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
              c.close(); time.sleep(0.1)\n\
-             try:\n    a.recv(10)\n\
-             except OSError as e:\n    print('errno', e.errno)\n\
+             errno_of(lambda: a.recv(10))\n\
              a.close(); l.close()\n",
     );
     assert!(out.contains("errno 104"), "ECONNRESET at the server: {out}");
@@ -269,8 +268,7 @@ fn keepalive_timeout_when_the_peer_goes_silent() {
          print('port', c.getsockname()[1], flush=True)\n\
          subprocess.run(['nft', 'add table inet ka; add chain inet ka inp { type filter hook input priority 0; }; add rule inet ka inp tcp sport 23205 drop'], check=True)\n\
          c.settimeout(10)\n\
-         try:\n    c.recv(10)\n\
-         except OSError as e:\n    print('errno', e.errno)\n\
+         errno_of(lambda: c.recv(10))\n\
          a.close(); l.close()\n",
     );
     assert!(out.contains("errno 110"), "ETIMEDOUT at the client: {out}");
