@@ -117,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
         for ev in &events {
             r.event(ev, &mut out);
         }
-        r.finish(&mut out);
+        r.finish(&mut out, &mut Vec::new());
         check(config, &out);
     }
 });
