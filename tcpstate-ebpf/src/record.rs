@@ -33,9 +33,7 @@ impl SockRecord {
             head: read::<SockHead>(sk)?,
         })
     }
-}
 
-impl SockRecord {
     /// (local port, remote port) as `sock_common` holds them: what a
     /// request socket, which has no `inet_sock`, carries.
     #[inline(always)]

@@ -17,7 +17,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tcpstate_common::{AF_INET, DWELL_UNKNOWN, Hook, ListenKey, Owner, TcpState, stat};
+use tcpstate_common::{AF_INET, Config, DWELL_UNKNOWN, Hook, ListenKey, Owner, TcpState, stat};
 
 use crate::{
     event::{Fields, on_cpu},
@@ -33,24 +33,31 @@ fn field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
 
 /// `tcp:tcp_retransmit_synack` (classic): the record holds the tuple.
 pub fn from_tracepoint(ctx: &TracePointContext) -> Option<()> {
-    let l = config().synack;
+    let cfg = config();
+    let l = cfg.synack;
     let tuple = (
         field(ctx, l.family)?,
         field(ctx, l.sport)?,
         field(ctx, l.dport)?,
     );
-    handle(field(ctx, l.skaddr)?, field(ctx, l.req)?, tuple, |family| {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        if family == AF_INET {
-            s[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.saddr)?);
-            d[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.daddr)?);
-        } else {
-            s = field(ctx, l.saddr_v6)?;
-            d = field(ctx, l.daddr_v6)?;
-        }
-        Some((s, d))
-    })
+    handle(
+        &cfg,
+        field(ctx, l.skaddr)?,
+        field(ctx, l.req)?,
+        tuple,
+        |family| {
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            if family == AF_INET {
+                s[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.saddr)?);
+                d[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.daddr)?);
+            } else {
+                s = field(ctx, l.saddr_v6)?;
+                d = field(ctx, l.daddr_v6)?;
+            }
+            Some((s, d))
+        },
+    )
 }
 
 /// `tp_btf/tcp_retransmit_synack(const struct sock *sk, const struct
@@ -61,9 +68,13 @@ pub fn from_btf(ctx: &BtfTracePointContext) -> Option<()> {
     let req = SockRecord::new(arg(ctx, 1))?;
     let family = req.family(&cfg)?;
     let (sport, dport) = req.common_ports();
-    handle(arg(ctx, 0), req.sk, (family, sport, dport), |family| {
-        req.addrs(&cfg, family)
-    })
+    handle(
+        &cfg,
+        arg(ctx, 0),
+        req.sk,
+        (family, sport, dport),
+        |family| req.addrs(&cfg, family),
+    )
 }
 
 /// One SYN-ACK retransmit of request socket `req` on `listener`, with its
@@ -71,18 +82,18 @@ pub fn from_btf(ctx: &BtfTracePointContext) -> Option<()> {
 /// filters passed.
 #[inline(always)]
 fn handle(
+    cfg: &Config,
     listener: u64,
     req: u64,
     (family, sport, dport): (u16, u16, u16),
     addrs: impl FnOnce(u16) -> Option<([u8; 16], [u8; 16])>,
 ) -> Option<()> {
-    let cfg = config();
     if (cfg.family != 0 && cfg.family != family)
         || (cfg.port_filter != 0 && !port_matches(sport, dport))
     {
         return None;
     }
-    let netns = netns_of(&cfg, listener);
+    let netns = netns_of(cfg, listener);
     if cfg.netns != 0 && cfg.netns != netns {
         return None;
     }
@@ -137,6 +148,6 @@ fn handle(
         detail: 0,
     };
     fields.write(ev, saddr, daddr);
-    emit_copy(stat::ROW_SYNACK, &cfg, ev);
+    emit_copy(stat::ROW_SYNACK, cfg, ev);
     Some(())
 }

@@ -192,19 +192,21 @@ pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
         .resolve_ids_by_name("btf_trace_inet_sock_set_state")
         .ok()
         .and_then(|ids| ids.into_iter().next());
-    let common_as_read = head == SockHead::OFFSETS && v6_daddr != 0 && v6_saddr == v6_daddr + 16;
+    // What both BTF programs read of `sock_common` (full and request sockets).
+    let head_as_read = head == SockHead::OFFSETS;
+    let v6_adjacent = v6_daddr != 0 && v6_saddr == v6_daddr + 16;
     let synack_btf_id = trace_typedef(&btf, "tcp_retransmit_synack")
-        .filter(|&(_, args)| common_as_read && args == 2)
+        .filter(|&(_, args)| head_as_read && v6_adjacent && args == 2)
         .map(|(id, _)| id);
     let unusable = if typedef.is_none() {
         Some("no btf_trace_inet_sock_set_state in kernel BTF")
-    } else if head != SockHead::OFFSETS {
+    } else if !head_as_read {
         Some("struct sock_common does not start as expected")
     } else if offsets.inet_sport == 0 {
         Some("no inet_sock.inet_sport")
     } else if offsets.sk_protocol == 0 {
         Some("sk_protocol is not a plain u16 (Linux < 5.6)")
-    } else if v6_daddr == 0 || v6_saddr != v6_daddr + 16 {
+    } else if !v6_adjacent {
         Some("skc_v6_rcv_saddr does not follow skc_v6_daddr")
     } else {
         None
