@@ -88,11 +88,9 @@ impl Netns {
         ));
     }
 
-    /// Sets a per-namespace sysctl, e.g. `net.ipv4.tcp_fin_timeout=1`.
-    pub fn sysctl(&self, setting: &str) {
-        self.0
-            .sysctl(&[setting])
-            .unwrap_or_else(|e| panic!("{e:#}"));
+    /// Sets per-namespace sysctls, e.g. `net.ipv4.tcp_fin_timeout=1`.
+    pub fn sysctl(&self, settings: &[&str]) {
+        self.0.sysctl(settings).unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
 

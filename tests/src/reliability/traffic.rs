@@ -2,20 +2,12 @@
 //! possibly hostile, thread name), and namespace settings for long runs of
 //! connections.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::Netns;
-
-/// Moves the calling thread into the network namespace at `ns` (only this
-/// thread: setns(CLONE_NEWNET) is per thread).
-pub fn enter_netns(ns: &Path) {
-    tcpstate_devsupport::netns::enter(ns)
-        .unwrap_or_else(|e| panic!("setns({}): {e}", ns.display()));
-}
 
 /// Sets the calling thread's `comm` (what the kernel reports as the process
 /// name for sockets it owns); at most 15 bytes are kept.
@@ -28,24 +20,10 @@ pub fn set_thread_name(name: &[u8]) {
     assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
 }
 
-/// Runs `f` on a new thread inside the namespace `ns`.
-pub fn in_netns<T: Send + 'static>(
-    ns: PathBuf,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    thread::spawn(move || {
-        enter_netns(&ns);
-        f()
-    })
-}
-
 /// Sets sysctls inside a namespace: a wide ephemeral port range and no
 /// TIME_WAIT sockets, so a long run of connections cannot run out of ports.
 pub fn tune_for_churn(ns: &Netns) {
-    ns.exec(&[
-        "sysctl",
-        "-q",
-        "-w",
+    ns.sysctl(&[
         "net.ipv4.ip_local_port_range=1024 65535",
         "net.ipv4.tcp_max_tw_buckets=0",
     ]);
@@ -63,10 +41,7 @@ pub fn churn_netns() -> (Netns, String) {
 /// Like [`tune_for_churn`] but keeping TIME_WAIT sockets (reused by new
 /// connections after a second, `tcp_tw_reuse`), as on a real busy host.
 pub fn tune_for_churn_with_timewait(ns: &Netns) {
-    ns.exec(&[
-        "sysctl",
-        "-q",
-        "-w",
+    ns.sysctl(&[
         "net.ipv4.ip_local_port_range=1024 65535",
         "net.ipv4.tcp_tw_reuse=1",
     ]);
@@ -80,7 +55,7 @@ pub struct Churn {
     /// connect() calls that failed and were retried (ports exhausted).
     pub retries: Arc<AtomicU64>,
     pub total: u64,
-    handles: Vec<JoinHandle<()>>,
+    handles: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Churn {
@@ -88,12 +63,11 @@ impl Churn {
     /// listener is bound before this returns and closed when all is done.
     pub fn start(ns: &Netns, port: u16, total: u64, threads: usize) -> Churn {
         use std::net::{TcpListener, TcpStream};
-        let path = ns.path();
-        let listener = in_netns(path.clone(), move || {
-            TcpListener::bind(("127.0.0.1", port)).expect("bind")
-        })
-        .join()
-        .unwrap();
+        let listener = ns
+            .spawn_in(move || TcpListener::bind(("127.0.0.1", port)).expect("bind"))
+            .join()
+            .unwrap()
+            .expect("entering the namespace");
         let listener = Arc::new(listener);
         let accepted = Arc::new(AtomicU64::new(0));
         let started = Arc::new(AtomicU64::new(0));
@@ -111,12 +85,13 @@ impl Churn {
                     drop(s);
                 }
                 // The listener closes when the last server thread drops it.
+                Ok(())
             }));
         }
         drop(listener);
         for _ in 0..threads {
             let (started, done, retries) = (started.clone(), done.clone(), retries.clone());
-            handles.push(in_netns(path.clone(), move || {
+            handles.push(ns.spawn_in(move || {
                 while started.fetch_add(1, Ordering::Relaxed) < total {
                     let mut tries = 0;
                     loop {
@@ -151,7 +126,9 @@ impl Churn {
 
     pub fn wait(self) {
         for h in self.handles {
-            h.join().expect("churn thread panicked");
+            h.join()
+                .expect("churn thread panicked")
+                .expect("entering the namespace");
         }
     }
 }

@@ -156,7 +156,7 @@ fn half_open_with_a_lost_final_ack_then_completed() {
 #[test]
 fn half_open_that_never_completes_expires() {
     let ns = Netns::new();
-    ns.sysctl("net.ipv4.tcp_synack_retries=1");
+    ns.sysctl(&["net.ipv4.tcp_synack_retries=1"]);
     ns.drop_acks("tcp dport 23104", None);
     let mut w = AsUsers::tcppeer_in(ns, 23104, &[]);
     let mut client = w.client();

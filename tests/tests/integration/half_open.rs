@@ -126,7 +126,7 @@ fn lost_final_ack_twice(args: &[&str]) {
 #[test]
 fn half_open_that_never_completes_expires() {
     let ns = Netns::new();
-    ns.sysctl("net.ipv4.tcp_synack_retries=1");
+    ns.sysctl(&["net.ipv4.tcp_synack_retries=1"]);
     ns.drop_acks("tcp dport 10050", None);
     let (ns, mut tracer, mut server, mut client, c, s) = half_open(ns, &[]);
     wait_end(

@@ -32,7 +32,7 @@ const EVENTS_PER_NAME: usize = 12;
 
 /// One connection whose every socket is owned by a thread named `name`.
 fn connection_named(ns: &Netns, name: &'static [u8]) {
-    in_netns(ns.path(), move || {
+    ns.spawn_in(move || {
         set_thread_name(name);
         let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
         let port = l.local_addr().unwrap().port();
@@ -45,7 +45,8 @@ fn connection_named(ns: &Netns, name: &'static [u8]) {
         drop(l);
     })
     .join()
-    .expect("connection thread");
+    .expect("connection thread")
+    .expect("entering the namespace");
 }
 
 /// Bytes a terminal would act on: C0 controls except newline, DEL, C1

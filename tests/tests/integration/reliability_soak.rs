@@ -247,7 +247,7 @@ fn socket_map_overflow_is_counted_in_the_report() {
     let out = t.collect_stdout();
     t.wait_ready();
     let n = 300;
-    in_netns(ns.path(), move || {
+    ns.spawn_in(move || {
         let l = TcpListener::bind(("127.0.0.1", 44002)).unwrap();
         let mut conns = Vec::new();
         for _ in 0..n {
@@ -263,7 +263,8 @@ fn socket_map_overflow_is_counted_in_the_report() {
         }
     })
     .join()
-    .unwrap();
+    .unwrap()
+    .expect("entering the namespace");
     thread::sleep(Duration::from_millis(300));
     t.stop();
     let stderr = t.stderr();

@@ -171,7 +171,7 @@ fn no_snapshot_lists_nothing() {
 #[test]
 fn snapshot_lists_a_half_open_connection_and_follows_it() {
     let ns = Netns::new();
-    ns.sysctl("net.ipv4.tcp_synack_retries=1");
+    ns.sysctl(&["net.ipv4.tcp_synack_retries=1"]);
     // Every ACK to 127.0.0.2:10050 is dropped: connections made to that
     // address stay half-open on the server's side.
     ns.drop_acks("ip daddr 127.0.0.2 tcp dport 10050", None);

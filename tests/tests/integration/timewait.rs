@@ -62,7 +62,7 @@ fn seed_sigint_server_orphan_in_fin_wait2_then_time_wait() {
 #[test]
 fn seed_sigint_server_orphan_expires_after_fin_timeout() {
     let ns = Netns::new();
-    ns.sysctl("net.ipv4.tcp_fin_timeout=1");
+    ns.sysctl(&["net.ipv4.tcp_fin_timeout=1"]);
     let mut w = Connected::open_in(ns, &[], "0.0.0.0:10050", LOOPBACK);
     let (s, c) = (w.s, w.c);
 

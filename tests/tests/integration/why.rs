@@ -163,7 +163,7 @@ fn connect_to_a_port_with_no_listener_is_refused() {
 #[test]
 fn syn_dropped_connect_times_out_with_its_syn_retransmits() {
     let ns = Netns::new();
-    ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_syn_retries=1"]);
+    ns.sysctl(&["net.ipv4.tcp_syn_retries=1"]);
     ns.nft(
         "table inet why {
             chain input {
@@ -281,7 +281,7 @@ fn keepalive_timeout_when_the_peer_goes_silent() {
 #[test]
 fn orphan_fin_wait2_times_out_after_tcp_fin_timeout() {
     let ns = Netns::new();
-    ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_fin_timeout=1"]);
+    ns.sysctl(&["net.ipv4.tcp_fin_timeout=1"]);
     // The client closes; the server never does while the client's orphan
     // waits, so the orphan FIN_WAIT2 runs out of tcp_fin_timeout.
     let (t, _, port) = traced_pair(
