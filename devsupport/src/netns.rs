@@ -222,13 +222,6 @@ fn setns(fd: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Moves the calling thread into the network namespace at `path` (a `/run/netns/<name>` or
-/// `/proc/<pid>/ns/net`).
-pub fn enter(path: &Path) -> io::Result<()> {
-    let f = File::open(path)?;
-    setns(f.as_raw_fd())
-}
-
 /// Deletes the namespaces `<prefix>-<pid>-*` whose process is gone (left by runs that died
 /// before deleting their own).
 pub fn remove_stale(prefix: &str) {
