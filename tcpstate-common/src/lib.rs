@@ -332,8 +332,9 @@ pub mod stat {
 }
 
 /// Owner of a socket: the process in whose context it was connected, listened,
-/// or closed.
-#[repr(C)]
+/// or closed. Aligned to 8 so that `comm`, like every task name here, is
+/// two whole words (the kernel side copies it as such).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
@@ -382,6 +383,12 @@ const _: () = assert!(core::mem::size_of::<Config>() == 108);
 const _: () = assert!(core::mem::size_of::<SockHead>() == 20);
 const _: () = assert!(core::mem::size_of::<SockState>() == 40);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
+// Task names are copied by the kernel side as two aligned words.
+const _: () = assert!(core::mem::offset_of!(Event, owner_comm) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(Event, cpu_comm) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(Owner, comm) % 8 == 0);
+const _: () = assert!(core::mem::align_of::<Owner>() == 8);
+const _: () = assert!(core::mem::size_of::<Owner>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -35,9 +35,9 @@ impl Fields {
         ev.skaddr = self.skaddr;
         ev.dwell_ns = self.dwell;
         ev.owner_pid = self.owner.pid;
-        ev.owner_comm = self.owner.comm;
+        copy_comm(&mut ev.owner_comm, &self.owner.comm);
         ev.cpu_pid = self.on_cpu.pid;
-        ev.cpu_comm = self.on_cpu.comm;
+        copy_comm(&mut ev.cpu_comm, &self.on_cpu.comm);
         ev.netns = self.netns;
         ev.sport = self.sport;
         ev.dport = self.dport;
@@ -72,7 +72,33 @@ pub fn set_on_cpu(ev: &mut Event) {
     let comm = ev.cpu_comm.as_mut_ptr();
     // SAFETY: the helper writes at most COMM_LEN bytes, NUL-terminated.
     if unsafe { generated::bpf_get_current_comm(comm.cast(), COMM_LEN as u32) } != 0 {
-        ev.cpu_comm = [0; COMM_LEN];
+        copy_comm(&mut ev.cpu_comm, &[0; COMM_LEN]);
+    }
+}
+
+/// An owner from a pid and a task name (copied as words, see [`copy_comm`]).
+#[inline(always)]
+pub fn owner(pid: u32, comm: &[u8; COMM_LEN]) -> Owner {
+    let mut o = Owner {
+        pid,
+        _pad: 0,
+        comm: [0; COMM_LEN],
+    };
+    copy_comm(&mut o.comm, comm);
+    o
+}
+
+/// Copies a task name as two words. Every `comm` field is 8-byte aligned
+/// (asserted in tcpstate-common), and a plain array assignment would become
+/// a call to a byte-loop `memcpy` whose every iteration the verifier walks.
+#[inline(always)]
+pub fn copy_comm(dst: &mut [u8; COMM_LEN], src: &[u8; COMM_LEN]) {
+    let s = src.as_ptr().cast::<u64>();
+    let d = dst.as_mut_ptr().cast::<u64>();
+    // SAFETY: both are 16 bytes at an 8-byte aligned address.
+    unsafe {
+        d.write(s.read());
+        d.add(1).write(s.add(1).read());
     }
 }
 

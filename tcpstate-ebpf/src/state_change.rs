@@ -13,7 +13,7 @@ use tcpstate_common::{
 };
 
 use crate::{
-    event::set_on_cpu,
+    event::{copy_comm, owner, set_on_cpu},
     kernel::{fin_flags, netns_of, synack_wait_ns},
     maps::{LISTENERS, PENDING, PORTS, SCRATCH, SOCKS, config, count_in, emit_copy},
     record::Record,
@@ -82,11 +82,7 @@ fn count_failure<C: EbpfContext>(ctx: &C, r: Runner, cfg: &Config, what: u32, ke
 fn tracking(ev: &Event, followed: bool) -> SockState {
     SockState {
         since_ns: ev.ts_ns,
-        owner: Owner {
-            pid: ev.owner_pid,
-            _pad: 0,
-            comm: ev.owner_comm,
-        },
+        owner: owner(ev.owner_pid, &ev.owner_comm),
         followed: followed as u8,
         has_pending: !followed as u8,
         _pad: [0; 2],
@@ -129,12 +125,10 @@ fn track_listener<C: EbpfContext>(
 ) {
     let (old, new) = (ev.oldstate, ev.newstate);
     if old == TcpState::Close.raw() && new == TcpState::Listen.raw() {
-        let owner = Owner {
-            pid: ev.cpu_pid,
-            _pad: 0,
-            comm: ev.cpu_comm,
-        };
-        if LISTENERS.insert(key, &owner, BPF_ANY as u64).is_err() {
+        if LISTENERS
+            .insert(key, &owner(ev.cpu_pid, &ev.cpu_comm), BPF_ANY as u64)
+            .is_err()
+        {
             count_failure(ctx, r, cfg, stat::LISTEN_MAP_FAIL, key.port as u64);
         }
     } else if old == TcpState::Listen.raw() && new == TcpState::Close.raw() {
@@ -164,23 +158,24 @@ fn may_match_later(cfg: &Config, old: u8, new: u8, sport: u16, dport: u16) -> bo
 #[inline(always)]
 fn set_owner(ev: &mut Event, tracked: Option<*mut SockState>, key: &ListenKey) {
     let (old, new) = (ev.oldstate, ev.newstate);
-    let owner = if in_owner_context(old, new) {
+    let found = if in_owner_context(old, new) {
         ev.owner_pid = ev.cpu_pid;
-        ev.owner_comm = ev.cpu_comm;
+        let cpu = ev.cpu_comm;
+        copy_comm(&mut ev.owner_comm, &cpu);
         return;
     } else if old == TcpState::Listen.raw() && new == TcpState::SynRecv.raw() {
         LISTENERS.get_ptr(key)
     } else {
         tracked.map(|t| unsafe { &raw const (*t).owner })
     };
-    match owner {
+    match found {
         Some(o) => unsafe {
             ev.owner_pid = (*o).pid;
-            ev.owner_comm = (*o).comm;
+            copy_comm(&mut ev.owner_comm, &(*o).comm);
         },
         None => {
             ev.owner_pid = Owner::UNKNOWN.pid;
-            ev.owner_comm = Owner::UNKNOWN.comm;
+            copy_comm(&mut ev.owner_comm, &Owner::UNKNOWN.comm);
         }
     }
 }
@@ -227,7 +222,7 @@ fn update_tracking(
         Some(t) => unsafe {
             (*t).since_ns = ev.ts_ns;
             (*t).owner.pid = ev.owner_pid;
-            (*t).owner.comm = ev.owner_comm;
+            copy_comm(&mut (*t).owner.comm, &ev.owner_comm);
             (*t).followed = 1;
             (*t).has_pending = 0;
         },

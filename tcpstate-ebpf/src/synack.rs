@@ -23,7 +23,7 @@ use crate::{
     event::{Fields, on_cpu},
     kernel::{arg, netns_of, read},
     maps::{LISTENERS, SCRATCH, config, emit_copy, slot},
-    record::{Record, SockRecord},
+    record::{Record, SockRecord, v4},
     state_change::port_matches,
 };
 
@@ -46,16 +46,11 @@ pub fn from_tracepoint(ctx: &TracePointContext) -> Option<()> {
         field(ctx, l.req)?,
         tuple,
         |family| {
-            let mut s = [0u8; 16];
-            let mut d = [0u8; 16];
             if family == AF_INET {
-                s[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.saddr)?);
-                d[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.daddr)?);
+                Some((v4(field(ctx, l.saddr)?), v4(field(ctx, l.daddr)?)))
             } else {
-                s = field(ctx, l.saddr_v6)?;
-                d = field(ctx, l.daddr_v6)?;
+                Some((field(ctx, l.saddr_v6)?, field(ctx, l.daddr_v6)?))
             }
-            Some((s, d))
         },
     )
 }
