@@ -379,7 +379,16 @@ impl Model {
         }
     }
 
+    /// Whether a local port is one `connect()` picks from the range (where
+    /// the range is unknown, every port is).
+    fn ephemeral(&self, netns: u32, port: u16) -> bool {
+        self.port_ranges.get(&netns).is_none_or(|r| r.contains(port))
+    }
+
     fn count_timewait(&mut self, ev: &TcpEvent, leaves_old: bool) {
+        if !self.ephemeral(ev.netns, ev.lport) {
+            return;
+        }
         let dest = Dest {
             netns: ev.netns,
             local: ev.laddr,
@@ -450,7 +459,7 @@ impl Model {
             let s = &d.sock;
             counts[idx(s.state)] += 1;
             match s.state {
-                TcpState::TimeWait => {
+                TcpState::TimeWait if self.ephemeral(*netns, s.local.port()) => {
                     let dest = Dest {
                         netns: *netns,
                         local: s.local.ip(),

@@ -174,11 +174,11 @@ const LISTENER_COLUMNS: [Column; 10] = [
     num("PORT", 5),
     col("ADDR", 12),
     col("NETNS/CTR", 10),
-    col("OWNER", 11),
+    col("OWNER", 13),
     num("QUEUE", 7),
     num("ACC/s", 5),
     num("HALF", 4),
-    num("SYNRT/s", 7),
+    num("SYNRT", 5),
     num("RST/s", 5),
     num("DROPS", 5),
 ];
