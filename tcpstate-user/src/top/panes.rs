@@ -303,11 +303,14 @@ fn holders(m: &Model) -> Table {
     }
 }
 
+/// The Pressure pane's width at 80 columns (Failures gets the rest).
+pub const PRESSURE_WIDTH: u16 = 42;
+
 const PRESSURE_COLUMNS: [Column; 4] = [
-    col("LOCAL > REMOTE", 21),
+    col("LOCAL>REMOTE", 25),
     num("TW", 5),
     num("PORTS", 5),
-    num("USE", 5),
+    num("USE", 4),
 ];
 
 fn pressure(m: &Model) -> Table {
@@ -413,7 +416,8 @@ mod tests {
             assert!(w <= 80, "{w}: {cols:?}");
         }
         // Pressure and Failures share a line.
-        let half = |c: &[Column]| c.iter().map(|c| c.width + 1).sum::<u16>() - 1;
-        assert!(half(&PRESSURE_COLUMNS) + 1 + half(&FAILURE_COLUMNS) <= 80);
+        let w = |c: &[Column]| c.iter().map(|c| c.width + 1).sum::<u16>() - 1;
+        assert_eq!(w(&PRESSURE_COLUMNS), PRESSURE_WIDTH);
+        assert!(PRESSURE_WIDTH + w(&FAILURE_COLUMNS) <= 80);
     }
 }

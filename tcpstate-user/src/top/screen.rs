@@ -66,7 +66,15 @@ impl View<'_> {
             );
             if r.warn { row.style(self.warn()) } else { row }
         });
-        let widths = t.columns.iter().map(|c| Constraint::Length(c.width));
+        // The first text column takes what a wider terminal adds.
+        let grow = t.columns.iter().position(|c| !c.right && !c.name.is_empty());
+        let widths = t.columns.iter().enumerate().map(|(i, c)| {
+            if Some(i) == grow {
+                Constraint::Min(c.width)
+            } else {
+                Constraint::Length(c.width)
+            }
+        });
         let table = Table::new(rows, widths)
             .header(header)
             .column_spacing(1)
@@ -99,7 +107,8 @@ impl View<'_> {
         ])
         .areas(lists);
         let [pressure, failures] =
-            Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(bottom);
+            Layout::horizontal([Constraint::Length(panes::PRESSURE_WIDTH), Constraint::Fill(1)])
+                .areas(bottom);
 
         f.render_widget(
             Paragraph::new(self.head.to_string()).style(Style::new().add_modifier(Modifier::BOLD)),
