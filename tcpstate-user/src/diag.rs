@@ -185,7 +185,12 @@ impl Diag {
         states: u32,
     ) -> io::Result<Vec<DiagSocket>> {
         let req = dump_request(ipv6, states, ExtensionFlags::empty());
-        self.request(netns, NLM_F_REQUEST | NLM_F_DUMP, req, DiagSocket::from_response)
+        self.request(
+            netns,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            req,
+            DiagSocket::from_response,
+        )
     }
 
     /// Like [`Diag::dump_states`], with each socket's queues and drops
@@ -197,7 +202,12 @@ impl Diag {
         states: u32,
     ) -> io::Result<Vec<DiagDetail>> {
         let req = dump_request(ipv6, states, ExtensionFlags::SKMEMINFO);
-        self.request(netns, NLM_F_REQUEST | NLM_F_DUMP, req, DiagDetail::from_response)
+        self.request(
+            netns,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            req,
+            DiagDetail::from_response,
+        )
     }
 
     /// Remembers how to enter namespace `inode` (found by a /proc walk that

@@ -119,9 +119,8 @@ pub fn build(
     containers: Option<crate::container::Shared>,
 ) -> Box<dyn Render> {
     let terminal = std::io::stdout().is_terminal();
-    let colour = !o.json
-        && !o.csv
-        && color::enabled(o.color, terminal, color::ColorEnv::from_process());
+    let colour =
+        !o.json && !o.csv && color::enabled(o.color, terminal, color::ColorEnv::from_process());
     let palette = color::Palette::new(colour);
     let time = timefmt::TimeWriter::new(clock, o.time);
     let max = o.max_histories;

@@ -169,8 +169,16 @@ mod tests {
         ui.on_key(Key::Char('s'));
         assert_eq!(ui.sort_column(PaneId::Listeners, 3), Some(2));
         ui.on_key(Key::Char('s'));
-        assert_eq!(ui.sort_column(PaneId::Listeners, 3), None, "back to its own order");
-        assert_eq!(ui.sort_column(PaneId::Holders, 3), None, "other panes untouched");
+        assert_eq!(
+            ui.sort_column(PaneId::Listeners, 3),
+            None,
+            "back to its own order"
+        );
+        assert_eq!(
+            ui.sort_column(PaneId::Holders, 3),
+            None,
+            "other panes untouched"
+        );
         ui.on_key(Key::BackTab);
         ui.on_key(Key::BackTab);
         assert_eq!(ui.focus(), PaneId::Failures);
@@ -197,6 +205,10 @@ mod tests {
         assert_eq!(ui.on_key(Key::Char('x')), Action::None);
         assert_eq!(ui.on_key(Key::Char('q')), Action::Quit);
         ui.on_key(Key::Char('/'));
-        assert_eq!(ui.on_key(Key::CtrlC), Action::Quit, "Ctrl-C quits even while typing");
+        assert_eq!(
+            ui.on_key(Key::CtrlC),
+            Action::Quit,
+            "Ctrl-C quits even while typing"
+        );
     }
 }

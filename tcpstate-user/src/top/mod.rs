@@ -106,7 +106,11 @@ impl Top {
                 .as_deref()
                 .and_then(|s| crate::netns::resolve(s).ok())
                 .unwrap_or(0);
-            sample::Sampler::new(scope, self.opts.filter.clone(), !self.opts.select.is_active())
+            sample::Sampler::new(
+                scope,
+                self.opts.filter.clone(),
+                !self.opts.select.is_active(),
+            )
         });
         let (attributor, select) = (&self.attributor, &self.opts.select);
         let s = sampler.sample(&mut |owner| attribute(attributor, select, owner));
@@ -248,7 +252,9 @@ impl Render for Top {
             self.printer = match terminal::Screen::open(out) {
                 Ok(s) => Printer::Screen(Some(s)),
                 Err(e) => {
-                    eprintln!("tcpstate: --top: cannot take the terminal ({e}); printing snapshots");
+                    eprintln!(
+                        "tcpstate: --top: cannot take the terminal ({e}); printing snapshots"
+                    );
                     Printer::Plain
                 }
             };

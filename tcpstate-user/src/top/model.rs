@@ -164,7 +164,8 @@ pub struct PressureRow {
 impl PressureRow {
     /// The share of the port range in use, when the range is known.
     pub fn share(&self) -> Option<f64> {
-        self.range.map(|r| self.timewait as f64 / f64::from(r.size()))
+        self.range
+            .map(|r| self.timewait as f64 / f64::from(r.size()))
     }
 
     /// More than half of the range held by one destination: new connects to
@@ -382,7 +383,9 @@ impl Model {
     /// Whether a local port is one `connect()` picks from the range (where
     /// the range is unknown, every port is).
     fn ephemeral(&self, netns: u32, port: u16) -> bool {
-        self.port_ranges.get(&netns).is_none_or(|r| r.contains(port))
+        self.port_ranges
+            .get(&netns)
+            .is_none_or(|r| r.contains(port))
     }
 
     fn count_timewait(&mut self, ev: &TcpEvent, leaves_old: bool) {
@@ -431,7 +434,7 @@ impl Model {
             Some(Reason::ResetSent(Some(name))) => Some(format!("sent {name}")),
             Some(Reason::ResetSent(None)) => Some("sent".to_string()),
             Some(Reason::ResetReceived) => Some("received".to_string()),
-            Some(Reason::Refused) => Some("received (connect refused)".to_string()),
+            Some(Reason::Refused) => Some("connect refused".to_string()),
             _ => None,
         };
         if let Some(reason) = reset

@@ -349,14 +349,19 @@ fn pressure(m: &Model) -> Table {
 
 const FAILURE_COLUMNS: [Column; 4] = [
     col("WHAT", 9),
-    col("DESTINATION/REASON", 17),
+    col("DEST/REASON", 16),
     num("COUNT", 5),
     num("/s", 4),
 ];
 
 fn failures(m: &Model) -> Table {
     let row = |what: &str, which: String, count: u64, per: f64| Row {
-        cells: vec![what.to_string(), which.clone(), count.to_string(), rate(per)],
+        cells: vec![
+            what.to_string(),
+            which.clone(),
+            count.to_string(),
+            rate(per),
+        ],
         keys: vec![text(what), text(&which), n(count as f64), n(per)],
         warn: false,
     };
@@ -380,7 +385,13 @@ fn failures(m: &Model) -> Table {
 
 /// Every pane, in screen order, with the filter and sort applied.
 pub fn tables(m: &Model, ui: &Ui) -> Vec<Table> {
-    let mut all = vec![states(m), listeners(m), holders(m), pressure(m), failures(m)];
+    let mut all = vec![
+        states(m),
+        listeners(m),
+        holders(m),
+        pressure(m),
+        failures(m),
+    ];
     for t in &mut all {
         if t.id != PaneId::States {
             t.apply(ui);
@@ -418,6 +429,6 @@ mod tests {
         // Pressure and Failures share a line.
         let w = |c: &[Column]| c.iter().map(|c| c.width + 1).sum::<u16>() - 1;
         assert_eq!(w(&PRESSURE_COLUMNS), PRESSURE_WIDTH);
-        assert!(PRESSURE_WIDTH + w(&FAILURE_COLUMNS) <= 80);
+        assert!(PRESSURE_WIDTH + 1 + w(&FAILURE_COLUMNS) <= 80);
     }
 }

@@ -59,7 +59,9 @@ impl Rate {
 
     /// Events in the `n` complete seconds before `now_sec`.
     pub fn last(&self, now_sec: u64, n: u64) -> u64 {
-        (now_sec.saturating_sub(n)..now_sec).map(|s| self.at(s)).sum()
+        (now_sec.saturating_sub(n)..now_sec)
+            .map(|s| self.at(s))
+            .sum()
     }
 
     /// Events per second over the last [`WINDOW`] complete seconds, or fewer

@@ -120,14 +120,18 @@ impl Sampler {
     fn dump(&mut self, netns: u32) -> std::io::Result<Vec<DiagDetail>> {
         let bits = Wanted::All.state_bits();
         let mut found = Vec::new();
-        for (family, ipv6) in [(tcpstate_common::AF_INET, false), (tcpstate_common::AF_INET6, true)] {
+        for (family, ipv6) in [
+            (tcpstate_common::AF_INET, false),
+            (tcpstate_common::AF_INET6, true),
+        ] {
             if self.filter.family == 0 || self.filter.family == family {
                 found.extend(self.diag.dump_detailed(netns, ipv6, bits)?);
             }
         }
         found.retain(|d| {
             let s = &d.sock;
-            self.filter.matches(s.family, s.local.port(), s.remote.port())
+            self.filter
+                .matches(s.family, s.local.port(), s.remote.port())
         });
         Ok(found)
     }

@@ -66,8 +66,12 @@ impl View<'_> {
             );
             if r.warn { row.style(self.warn()) } else { row }
         });
-        // The first text column takes what a wider terminal adds.
-        let grow = t.columns.iter().position(|c| !c.right && !c.name.is_empty());
+        // The last text column (owner, destination, reason) takes what a
+        // wider terminal adds.
+        let grow = t
+            .columns
+            .iter()
+            .rposition(|c| !c.right && !c.name.is_empty());
         let widths = t.columns.iter().enumerate().map(|(i, c)| {
             if Some(i) == grow {
                 Constraint::Min(c.width)
@@ -106,9 +110,12 @@ impl View<'_> {
             Constraint::Fill(1),
         ])
         .areas(lists);
-        let [pressure, failures] =
-            Layout::horizontal([Constraint::Length(panes::PRESSURE_WIDTH), Constraint::Fill(1)])
-                .areas(bottom);
+        let [pressure, failures] = Layout::horizontal([
+            Constraint::Length(panes::PRESSURE_WIDTH),
+            Constraint::Fill(1),
+        ])
+        .spacing(1)
+        .areas(bottom);
 
         f.render_widget(
             Paragraph::new(self.head.to_string()).style(Style::new().add_modifier(Modifier::BOLD)),
