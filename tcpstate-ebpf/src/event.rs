@@ -2,7 +2,7 @@
 //! `Fields` and writes it with `Fields::write`, which sets every field, so a
 //! ring-buffer slot or scratch slot never keeps a value from an earlier use.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated};
 use tcpstate_common::{COMM_LEN, Config, Event, Owner, stat};
 
 use crate::maps::{EVENTS, count_in, wakeup_flags};
@@ -61,6 +61,18 @@ pub fn on_cpu() -> Owner {
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}
+
+/// The task on the CPU now, written into the event's `cpu_*` fields: the
+/// helper fills the event's memory directly (no copy through the stack).
+#[inline(always)]
+pub fn set_on_cpu(ev: &mut Event) {
+    ev.cpu_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let comm = ev.cpu_comm.as_mut_ptr();
+    // SAFETY: the helper writes at most COMM_LEN bytes, NUL-terminated.
+    if unsafe { generated::bpf_get_current_comm(comm.cast(), COMM_LEN as u32) } != 0 {
+        ev.cpu_comm = [0; COMM_LEN];
     }
 }
 

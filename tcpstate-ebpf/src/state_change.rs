@@ -13,7 +13,7 @@ use tcpstate_common::{
 };
 
 use crate::{
-    event::{Fields, on_cpu, submit},
+    event::set_on_cpu,
     kernel::{fin_flags, netns_of, synack_wait_ns},
     maps::{LISTENERS, PENDING, PORTS, SCRATCH, SOCKS, config, count_in, emit_copy},
     record::Record,
@@ -62,11 +62,7 @@ fn is_birth(old: u8, new: u8) -> bool {
 /// the subprogram exits (the log code ends in a void helper call).
 #[inline(never)]
 fn log_map_failure<C: EbpfContext>(ctx: &C, what: u32, key: u64) -> u32 {
-    if what == stat::LISTEN_MAP_FAIL {
-        warn!(ctx, "listener map update failed, port {}", key);
-    } else {
-        warn!(ctx, "socket map update failed for socket {:x}", key);
-    }
+    warn!(ctx, "listener map update failed, port {}", key);
     unsafe { core::ptr::read_volatile(&what) }
 }
 
@@ -79,29 +75,181 @@ fn count_failure<C: EbpfContext>(ctx: &C, r: Runner, cfg: &Config, what: u32, ke
     }
 }
 
-/// A socket's tracking entry as of `now`: `followed` once an event of it
-/// matched the filter, otherwise its first event is held back in `PENDING`.
+/// A socket's tracking entry for the event in `ev`: `followed` once an
+/// event of it matched the filter, otherwise its first event is held back
+/// in `PENDING`.
 #[inline(always)]
-fn tracking(now: u64, owner: Owner, netns: u32, followed: bool) -> SockState {
+fn tracking(ev: &Event, followed: bool) -> SockState {
     SockState {
-        since_ns: now,
-        owner,
+        since_ns: ev.ts_ns,
+        owner: Owner {
+            pid: ev.owner_pid,
+            _pad: 0,
+            comm: ev.owner_comm,
+        },
         followed: followed as u8,
         has_pending: !followed as u8,
         _pad: [0; 2],
-        netns,
+        netns: ev.netns,
     }
 }
 
-/// Writes every field of `ev` (ring-buffer or map memory), reading the
-/// addresses from the record.
+/// The cheapest rejections, before any map work: family, ports and
+/// protocol. With a port filter and no first events to hold back, a change
+/// whose ports do not match can never be shown: a followed socket's ports
+/// match on every later change. Listener changes are kept for their owners.
+/// Returns (family, local port, remote port).
 #[inline(always)]
-fn fill_event<R: Record>(ev: &mut Event, rec: &R, cfg: &Config, f: &Fields) -> Option<()> {
-    let (saddr, daddr) = rec.addrs(cfg, f.family)?;
-    f.write(ev, saddr, daddr);
-    Some(())
+fn admit<R: Record>(rec: &R, cfg: &Config, old: u8, new: u8) -> Option<(u16, u16, u16)> {
+    let family = rec.family(cfg)?;
+    if cfg.family != 0 && family != cfg.family {
+        return None;
+    }
+    let (sport, dport) = rec.ports(cfg)?;
+    let listen_event = old == TcpState::Listen.raw() || new == TcpState::Listen.raw();
+    if cfg.port_filter != 0 && cfg.hold_back == 0 && !listen_event && !port_matches(sport, dport) {
+        return None;
+    }
+    // MPTCP and SCTP share this tracepoint.
+    if rec.protocol(cfg)? != IPPROTO_TCP {
+        return None;
+    }
+    Some((family, sport, dport))
 }
 
+/// Listener owners are tracked whatever the filter, so a followed accepted
+/// socket can inherit its listener's owner even with --rport.
+#[inline(always)]
+fn track_listener<C: EbpfContext>(
+    ctx: &C,
+    r: Runner,
+    cfg: &Config,
+    ev: &Event,
+    key: &ListenKey,
+) {
+    let (old, new) = (ev.oldstate, ev.newstate);
+    if old == TcpState::Close.raw() && new == TcpState::Listen.raw() {
+        let owner = Owner {
+            pid: ev.cpu_pid,
+            _pad: 0,
+            comm: ev.cpu_comm,
+        };
+        if LISTENERS.insert(key, &owner, BPF_ANY as u64).is_err() {
+            count_failure(ctx, r, cfg, stat::LISTEN_MAP_FAIL, key.port as u64);
+        }
+    } else if old == TcpState::Listen.raw() && new == TcpState::Close.raw() {
+        let _ = LISTENERS.remove(key);
+    }
+}
+
+/// Whether an unmatched change is held back because a later event of its
+/// socket could still match: its first event lacks the port the filter is
+/// about. CLOSE->SYN_SENT has local port 0 before the ephemeral port is
+/// chosen; on some kernels (6.1, 6.12) a child's LISTEN->SYN_RECV still has
+/// its listener's remote port 0 (the tuple is copied in after the state is
+/// set), and as a listener event it got past `admit` even without
+/// `hold_back`. Anything else unmatched is dropped before any work.
+#[inline(always)]
+fn may_match_later(cfg: &Config, old: u8, new: u8, sport: u16, dport: u16) -> bool {
+    is_birth(old, new)
+        && new != TcpState::Listen.raw()
+        && ((cfg.hold_back != 0 && sport == 0 && cfg.port_filter & port_match::LOCAL != 0)
+            || (dport == 0 && cfg.port_filter & port_match::REMOTE != 0))
+}
+
+/// The owner: the task on CPU where the kernel runs in the owner's context,
+/// the listener's for a new child socket, else what the socket's tracking
+/// entry learned. Written into `ev` (map memory, so the verifier does not
+/// carry the three cases through the rest of the handler).
+#[inline(always)]
+fn set_owner(ev: &mut Event, tracked: Option<*mut SockState>, key: &ListenKey) {
+    let (old, new) = (ev.oldstate, ev.newstate);
+    let owner = if in_owner_context(old, new) {
+        ev.owner_pid = ev.cpu_pid;
+        ev.owner_comm = ev.cpu_comm;
+        return;
+    } else if old == TcpState::Listen.raw() && new == TcpState::SynRecv.raw() {
+        LISTENERS.get_ptr(key)
+    } else {
+        tracked.map(|t| unsafe { &raw const (*t).owner })
+    };
+    match owner {
+        Some(o) => unsafe {
+            ev.owner_pid = (*o).pid;
+            ev.owner_comm = (*o).comm;
+        },
+        None => {
+            ev.owner_pid = Owner::UNKNOWN.pid;
+            ev.owner_comm = Owner::UNKNOWN.comm;
+        }
+    }
+}
+
+/// Time in the old state, and the peer's FIN on a hand-over to a timewait
+/// socket.
+#[inline(always)]
+fn set_dwell(ev: &mut Event, cfg: &Config, tracked: Option<*mut SockState>) {
+    let (old, new) = (ev.oldstate, ev.newstate);
+    ev.dwell_ns = match tracked {
+        Some(t) => ev.ts_ns.saturating_sub(unsafe { (*t).since_ns }),
+        None => DWELL_UNKNOWN,
+    };
+    if old == TcpState::SynRecv.raw() && new == TcpState::Established.raw() {
+        // Count SYN_RECV from the SYN-ACK, as netstat shows it (the request
+        // socket), not from the child socket's creation a moment ago.
+        let wait = synack_wait_ns(cfg, ev.skaddr);
+        if wait != 0 && (ev.dwell_ns == DWELL_UNKNOWN || wait > ev.dwell_ns) {
+            ev.dwell_ns = wait;
+        }
+    }
+    ev.flags = if new == TcpState::Close.raw()
+        && (old == TcpState::FinWait2.raw() || old == TcpState::Closing.raw())
+    {
+        fin_flags(cfg, ev.skaddr)
+    } else {
+        0
+    };
+}
+
+/// After the event went out: the socket's tracking entry says when it
+/// entered its new state and who owns it (removed at CLOSE).
+#[inline(always)]
+fn update_tracking(
+    r: Runner,
+    ev: &Event,
+    tracked: Option<*mut SockState>,
+) {
+    if ev.newstate == TcpState::Close.raw() {
+        let _ = SOCKS.remove(ev.skaddr);
+        return;
+    }
+    match tracked {
+        Some(t) => unsafe {
+            (*t).since_ns = ev.ts_ns;
+            (*t).owner.pid = ev.owner_pid;
+            (*t).owner.comm = ev.owner_comm;
+            (*t).followed = 1;
+            (*t).has_pending = 0;
+        },
+        None => {
+            if SOCKS
+                .insert(ev.skaddr, &tracking(ev, true), BPF_ANY as u64)
+                .is_err()
+            {
+                // Counted only (the exit report shows it): logging here
+                // would have the verifier walk the log code once per path
+                // that reaches this insert.
+                count_in(r.row, stat::SOCK_MAP_FAIL);
+            }
+        }
+    }
+}
+
+/// One state change: filter, track, emit. The event is built in the
+/// runner's per-CPU scratch slot and copied into the ring buffer: values in
+/// map memory are not part of the verifier's state, which keeps the number
+/// of paths it walks small enough for older kernels' verifiers (6.1's gives
+/// up where 6.18's prunes).
 #[inline(always)]
 pub fn handle<C: EbpfContext, R: Record>(
     ctx: &C,
@@ -112,24 +260,7 @@ pub fn handle<C: EbpfContext, R: Record>(
     new: u8,
 ) -> Option<()> {
     let cfg = config();
-
-    // Cheapest rejections first. With a port filter and no first events to
-    // hold back, a change whose ports do not match can never be shown: a
-    // followed socket's ports match on every later change. Listener changes
-    // are kept for their owners.
-    let family = rec.family(&cfg)?;
-    if cfg.family != 0 && family != cfg.family {
-        return None;
-    }
-    let (sport, dport) = rec.ports(&cfg)?;
-    let listen_event = old == TcpState::Listen.raw() || new == TcpState::Listen.raw();
-    if cfg.port_filter != 0 && cfg.hold_back == 0 && !listen_event && !port_matches(sport, dport) {
-        return None;
-    }
-    // MPTCP and SCTP share this tracepoint.
-    if rec.protocol(&cfg)? != IPPROTO_TCP {
-        return None;
-    }
+    let (family, sport, dport) = admit(rec, &cfg, old, new)?;
 
     let birth = is_birth(old, new);
     let tracked: Option<*mut SockState> = if birth {
@@ -137,128 +268,64 @@ pub fn handle<C: EbpfContext, R: Record>(
     } else {
         SOCKS.get_ptr_mut(skaddr)
     };
-    // A tracked socket's namespace was read at its first event. Otherwise
-    // read it (two kernel reads) only when something needs it before the
-    // port filter has spoken: the --netns filter, no port filter at all, or
-    // a listener event (its key includes the namespace).
-    let (netns, netns_known) = match tracked {
-        Some(t) => (unsafe { (*t).netns }, true),
-        None if cfg.netns != 0 || cfg.port_filter == 0 || listen_event => {
-            (netns_of(&cfg, skaddr), true)
-        }
-        None => (0, false),
+    // A tracked socket's namespace was read at its first event.
+    let netns = match tracked {
+        Some(t) => unsafe { (*t).netns },
+        None => netns_of(&cfg, skaddr),
     };
     if cfg.netns != 0 && netns != cfg.netns {
         return None;
     }
-    let now = unsafe { bpf_ktime_get_boot_ns() };
 
-    // Listener owners are tracked whatever the filter, so a followed accepted
-    // socket can inherit its listener's owner even with --rport.
-    let lkey = ListenKey {
+    // SAFETY: per-CPU map value, exclusively this program run's.
+    let ev = unsafe { &mut *SCRATCH.get_ptr_mut(runner.slot)? };
+    ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    ev.skaddr = skaddr;
+    ev.netns = netns;
+    ev.sport = sport;
+    ev.dport = dport;
+    ev.family = family;
+    ev.oldstate = old;
+    ev.newstate = new;
+    ev.source = Hook::Tracepoint.raw();
+    ev.retransmits = 0;
+    ev.detail = 0;
+    set_on_cpu(ev);
+
+    let key = ListenKey {
         netns,
         port: sport,
         family,
     };
-    if old == TcpState::Close.raw() && new == TcpState::Listen.raw() {
-        if LISTENERS.insert(&lkey, &on_cpu(), BPF_ANY as u64).is_err() {
-            count_failure(ctx, runner, &cfg, stat::LISTEN_MAP_FAIL, sport as u64);
-        }
-    } else if old == TcpState::Listen.raw() && new == TcpState::Close.raw() {
-        let _ = LISTENERS.remove(&lkey);
-    }
+    track_listener(ctx, runner, &cfg, ev, &key);
 
     let followed = match tracked {
         Some(st) => unsafe { (*st).followed != 0 },
         None => false,
     };
     let matched = cfg.port_filter == 0 || followed || port_matches(sport, dport);
-
-    // Not matched: hold the event back only if a later event of this socket
-    // could still match, i.e. its first event lacks the port the filter is
-    // about (CLOSE->SYN_SENT has local port 0 before the ephemeral port is
-    // chosen). Otherwise drop it here, before any work.
-    let may_match_later = cfg.hold_back != 0
-        && birth
-        && new != TcpState::Listen.raw()
-        && ((sport == 0 && cfg.port_filter & port_match::LOCAL != 0)
-            || (dport == 0 && cfg.port_filter & port_match::REMOTE != 0));
-    if !matched && !may_match_later {
+    if !matched && !may_match_later(&cfg, old, new, sport, dport) {
         if tracked.is_some() {
             // Its tuple is complete now and still does not match: forget it.
             let _ = SOCKS.remove(skaddr);
         }
         return None;
     }
-    let netns = if netns_known {
-        netns
-    } else {
-        netns_of(&cfg, skaddr)
-    };
 
-    let cpu = on_cpu();
-    let owner = if in_owner_context(old, new) {
-        cpu
-    } else if old == TcpState::Listen.raw() && new == TcpState::SynRecv.raw() {
-        let key = ListenKey { netns, ..lkey };
-        unsafe { LISTENERS.get(&key) }
-            .copied()
-            .unwrap_or(Owner::UNKNOWN)
-    } else {
-        match tracked {
-            Some(st) => unsafe { (*st).owner },
-            None => Owner::UNKNOWN,
-        }
-    };
-
-    let mut dwell = match tracked {
-        Some(t) => now.saturating_sub(unsafe { (*t).since_ns }),
-        None => DWELL_UNKNOWN,
-    };
-    if old == TcpState::SynRecv.raw() && new == TcpState::Established.raw() {
-        // Count SYN_RECV from the SYN-ACK, as netstat shows it (the request
-        // socket), not from the child socket's creation a moment ago.
-        let wait = synack_wait_ns(&cfg, skaddr);
-        if wait != 0 && (dwell == DWELL_UNKNOWN || wait > dwell) {
-            dwell = wait;
-        }
-    }
-    let fin = if new == TcpState::Close.raw()
-        && (old == TcpState::FinWait2.raw() || old == TcpState::Closing.raw())
-    {
-        fin_flags(&cfg, skaddr)
-    } else {
-        0
-    };
-    let fields = Fields {
-        now,
-        skaddr,
-        dwell,
-        owner,
-        on_cpu: cpu,
-        netns,
-        sport,
-        dport,
-        family,
-        old,
-        new,
-        source: Hook::Tracepoint.raw(),
-        flags: fin,
-        retransmits: 0,
-        detail: 0,
-    };
+    set_owner(ev, tracked, &key);
+    set_dwell(ev, &cfg, tracked);
+    let (saddr, daddr) = rec.addrs(&cfg, family)?;
+    ev.saddr = saddr;
+    ev.daddr = daddr;
 
     if !matched {
-        // may_match_later: hold the event back until a later event of this
-        // socket matches or proves it never will.
-        let scratch = SCRATCH.get_ptr_mut(runner.slot)?;
-        // SAFETY: per-CPU map value, exclusively ours for this program run.
-        let ev = unsafe { &mut *scratch };
-        fill_event(ev, rec, &cfg, &fields)?;
+        // Held back until a later event of this socket matches or proves
+        // it never will.
         ev.flags |= flag::REPLAYED;
-        let st = tracking(now, owner, netns, false);
         if PENDING.insert(skaddr, &*ev, BPF_ANY as u64).is_err()
-            || SOCKS.insert(skaddr, &st, BPF_ANY as u64).is_err()
+            || SOCKS
+                .insert(skaddr, &tracking(ev, false), BPF_ANY as u64)
+                .is_err()
         {
             count_in(runner.row, stat::SOCK_MAP_FAIL);
         }
@@ -273,28 +340,10 @@ pub fn handle<C: EbpfContext, R: Record>(
         }
         let _ = PENDING.remove(skaddr);
     }
-    submit(runner.row, &cfg, |ev| fill_event(ev, rec, &cfg, &fields));
+    emit_copy(runner.row, &cfg, ev);
     if !birth && tracked.is_none() {
         count_in(runner.row, stat::UNTRACKED);
     }
-
-    if new == TcpState::Close.raw() {
-        let _ = SOCKS.remove(skaddr);
-        return Some(());
-    }
-    match tracked {
-        Some(t) => unsafe {
-            (*t).since_ns = now;
-            (*t).owner = owner;
-            (*t).followed = 1;
-            (*t).has_pending = 0;
-        },
-        None => {
-            let st = tracking(now, owner, netns, true);
-            if SOCKS.insert(skaddr, &st, BPF_ANY as u64).is_err() {
-                count_failure(ctx, runner, &cfg, stat::SOCK_MAP_FAIL, skaddr);
-            }
-        }
-    }
+    update_tracking(runner, ev, tracked);
     Some(())
 }

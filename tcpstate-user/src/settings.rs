@@ -43,6 +43,7 @@ impl Settings {
                 verbose: cli.verbose,
                 half_open: !cli.no_half_open,
                 classic: cli.classic_tracepoint,
+                kernel_btf: !cli.no_kernel_btf,
             },
             enrich: enrich::Options {
                 stuck: cli.stuck,

@@ -247,6 +247,12 @@ pub struct Cli {
     #[arg(long, help_heading = "Run")]
     pub classic_tracepoint: bool,
 
+    /// Act as if the kernel had no BTF: the classic tracepoints only, no
+    /// --netns and no close reasons (what older or stripped kernels give;
+    /// for comparing, and for testing that path on any kernel).
+    #[arg(long, help_heading = "Run")]
+    pub no_kernel_btf: bool,
+
     /// Most half-open, timewait and --stuck candidate sockets followed at once
     /// (beyond it they are counted as untracked in the exit report).
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=4_000_000), help_heading = "Beyond the tracepoint")]

@@ -10,6 +10,8 @@
 //!   or SYN_SENT (`--stuck`);
 //! - [`why`]: how each connection ended (resets, errors, timeouts,
 //!   retransmits), on its row into CLOSE;
+//! - [`tuple`]: a child socket's first row, completed with its own tuple on
+//!   kernels that report it with its listener's;
 //! - [`snapshot`]: the sockets (and listener owners) that already exist
 //!   when tracing starts, in every network namespace.
 //!
@@ -22,6 +24,7 @@ pub mod snapshot;
 pub mod stuck;
 pub mod table;
 pub mod timewait;
+pub mod tuple;
 pub mod why;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
@@ -151,6 +154,7 @@ pub struct Enricher {
     timewait: timewait::TimeWait,
     stuck: Option<stuck::Stuck>,
     why: why::Why,
+    tuples: tuple::Tuples,
     opts: Options,
     pub counters: Counters,
 }
@@ -171,6 +175,7 @@ impl Enricher {
             timewait: timewait::TimeWait::new(opts.max_tracked),
             stuck: opts.stuck.map(|d| stuck::Stuck::new(d, opts.max_tracked)),
             why: why::Why::new(opts.rst_reasons.clone(), opts.max_tracked),
+            tuples: tuple::Tuples::new(opts.max_tracked),
             opts,
             counters: Counters::default(),
         }
@@ -204,6 +209,24 @@ impl Enricher {
             emit(&ev);
             return;
         }
+        if tuple::incomplete(&ev) {
+            match self.tuples.hold(&ev, ev.ts_ns) {
+                tuple::Hold::Held => return,
+                tuple::Hold::Replaced(first) => self.transition(first, emit),
+                tuple::Hold::Full => {}
+            }
+        } else if let Some(mut held) = self.tuples.complete(&ev) {
+            if held.owner.is_none() {
+                held.owner = self.known_owner(&held);
+            }
+            self.transition(held, emit);
+        }
+        self.transition(ev, emit);
+    }
+
+    /// A kernel state change with its tuple complete: emits it, then what it
+    /// implies.
+    fn transition(&mut self, mut ev: TcpEvent, emit: &mut Emit<'_>) {
         if matches!(
             (ev.old, ev.new),
             (TcpState::SynSent, TcpState::Established) | (TcpState::Listen, TcpState::SynRecv)
@@ -302,6 +325,9 @@ impl Enricher {
 
     /// Tracing stops: the CLOSE rows still waiting for a cause.
     pub fn finish(&mut self, emit: &mut Emit<'_>) {
+        for held in self.tuples.drain() {
+            self.transition(held, emit);
+        }
         let mut rows = Vec::new();
         self.why.flush(&mut |r| rows.push(r));
         for r in rows {
@@ -317,6 +343,9 @@ impl Enricher {
             emit(&e)
         };
         let emit: &mut Emit<'_> = &mut emit;
+        for held in self.tuples.expired(now_ns) {
+            self.transition(held, emit);
+        }
         let mut rows = Vec::new();
         self.why.tick(&mut |r| rows.push(r));
         for r in rows {

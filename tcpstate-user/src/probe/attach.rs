@@ -49,15 +49,16 @@ pub(super) fn attach_synack(
     say: &mut dyn FnMut(&str),
 ) -> bool {
     if let Some(id) = btf_id {
-        let r = (|| -> Result<(), ProgramError> {
+        let r = (|| -> Result<String, ProgramError> {
             let p: &mut BtfTracePoint = program(ebpf, names::SYNACK_BTF_PROGRAM)?;
-            p.load_with_btf_id(id)?;
+            let (loaded, took) = timed(|| p.load_with_btf_id(id));
+            loaded?;
             p.attach()?;
-            Ok(())
+            Ok(verified(p.info(), took))
         })();
         match r {
-            Ok(()) => {
-                say("attached to tp_btf/tcp_retransmit_synack");
+            Ok(stats) => {
+                say(&format!("attached to tp_btf/tcp_retransmit_synack ({stats})"));
                 return true;
             }
             Err(e) => say(&format!(
@@ -70,15 +71,16 @@ pub(super) fn attach_synack(
         say("half-open connections are not seen: no tcp:tcp_retransmit_synack");
         return false;
     }
-    let r = (|| -> Result<(), ProgramError> {
+    let r = (|| -> Result<String, ProgramError> {
         let p: &mut TracePoint = program(ebpf, names::SYNACK_PROGRAM)?;
-        p.load()?;
+        let (loaded, took) = timed(|| p.load());
+        loaded?;
         p.attach("tcp", "tcp_retransmit_synack")?;
-        Ok(())
+        Ok(verified(p.info(), took))
     })();
     match r {
-        Ok(()) => {
-            say("attached to tcp:tcp_retransmit_synack");
+        Ok(stats) => {
+            say(&format!("attached to tcp:tcp_retransmit_synack ({stats})"));
             true
         }
         Err(e) => {
@@ -94,7 +96,7 @@ pub(super) fn attach_synack(
 /// Attaches the nested-run program after the main one (the kernel calls
 /// them in attach order). Optional: without it, the changes the kernel skips
 /// while the main program runs are counted as lost.
-pub(super) fn attach_nested(
+fn attach_nested(
     ebpf: &mut Ebpf,
     loaded: Result<(), ProgramError>,
     say: &mut dyn FnMut(&str),
@@ -117,9 +119,10 @@ pub(super) fn attach_nested(
 /// its own thread: verification is most of start-up, and the two are the
 /// same size. The main program's failure is fatal; the nested one's is
 /// returned for [`attach_nested`] to report.
-pub(super) fn load_state_change_programs(
+fn load_state_change_programs(
     ebpf: &mut Ebpf,
     btf_id: u32,
+    say: &mut dyn FnMut(&str),
 ) -> Result<Result<(), ProgramError>, UserError> {
     let (mut main, mut nested) = (None, None);
     for (name, prog) in ebpf.programs_mut() {
@@ -135,18 +138,97 @@ pub(super) fn load_state_change_programs(
         .map_err(|e| program_error("program type", e))?;
     let nested: Result<&mut BtfTracePoint, ProgramError> =
         nested.expect("nested program is in the object").try_into();
-    let (main_loaded, nested_loaded) = std::thread::scope(|s| {
-        let other = s.spawn(move || nested.and_then(|p| p.load_with_btf_id(btf_id)));
-        let main_loaded = main.load_with_btf_id(btf_id);
-        (main_loaded, other.join())
+    let ((main_loaded, main_took), nested_loaded) = std::thread::scope(|s| {
+        let other = s.spawn(move || {
+            nested.and_then(|p| {
+                let (r, took) = timed(|| p.load_with_btf_id(btf_id));
+                r.map(|()| verified(p.info(), took))
+            })
+        });
+        (timed(|| main.load_with_btf_id(btf_id)), other.join())
     });
     main_loaded.map_err(|e| program_error("loading the program", e))?;
-    Ok(nested_loaded.unwrap_or_else(|_| {
+    say(&format!(
+        "verified {}: {}",
+        names::BTF_PROGRAM,
+        verified(main.info(), main_took)
+    ));
+    let nested_loaded = nested_loaded.unwrap_or_else(|_| {
         Err(ProgramError::SyscallError(aya::sys::SyscallError {
             call: "verifier thread",
             io_error: std::io::Error::other("panicked"),
         }))
-    }))
+    });
+    Ok(nested_loaded.map(|stats| say(&format!("verified {}: {stats}", names::NESTED_PROGRAM))))
+}
+
+/// Loads and attaches the BTF state-change program and its nested-run
+/// companion; the descriptor of the main one, for its skip counter.
+pub(super) fn attach_btf_state_change(
+    ebpf: &mut Ebpf,
+    btf_id: u32,
+    say: &mut dyn FnMut(&str),
+) -> Result<std::os::fd::OwnedFd, UserError> {
+    let nested_loaded = load_state_change_programs(ebpf, btf_id, say)?;
+    let program: &mut BtfTracePoint = program(ebpf, names::BTF_PROGRAM)
+        .map_err(|e| program_error("program type", e))?;
+    // aya keeps the link with the program: detached at unload.
+    program
+        .attach()
+        .map_err(|e| program_error("attaching to tp_btf/inet_sock_set_state", e))?;
+    let fd = own_fd(program.fd())?;
+    attach_nested(ebpf, nested_loaded, say);
+    Ok(fd)
+}
+
+/// After a refusal: whichever of the two BTF state-change programs did load
+/// is unloaded, so nothing of the refused hook stays in the kernel.
+pub(super) fn unload_btf_state_change(ebpf: &mut Ebpf) {
+    for name in [names::BTF_PROGRAM, names::NESTED_PROGRAM] {
+        if let Ok(p) = program::<BtfTracePoint>(ebpf, name) {
+            let _ = p.unload();
+        }
+    }
+}
+
+/// Loads and attaches the classic state-change program.
+pub(super) fn attach_classic_state_change(
+    ebpf: &mut Ebpf,
+    tracing: &Path,
+    say: &mut dyn FnMut(&str),
+) -> Result<std::os::fd::OwnedFd, UserError> {
+    let program: &mut TracePoint =
+        program(ebpf, names::PROGRAM).map_err(|e| program_error("program type", e))?;
+    let (loaded, took) = timed(|| program.load());
+    loaded.map_err(|e| program_error("loading the program", e))?;
+    say(&format!(
+        "verified {}: {}",
+        names::PROGRAM,
+        verified(program.info(), took)
+    ));
+    attach_classic(program, tracing)?;
+    own_fd(program.fd())
+}
+
+/// Runs `f`, with how long it took.
+pub(super) fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
+    let start = std::time::Instant::now();
+    let r = f();
+    (r, start.elapsed())
+}
+
+/// What the verifier did for a loaded program, for `--verbose`: the
+/// instructions it processed (the kernel's limit is 1,000,000) and how long
+/// loading took.
+pub(super) fn verified(
+    info: Result<aya::programs::ProgramInfo, ProgramError>,
+    took: std::time::Duration,
+) -> String {
+    let insns = info
+        .ok()
+        .and_then(|i| i.verified_instruction_count())
+        .map_or_else(|| "? instructions".to_string(), |n| format!("{n} instructions"));
+    format!("{insns} in {:.1} ms", took.as_secs_f64() * 1e3)
 }
 
 /// Attaches the cause hooks (resets, socket errors, retransmits) that exist
@@ -164,14 +246,15 @@ pub(super) fn attach_causes(
             ));
             continue;
         };
-        let r = (|| -> Result<(), ProgramError> {
+        let r = (|| -> Result<String, ProgramError> {
             let p: &mut BtfTracePoint = program(ebpf, name)?;
-            p.load_with_btf_id(id)?;
+            let (loaded, took) = timed(|| p.load_with_btf_id(id));
+            loaded?;
             p.attach()?;
-            Ok(())
+            Ok(verified(p.info(), took))
         })();
         match r {
-            Ok(()) => say(&format!("attached to tp_btf/{tp}")),
+            Ok(stats) => say(&format!("attached to tp_btf/{tp} ({stats})")),
             Err(e) => say(&format!(
                 "reasons from {tp} are not shown ({e}: {})",
                 source_chain(&e)
@@ -183,7 +266,7 @@ pub(super) fn attach_causes(
 /// Our own handle on a program: its skip counter stays readable after aya
 /// detaches and unloads it at exit (the kernel keeps a program alive while a
 /// descriptor refers to it).
-pub(super) fn own_fd(
+fn own_fd(
     fd: Result<&aya::programs::ProgramFd, ProgramError>,
 ) -> Result<std::os::fd::OwnedFd, UserError> {
     use std::os::fd::AsFd;
@@ -193,7 +276,7 @@ pub(super) fn own_fd(
         .map_err(|e| UserError::runtime(format!("duplicating the program fd: {e}")))
 }
 
-pub(super) fn attach_classic(program: &mut TracePoint, tracing: &Path) -> Result<(), UserError> {
+fn attach_classic(program: &mut TracePoint, tracing: &Path) -> Result<(), UserError> {
     program.attach("sock", "inet_sock_set_state").map(drop).map_err(|e| {
         let missing = matches!(&e, ProgramError::SyscallError(s) if s.io_error.kind() == std::io::ErrorKind::NotFound)
             || !tracing.join("events/sock/inet_sock_set_state/id").exists();

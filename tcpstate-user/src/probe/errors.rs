@@ -8,6 +8,42 @@ use crate::{
     privileges,
 };
 
+/// The oldest kernel with everything the programs need at their plainest
+/// (classic tracepoints): the BPF ring buffer (5.8), bounded loops and
+/// `bpf_probe_read_kernel` (5.5) and the tracepoint's `protocol` field
+/// (5.6, which also fixed its layout).
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// Refuses a kernel older than [`MIN_KERNEL`] with one line naming it, rather
+/// than whatever the first map or program creation would fail with.
+pub(super) fn check_kernel_version() -> Result<(), UserError> {
+    let release = kernel_release();
+    match parse_release(&release) {
+        Some(v) if v < MIN_KERNEL => Err(UserError::runtime(format!(
+            "this kernel ({release}) is older than Linux {}.{}, which tcpstate needs for the \
+             BPF ring buffer",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ))
+        .hint("tcpstate runs on Linux 5.8 and newer; see the README's kernel table")),
+        _ => Ok(()),
+    }
+}
+
+/// `uname -r`.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// (major, minor) of a release like "6.1.0-57-amd64".
+pub(super) fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(['.', '-', '+']);
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 pub(super) fn check_privileges() -> Result<(), UserError> {
     let Some(caps) = privileges::effective() else {
         return Ok(()); // cannot tell: let the kernel decide
@@ -70,5 +106,19 @@ pub(super) fn program_error(what: &str, e: ProgramError) -> UserError {
             err
         }
         other => UserError::runtime(format!("{what}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_are_read_as_major_minor() {
+        assert_eq!(parse_release("6.1.0-57-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("6.12.63+deb12-amd64"), Some((6, 12)));
+        assert_eq!(parse_release("5.4.0"), Some((5, 4)));
+        assert!(parse_release("5.4.0").unwrap() < MIN_KERNEL);
+        assert_eq!(parse_release("garbage"), None);
     }
 }

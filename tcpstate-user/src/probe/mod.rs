@@ -21,11 +21,11 @@ use tcpstate_common::{Config, ListenKey, Owner, names, port_match, stat};
 pub use self::counters::KernelStats;
 use self::{
     attach::{
-        attach_causes, attach_classic, attach_nested, attach_synack, load_state_change_programs,
-        own_fd,
+        attach_btf_state_change, attach_causes, attach_classic_state_change, attach_synack,
+        unload_btf_state_change,
     },
     counters::{StatsView, recursion_misses},
-    errors::{check_privileges, load_error, program_error},
+    errors::{check_kernel_version, check_privileges, load_error},
 };
 use crate::{
     enrich::ListenerKey, error::UserError, event::Task, kernel_btf, layout, netns, tracefs,
@@ -51,6 +51,8 @@ pub struct ProbeOptions {
     pub half_open: bool,
     /// Use the classic tracepoint even where the BTF one works.
     pub classic: bool,
+    /// Read kernel BTF (false: act as if the kernel had none).
+    pub kernel_btf: bool,
 }
 
 pub struct Probe {
@@ -135,6 +137,7 @@ fn ephemeral_range(text: &str) -> Option<(u16, u16)> {
 impl Probe {
     pub fn load(opts: &ProbeOptions) -> Result<Probe, UserError> {
         let mut say = say(opts.verbose);
+        check_kernel_version()?;
         check_privileges()?;
 
         let tracing = tracefs::ensure(&mut say)?;
@@ -168,7 +171,12 @@ impl Probe {
             layout.protocol
         ));
 
-        let kbtf = match kernel_btf::kernel_btf(kernel_btf::VMLINUX_BTF) {
+        let read_btf = if opts.kernel_btf {
+            kernel_btf::kernel_btf(kernel_btf::VMLINUX_BTF)
+        } else {
+            Err(anyhow::anyhow!("not read (--no-kernel-btf)"))
+        };
+        let kbtf = match read_btf {
             Ok(k) => {
                 say(&format!(
                     "kernel BTF: skc_net at {}, ns.inum at {}, srtt_us at {}, snt_synack at {}",
@@ -247,6 +255,7 @@ impl Probe {
             // (our patched aya no longer parses it in `new()`, see
             // third_party/aya/PATCHED.md; this keeps it so if unpatched).
             .btf(None)
+            .verifier_log_level(if std::env::var("DEVHACK_VERIFIER_LOG").is_ok() { aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS } else { aya::VerifierLogLevel::default() })
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_size)
             .map_max_entries(names::SOCKS, opts.max_sockets)
@@ -298,29 +307,35 @@ impl Probe {
             "maps created; loading the {} program",
             hook.name()
         ));
-        let prog_fd = match hook {
+        let (hook, prog_fd) = match hook {
             StateHook::Btf => {
                 let btf_id = kbtf.state_change_btf_id.expect("checked above");
-                let nested_loaded = load_state_change_programs(&mut ebpf, btf_id)?;
-                let program: &mut BtfTracePoint = attach::program(&mut ebpf, names::BTF_PROGRAM)
-                    .map_err(|e| program_error("program type", e))?;
-                // aya keeps the link with the program: detached at unload.
-                program
-                    .attach()
-                    .map_err(|e| program_error("attaching to tp_btf/inet_sock_set_state", e))?;
-                let fd = own_fd(program.fd())?;
-                attach_nested(&mut ebpf, nested_loaded, &mut say);
-                fd
+                match attach_btf_state_change(&mut ebpf, btf_id, &mut say) {
+                    Ok(fd) => (StateHook::Btf, fd),
+                    Err(e) => {
+                        // Said without --verbose: the run goes on, on a hook
+                        // that misses what another tool's program hides.
+                        eprintln!(
+                            "tcpstate: {} refused by this kernel ({}); using {} instead",
+                            StateHook::Btf.name(),
+                            e.message,
+                            StateHook::Classic.name()
+                        );
+                        if let Some(d) = &e.detail {
+                            say(d);
+                        }
+                        unload_btf_state_change(&mut ebpf);
+                        (
+                            StateHook::Classic,
+                            attach_classic_state_change(&mut ebpf, &tracing, &mut say)?,
+                        )
+                    }
+                }
             }
-            StateHook::Classic => {
-                let program: &mut TracePoint = attach::program(&mut ebpf, names::PROGRAM)
-                    .map_err(|e| program_error("program type", e))?;
-                program
-                    .load()
-                    .map_err(|e| program_error("loading the program", e))?;
-                attach_classic(program, &tracing)?;
-                own_fd(program.fd())?
-            }
+            StateHook::Classic => (
+                StateHook::Classic,
+                attach_classic_state_change(&mut ebpf, &tracing, &mut say)?,
+            ),
         };
         say(&format!("attached to {}", hook.name()));
         let half_open = if !opts.half_open {
