@@ -14,7 +14,7 @@ use netlink_packet_core::{
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags, nlas::Nla},
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
@@ -50,6 +50,32 @@ impl DiagSocket {
             ),
             inode: h.inode,
             uid: h.uid,
+        }
+    }
+}
+
+/// A socket with the queue and drop counts `ss -tm` adds. For a listener
+/// `rqueue` is its accept queue now and `wqueue` the queue's limit (the
+/// backlog); `drops` is its `sk_drops` (accept-queue overflows and other
+/// drops, `ss -tlm`'s `d<N>`), absent on kernels that do not report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagDetail {
+    pub sock: DiagSocket,
+    pub rqueue: u32,
+    pub wqueue: u32,
+    pub drops: Option<u32>,
+}
+
+impl DiagDetail {
+    fn from_response(r: &InetResponse) -> Self {
+        DiagDetail {
+            sock: DiagSocket::from_response(r),
+            rqueue: r.header.recv_queue,
+            wqueue: r.header.send_queue,
+            drops: r.nlas.iter().find_map(|n| match n {
+                Nla::MemInfo(m) => Some(m.drops),
+                _ => None,
+            }),
         }
     }
 }
@@ -99,7 +125,13 @@ impl Diag {
         Ok(&self.sockets[&netns])
     }
 
-    fn request(&mut self, netns: u32, flags: u16, req: InetRequest) -> io::Result<Vec<DiagSocket>> {
+    fn request<T>(
+        &mut self,
+        netns: u32,
+        flags: u16,
+        req: InetRequest,
+        each: fn(&InetResponse) -> T,
+    ) -> io::Result<Vec<T>> {
         let sock = self.socket(netns)?;
         let mut hdr = NetlinkHeader::default();
         hdr.flags = flags;
@@ -120,7 +152,7 @@ impl Diag {
                 let len = m.header.length as usize;
                 match m.payload {
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                        out.push(DiagSocket::from_response(&r));
+                        out.push(each(&r));
                     }
                     NetlinkPayload::Done(_) => return Ok(out),
                     NetlinkPayload::Error(e) => {
@@ -152,24 +184,50 @@ impl Diag {
         ipv6: bool,
         states: u32,
     ) -> io::Result<Vec<DiagSocket>> {
-        let req = InetRequest {
-            family: if ipv6 { AF_INET6 } else { AF_INET },
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::from_bits_retain(states),
-            socket_id: if ipv6 {
-                SocketId::new_v6()
-            } else {
-                SocketId::new_v4()
-            },
-        };
-        self.request(netns, NLM_F_REQUEST | NLM_F_DUMP, req)
+        let req = dump_request(ipv6, states, ExtensionFlags::empty());
+        self.request(
+            netns,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            req,
+            DiagSocket::from_response,
+        )
+    }
+
+    /// Like [`Diag::dump_states`], with each socket's queues and drops
+    /// (`INET_DIAG_SKMEMINFO`): what `--top` shows per listener.
+    pub fn dump_detailed(
+        &mut self,
+        netns: u32,
+        ipv6: bool,
+        states: u32,
+    ) -> io::Result<Vec<DiagDetail>> {
+        let req = dump_request(ipv6, states, ExtensionFlags::SKMEMINFO);
+        self.request(
+            netns,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            req,
+            DiagDetail::from_response,
+        )
     }
 
     /// Remembers how to enter namespace `inode` (found by a /proc walk that
     /// already happened), so opening its netlink socket needs no new walk.
     pub fn know_path(&mut self, inode: u32, path: std::path::PathBuf) {
         self.paths.insert(inode, path);
+    }
+}
+
+fn dump_request(ipv6: bool, states: u32, extensions: ExtensionFlags) -> InetRequest {
+    InetRequest {
+        family: if ipv6 { AF_INET6 } else { AF_INET },
+        protocol: IPPROTO_TCP,
+        extensions,
+        states: StateFlags::from_bits_retain(states),
+        socket_id: if ipv6 {
+            SocketId::new_v6()
+        } else {
+            SocketId::new_v4()
+        },
     }
 }
 

@@ -26,5 +26,6 @@ pub mod reader;
 pub mod render;
 pub mod settings;
 pub mod summary;
+pub mod top;
 pub mod tracefs;
 pub mod why;

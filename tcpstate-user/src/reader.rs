@@ -22,7 +22,7 @@ use crate::{
     gate::Gate,
     output::{Flush, Output},
     probe::{KernelStats, Probe},
-    render::Render,
+    render::{Flow, Live, Render},
     summary::Summary,
 };
 
@@ -130,9 +130,10 @@ impl Stages<'_> {
     }
 }
 
-/// Warns on stderr when the kernel's loss counters grow, while running.
-fn warn_new_losses(prev: &mut KernelStats, now: KernelStats) {
-    if now.lost() > prev.lost() {
+/// Warns on stderr when the kernel's loss counters grow, while running
+/// (unless a full-screen view shows them: `quiet`).
+fn warn_new_losses(prev: &mut KernelStats, now: KernelStats, quiet: bool) {
+    if now.lost() > prev.lost() && !quiet {
         eprintln!(
             "tcpstate: warning: {} events lost so far (ring buffer full: {}, skipped by the kernel: {}); \
              try a larger --ring-size or a faster output",
@@ -215,7 +216,7 @@ pub async fn run(
                 }
             }
             _ = stats_tick.tick() => {
-                warn_new_losses(&mut last_stats, probe.stats());
+                warn_new_losses(&mut last_stats, probe.stats(), stages.render.owns_terminal());
                 if let Some(m) = stages.gate.metrics() {
                     m.losses(&last_stats, stages.summary.decode_errors);
                 }
@@ -234,8 +235,17 @@ pub async fn run(
         if !out.stalled() {
             stages.drain(ring.get_mut(), out.buf());
         }
+        let live = Live {
+            kernel: &last_stats,
+            summary: stages.summary,
+            trackers: &stages.enrich.counters,
+        };
+        let flow = stages.render.live(&live, out.buf());
         if !flushed(&mut out)? {
             break Stop::ClosedPipe;
+        }
+        if flow == Flow::Quit {
+            break Stop::Signal;
         }
     };
     if stop == Stop::ClosedPipe {

@@ -71,6 +71,12 @@ impl Settings {
                 max_tracked: cli.max_tracked as usize,
                 trigger: cli.trigger.clone(),
                 diagram: cli.diagram.clone(),
+                top: cli.top.then(|| crate::top::Options {
+                    interval: cli.interval,
+                    netns: cli.netns.clone(),
+                    filter: start_filter(cli, family),
+                    select: cli.container_options().select,
+                }),
             },
             containers: cli.container_options(),
             metrics: cli.metrics_options(),
@@ -78,17 +84,22 @@ impl Settings {
                 // Resolved by the probe, after the privilege checks: a user
                 // without them hears about that first.
                 netns: 0,
-                filter: enrich::Filter {
-                    local_ports: cli.ports.iter().chain(&cli.lports).copied().collect(),
-                    remote_ports: cli.ports.iter().chain(&cli.rports).copied().collect(),
-                    family,
-                },
+                filter: start_filter(cli, family),
                 rows: cli.wants_snapshot(),
             },
             flush_interval: cli.flush_interval,
             duration: cli.duration,
             verbose: cli.verbose,
         })
+    }
+}
+
+/// The port and family filters as sock_diag results are checked against.
+fn start_filter(cli: &Cli, family: u16) -> enrich::Filter {
+    enrich::Filter {
+        local_ports: cli.ports.iter().chain(&cli.lports).copied().collect(),
+        remote_ports: cli.ports.iter().chain(&cli.rports).copied().collect(),
+        family,
     }
 }
 

@@ -139,6 +139,18 @@ pub struct Cli {
     #[arg(long, value_name = "STATE|OLD->NEW", value_parser = crate::render::trigger::parse_spec, conflicts_with = "summary", help_heading = "Views")]
     pub trigger: Vec<crate::render::trigger::TriggerSpec>,
 
+    /// A full-screen live view: sockets per state, listeners' accept queues
+    /// and drops, who holds sockets in CLOSE_WAIT/FIN_WAIT2/LAST_ACK/
+    /// SYN_SENT, TIME_WAIT pressure on the ephemeral ports, failed connects
+    /// and resets. Keys: q quit, p pause, s sort, / filter, Tab pane, ? help.
+    /// When stdout is not a terminal, a plain-text snapshot per --interval.
+    #[arg(long, conflicts_with_all = ["json", "csv", "wide", "lifecycle", "summary", "trigger", "quiet", "explain"], help_heading = "Views")]
+    pub top: bool,
+
+    /// How often --top samples and redraws (or prints a snapshot).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration, requires = "top", help_heading = "Views")]
+    pub interval: Duration,
+
     /// Most socket histories held at once by --lifecycle and --trigger (the
     /// oldest is evicted beyond, and counted).
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Views")]
@@ -374,7 +386,7 @@ impl Cli {
     pub fn container_options(&self) -> crate::container::Options {
         let select = crate::container::select::Select::new(&self.cgroups, &self.containers);
         crate::container::Options {
-            enabled: (self.wide || self.json || self.csv) && !self.quiet
+            enabled: (self.wide || self.json || self.csv || self.top) && !self.quiet
                 || select.is_active()
                 || self.metrics_container_labels,
             select,
@@ -382,8 +394,9 @@ impl Cli {
     }
 
     /// `--snapshot`, or a port filter without `--no-snapshot`.
+    /// `--top` counts from it.
     pub fn wants_snapshot(&self) -> bool {
-        self.snapshot || (self.has_port_filter() && !self.no_snapshot)
+        self.snapshot || self.top || (self.has_port_filter() && !self.no_snapshot)
     }
 }
 

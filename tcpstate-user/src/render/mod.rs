@@ -23,6 +23,22 @@ use std::io::IsTerminal as _;
 
 use crate::{clock::WallClock, event::TcpEvent};
 
+/// What a live view (`--top`) shows beside the rows: the losses as the exit
+/// report counts them, refreshed by the reader once a second.
+pub struct Live<'a> {
+    pub kernel: &'a crate::probe::KernelStats,
+    pub summary: &'a crate::summary::Summary,
+    pub trackers: &'a crate::enrich::Counters,
+}
+
+/// Whether a live view wants tracing to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Go,
+    /// The user quit (`q`): stop as on Ctrl-C.
+    Quit,
+}
+
 pub trait Render {
     /// Written once before the first event (column headings).
     fn header(&self, out: &mut Vec<u8>);
@@ -31,6 +47,16 @@ pub trait Render {
     /// What the user should know beside the output (histories evicted,
     /// files written) goes into `notes`, for the exit report.
     fn finish(&mut self, _out: &mut Vec<u8>, _notes: &mut Vec<String>) {}
+    /// Called on every pass of the reader's loop (at least every
+    /// `--flush-interval`): a live view redraws when due and reads its keys.
+    fn live(&mut self, _live: &Live<'_>, _out: &mut Vec<u8>) -> Flow {
+        Flow::Go
+    }
+    /// Whether this view draws the whole terminal: nothing else may write
+    /// to it meanwhile (the loss warnings are on its screen instead).
+    fn owns_terminal(&self) -> bool {
+        false
+    }
 }
 
 /// Several renderers fed the same events, in order.
@@ -75,6 +101,8 @@ pub struct Options {
     pub max_tracked: usize,
     pub trigger: Vec<trigger::TriggerSpec>,
     pub diagram: Option<std::path::PathBuf>,
+    /// `--top`: the live view instead of rows.
+    pub top: Option<crate::top::Options>,
 }
 
 /// The renderers asked for:
@@ -90,18 +118,21 @@ pub fn build(
     clock: WallClock,
     containers: Option<crate::container::Shared>,
 ) -> Box<dyn Render> {
-    let colour = !o.json
-        && !o.csv
-        && color::enabled(
-            o.color,
-            std::io::stdout().is_terminal(),
-            color::ColorEnv::from_process(),
-        );
+    let terminal = std::io::stdout().is_terminal();
+    let colour =
+        !o.json && !o.csv && color::enabled(o.color, terminal, color::ColorEnv::from_process());
     let palette = color::Palette::new(colour);
     let time = timefmt::TimeWriter::new(clock, o.time);
     let max = o.max_histories;
 
-    let per_event: Option<Box<dyn Render>> = if o.lifecycle {
+    let per_event: Option<Box<dyn Render>> = if let Some(top) = &o.top {
+        Some(Box::new(crate::top::Top::new(
+            top.clone(),
+            terminal,
+            colour,
+            containers,
+        )))
+    } else if o.lifecycle {
         Some(if o.json {
             Box::new(lifecycle::Lifecycle::json(clock, max))
         } else {

@@ -25,4 +25,5 @@ mod snapshot;
 mod stuck;
 mod time_in_state;
 mod timewait;
+mod top;
 mod why;

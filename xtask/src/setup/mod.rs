@@ -37,6 +37,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "strace",
     "graphviz",
     "libbpf-tools",
+    // The `--top` screen is tested in a real terminal (tests/tests/integration/top.rs).
+    "tmux",
 ];
 
 /// Optional peer tracers for `cargo xtask bench`, installed by `setup --bench`.
