@@ -26,7 +26,6 @@ use std::{
 use anyhow::{Result, bail};
 
 use crate::util::{self, step};
-pub use kernel::LINES;
 pub use matrix::run_matrix;
 
 #[derive(clap::Args, Debug)]
@@ -96,7 +95,7 @@ pub fn prepare(line_name: &str) -> Result<Guest> {
 }
 
 /// A fresh directory for one guest run, unique so that runs may overlap.
-fn run_dir(label: &str) -> PathBuf {
+pub(super) fn run_dir(label: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     vm_dir()
@@ -118,6 +117,7 @@ pub fn vm_run(opts: &RunOptions) -> Result<()> {
             timeout: Duration::from_secs(opts.timeout),
             echo: true,
             dir: &dir,
+            files: &[],
         },
     )?;
     let boot = out.boot.map(util::secs).unwrap_or_else(|| "?".into());

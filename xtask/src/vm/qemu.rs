@@ -34,6 +34,8 @@ pub struct Request<'a> {
     pub echo: bool,
     /// The run's directory on the host (created empty here).
     pub dir: &'a Path,
+    /// Files to put in it before the boot (name, contents): scripts the command runs.
+    pub files: &'a [(&'a str, String)],
 }
 
 pub struct Outcome {
@@ -43,9 +45,7 @@ pub struct Outcome {
     pub boot: Option<Duration>,
     pub wall: Duration,
     pub timed_out: bool,
-    /// Everything the command wrote (stdout and stderr).
-    pub console: String,
-    /// The kernel's log (serial port).
+    /// The kernel's log (serial port); the command's output is beside it in console.txt.
     pub serial: PathBuf,
 }
 
@@ -83,6 +83,9 @@ pub fn run(guest: &Guest, req: &Request) -> Result<Outcome> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", req.dir.display()))?;
     fs::write(dir.join("stage2.sh"), stage2(req))?;
+    for (name, contents) in req.files {
+        fs::write(dir.join(name), contents)?;
+    }
     let serial = dir.join("kernel.log");
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "2"])
@@ -173,7 +176,6 @@ pub fn run(guest: &Guest, req: &Request) -> Result<Outcome> {
         boot,
         wall,
         timed_out,
-        console,
         serial,
     })
 }
