@@ -37,7 +37,8 @@ enum Command {
     Build,
     /// Setup, build, then run target/release/tcpstate with the arguments after `--`.
     Run(run::Options),
-    /// Setup, build, run all tests against the release binary, then fmt and clippy.
+    /// Setup, build, run all tests against the release binary, the kernel matrix (vm-test),
+    /// then fmt and clippy.
     Test(test::Options),
     /// Build, then copy the binary to <PREFIX>/bin/tcpstate.
     Install(install::Options),

@@ -17,7 +17,13 @@ const BUSYBOX: &str = "/bin/busybox";
 /// `netfs` for 9p on 6.12) come from `modules.dep`. The rest (nftables, veth, ...) is loaded
 /// on demand by the host's `modprobe` once the package's modules are bound at
 /// `/lib/modules/<release>`. Built-in ones (listed in `modules.builtin`) are skipped.
-const WANTED: &[&str] = &["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay"];
+const WANTED: &[&str] = &[
+    "virtio_pci",
+    "virtio_console",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+];
 
 /// The guest's PID 1. `vm_results` and `vm_modules` come from the kernel command line (the
 /// kernel hands unknown `name=value` parameters to init as environment variables).
@@ -55,6 +61,11 @@ mount -t tmpfs tmpfs $R/run
 # The guest kernel's modules where its modprobe looks for them.
 mkdir -p "$R/lib/modules/$(uname -r)"
 mount --bind "$R$vm_modules" "$R/lib/modules/$(uname -r)" || die "cannot bind the modules"
+# The kernel runs modprobe (module autoloading: nf_tables, tcp_diag, veth, ...) from the
+# initial root, this initramfs, not from our chroot: hand those requests to the chroot's.
+printf '#!/bin/busybox sh\nexec /bin/busybox chroot /mnt/root /sbin/modprobe "$@"\n' > /bin/modprobe-chroot
+chmod 755 /bin/modprobe-chroot
+echo /bin/modprobe-chroot > /proc/sys/kernel/modprobe
 ip link set lo up
 hostname "vm-$(uname -r)"
 log "init reached after $(cut -d' ' -f1 /proc/uptime) s; running the command"
@@ -127,7 +138,9 @@ fn load_order(kernel: &Kernel) -> Result<Vec<String>> {
         if builtin.lines().any(|l| same_module(&module_name(l), want)) {
             continue;
         }
-        let Some((path, _)) = table.iter().find(|(m, _)| same_module(&module_name(m), want))
+        let Some((path, _)) = table
+            .iter()
+            .find(|(m, _)| same_module(&module_name(m), want))
         else {
             bail!(
                 "kernel {} has no module {want} (built in or in {})",

@@ -52,10 +52,17 @@ pub const LINES: &[Line] = &[
 ];
 
 pub fn line(name: &str) -> Result<Line> {
-    LINES.iter().copied().find(|l| l.name == name).with_context(|| {
-        let names: Vec<&str> = LINES.iter().map(|l| l.name).collect();
-        format!("unknown kernel {name:?}: the matrix has {}", names.join(", "))
-    })
+    LINES
+        .iter()
+        .copied()
+        .find(|l| l.name == name)
+        .with_context(|| {
+            let names: Vec<&str> = LINES.iter().map(|l| l.name).collect();
+            format!(
+                "unknown kernel {name:?}: the matrix has {}",
+                names.join(", ")
+            )
+        })
 }
 
 /// An unpacked kernel package.
@@ -70,7 +77,9 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn vmlinuz(&self) -> PathBuf {
-        self.root.join("boot").join(format!("vmlinuz-{}", self.release))
+        self.root
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.release))
     }
     pub fn modules(&self) -> PathBuf {
         self.root.join("lib/modules").join(&self.release)
@@ -201,7 +210,10 @@ fn download(package: &str, cache: &Path) -> Result<PathBuf> {
             return Ok(dest);
         }
     }
-    bail!("apt-get download {package} left no .deb in {}", dl.display())
+    bail!(
+        "apt-get download {package} left no .deb in {}",
+        dl.display()
+    )
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {

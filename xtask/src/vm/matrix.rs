@@ -70,7 +70,10 @@ pub fn run_matrix(opts: &super::TestOptions) -> Result<()> {
         let out = qemu::run(
             &guest,
             &qemu::Request {
-                argv: &["/bin/sh".into(), dir.join("matrix.sh").display().to_string()],
+                argv: &[
+                    "/bin/sh".into(),
+                    dir.join("matrix.sh").display().to_string(),
+                ],
                 env: &[
                     ("TCPSTATE_BIN".into(), bin.display().to_string()),
                     ("TCPSTATE_TEST_TIME_SCALE".into(), TIME_SCALE.into()),

@@ -21,7 +21,18 @@ use crate::util;
 
 /// Host environment variables handed to the command (the rest of the host's environment
 /// stays on the host).
-const PASSED_ENV: &[&str] = &["PATH", "PYENV_ROOT", "LANG", "RUST_BACKTRACE", "RUSTUP_HOME"];
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "PYENV_ROOT",
+    "LANG",
+    "RUST_BACKTRACE",
+    "RUSTUP_HOME",
+];
+
+/// Put before the host's `$PATH` in the guest: Debian's own binaries first, so `python3` is
+/// /usr/bin's and not a pyenv shim (a bash script that starts several processes: 0.5 s per
+/// `python3` natively, seconds under TCG, and the tests start many).
+const GUEST_PATH: &str = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub struct Request<'a> {
     pub argv: &'a [String],
@@ -104,19 +115,33 @@ pub fn run(guest: &Guest, req: &Request) -> Result<Outcome> {
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
         .args(["-chardev", "stdio,id=con,signal=off"])
-        .args(["-device", "virtio-serial-pci", "-device", "virtconsole,chardev=con"])
-        .args(["-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap"])
+        .args([
+            "-device",
+            "virtio-serial-pci",
+            "-device",
+            "virtconsole,chardev=con",
+        ])
+        .args([
+            "-fsdev",
+            "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        ])
         .args(["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"])
         .arg("-fsdev")
-        .arg(format!("local,id=results,path={},security_model=none", dir.display()))
+        .arg(format!(
+            "local,id=results,path={},security_model=none",
+            dir.display()
+        ))
         .args(["-device", "virtio-9p-pci,fsdev=results,mount_tag=results"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{}` (install qemu-system-x86)", util::display(&cmd)))?;
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "cannot start `{}` (install qemu-system-x86)",
+            util::display(&cmd)
+        )
+    })?;
     let console = Arc::new(Mutex::new(String::new()));
     let reader = {
         let stdout = child.stdout.take().context("no stdout")?;
@@ -192,13 +217,20 @@ fn stage2(req: &Request) -> String {
     let mut s = String::from("# written by cargo xtask vm-run / vm-test\nexport HOME=/root\n");
     for &name in PASSED_ENV {
         if let Some(v) = std::env::var_os(name) {
-            s.push_str(&format!("export {name}={}\n", quote(&v.to_string_lossy())));
+            let mut v = v.to_string_lossy().into_owned();
+            if name == "PATH" {
+                v = format!("{GUEST_PATH}:{v}");
+            }
+            s.push_str(&format!("export {name}={}\n", quote(&v)));
         }
     }
     for (k, v) in req.env {
         s.push_str(&format!("export {k}={}\n", quote(v)));
     }
-    s.push_str(&format!("cd {} || exit 125\n", quote(&req.cwd.to_string_lossy())));
+    s.push_str(&format!(
+        "cd {} || exit 125\n",
+        quote(&req.cwd.to_string_lossy())
+    ));
     let argv: Vec<String> = req.argv.iter().map(|a| quote(a)).collect();
     s.push_str(&argv.join(" "));
     s.push_str("\nstatus=$?\necho $status > \"$vm_results/exit-status\"\nexit $status\n");
