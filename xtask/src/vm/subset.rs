@@ -15,9 +15,10 @@ pub struct Test {
 
 pub const SUBSET: &[Test] = &[
     Test {
-        name: "kernels::every_program_loads_and_verbose_names_the_hook",
-        proves: "default flags: every program passes this verifier, -v names the hook in use \
-                 (its -v output, with verifier instruction counts and load times, is kept)",
+        name: "kernels::every_program_loads_with_default_flags",
+        proves: "default flags: every program passes this verifier, far below its limit, and \
+                 -v names the hook in use (its -v output, with verifier instruction counts and \
+                 load times, is kept)",
         default_hooks: false,
     },
     Test {
@@ -70,6 +71,12 @@ pub const SUBSET: &[Test] = &[
     Test {
         name: "half_open::lost_final_ack_through_the_classic_tracepoints",
         proves: "the classic-tracepoint path (--classic-tracepoint): the same half-open rows",
+        default_hooks: false,
+    },
+    Test {
+        name: "kernels::without_kernel_btf_the_classic_tracepoint_is_named",
+        proves: "--no-kernel-btf (as if the kernel had no BTF): the classic hooks load and -v \
+                 names them",
         default_hooks: false,
     },
 ];
