@@ -67,7 +67,7 @@ impl RefTcpstates {
             stderr,
             reader: Some(reader),
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + crate::scaled(READY_TIMEOUT);
         while !r
             .lines
             .lock()
