@@ -148,10 +148,12 @@ fn complete_child_tuples(rows: Vec<(String, RefRow)>) -> Vec<RefRow> {
     let mut out: Vec<RefRow> = Vec::with_capacity(rows.len());
     for (i, (sk, row)) in rows.iter().enumerate() {
         let mut row = row.clone();
-        if row.old == "LISTEN" && row.new == "SYN_RECV" && row.rport == 0 {
-            if let Some((_, next)) = rows[i + 1..].iter().find(|(s, _)| s == sk) {
-                row.rport = next.rport;
-            }
+        if row.old == "LISTEN"
+            && row.new == "SYN_RECV"
+            && row.rport == 0
+            && let Some((_, next)) = rows[i + 1..].iter().find(|(s, _)| s == sk)
+        {
+            row.rport = next.rport;
         }
         out.push(row);
     }
