@@ -70,7 +70,9 @@ impl FullFs {
 
 impl Drop for FullFs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
     }
 }
 
@@ -119,7 +121,11 @@ fn a_transition_the_kernel_never_makes_is_a_usage_error() {
         r.assert_error(2, "--trigger");
         r.assert_stderr_contains("never makes");
     }
-    for t in ["CLOSE->SYN_SENT", "FIN_WAIT1->CLOSING", "ESTABLISHED->CLOSE"] {
+    for t in [
+        "CLOSE->SYN_SENT",
+        "FIN_WAIT1->CLOSING",
+        "ESTABLISHED->CLOSE",
+    ] {
         run(&["--trigger", t, "--netns", NO_NETNS]).assert_error(2, "--netns");
     }
 }

@@ -132,7 +132,10 @@ fn thousands_of_named_namespaces_do_not_hide_a_container_and_a_signal_ends_the_r
         "the unshared listener's snapshot row with its owner {pid}:\n{stdout}\n{stderr}"
     );
     assert!(
-        stderr.matches("not read at start (no snapshot rows").count() == 1,
+        stderr
+            .matches("not read at start (no snapshot rows")
+            .count()
+            == 1,
         "the cap is said once:\n{stderr}"
     );
     assert!(read_ms < 3000.0, "start-up read took {read_ms} ms");
@@ -148,7 +151,11 @@ fn thousands_of_named_namespaces_do_not_hide_a_container_and_a_signal_ends_the_r
         let took = sent.elapsed();
         eprintln!("SIGINT {after:?} after start: exit {took:?} later");
         assert!(status.success(), "{}\n{}", describe(status), t.stderr());
-        assert!(took < Duration::from_millis(1200), "exit {took:?} after SIGINT:\n{}", t.stderr());
+        assert!(
+            took < Duration::from_millis(1200),
+            "exit {took:?} after SIGINT:\n{}",
+            t.stderr()
+        );
         objs.assert_released(&format!("SIGINT {after:?} after start"));
     }
 }
@@ -160,7 +167,12 @@ fn thousands_of_named_namespaces_do_not_hide_a_container_and_a_signal_ends_the_r
 #[test]
 fn with_only_cap_bpf_and_cap_perfmon_our_namespace_is_still_read() {
     let port = 45311;
-    let reduced = ["setpriv", "--inh-caps=-all", "--bounding-set=-all,+bpf,+perfmon", "--"];
+    let reduced = [
+        "setpriv",
+        "--inh-caps=-all",
+        "--bounding-set=-all,+bpf,+perfmon",
+        "--",
+    ];
     let _other = Netns::new(); // a namespace we cannot enter
     let server = Listener::start(&reduced, false, port);
     let p = port.to_string();
@@ -174,8 +186,9 @@ fn with_only_cap_bpf_and_cap_perfmon_our_namespace_is_still_read() {
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     let pid = server.pid().to_string();
     assert!(
-        stdout.lines().any(|l| l.contains("is LISTEN")
-            && l.split_whitespace().nth(1) == Some(pid.as_str())),
+        stdout
+            .lines()
+            .any(|l| l.contains("is LISTEN") && l.split_whitespace().nth(1) == Some(pid.as_str())),
         "our own namespace's listener with its owner {pid}:\n{stdout}\n{}",
         r.stderr
     );
@@ -187,7 +200,8 @@ fn with_only_cap_bpf_and_cap_perfmon_our_namespace_is_still_read() {
     assert_eq!(said.len(), 1, "{}", r.stderr);
     assert!(said[0].contains("CAP_SYS_ADMIN"), "{}", said[0]);
     assert!(
-        !r.stderr.contains("not read at start: Operation not permitted"),
+        !r.stderr
+            .contains("not read at start: Operation not permitted"),
         "per-namespace lines only with -v:\n{}",
         r.stderr
     );
