@@ -75,9 +75,7 @@ impl Record for SockRecord {
 /// element so no `memcpy` call is emitted (the verifier walks its loop).
 #[inline(always)]
 pub fn v4(a: [u8; 4]) -> [u8; 16] {
-    [
-        a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
 /// The `sock:inet_sock_set_state` record (classic tracepoint).

@@ -116,13 +116,7 @@ fn admit<R: Record>(rec: &R, cfg: &Config, old: u8, new: u8) -> Option<(u16, u16
 /// Listener owners are tracked whatever the filter, so a followed accepted
 /// socket can inherit its listener's owner even with --rport.
 #[inline(always)]
-fn track_listener<C: EbpfContext>(
-    ctx: &C,
-    r: Runner,
-    cfg: &Config,
-    ev: &Event,
-    key: &ListenKey,
-) {
+fn track_listener<C: EbpfContext>(ctx: &C, r: Runner, cfg: &Config, ev: &Event, key: &ListenKey) {
     let (old, new) = (ev.oldstate, ev.newstate);
     if old == TcpState::Close.raw() && new == TcpState::Listen.raw() {
         if LISTENERS
@@ -209,11 +203,7 @@ fn set_dwell(ev: &mut Event, cfg: &Config, tracked: Option<*mut SockState>) {
 /// After the event went out: the socket's tracking entry says when it
 /// entered its new state and who owns it (removed at CLOSE).
 #[inline(always)]
-fn update_tracking(
-    r: Runner,
-    ev: &Event,
-    tracked: Option<*mut SockState>,
-) {
+fn update_tracking(r: Runner, ev: &Event, tracked: Option<*mut SockState>) {
     if ev.newstate == TcpState::Close.raw() {
         let _ = SOCKS.remove(ev.skaddr);
         return;

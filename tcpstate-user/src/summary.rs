@@ -63,8 +63,8 @@ impl Summary {
             // arrived would be a loss nothing else counted.
             let _ = writeln!(
                 s,
-                "tcpstate: the kernel wrote {} records ({} of them for runs it skipped the main program for, handled by the nested-run program)",
-                k.submitted, k.rescued
+                "tcpstate: the kernel wrote {} records ({} of them for runs it skipped the main program for, handled by the nested-run program); {} arrived",
+                k.submitted, k.rescued, self.received
             );
         }
         // Counts worth a line only when something happened.

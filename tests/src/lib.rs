@@ -87,6 +87,23 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long expected events may take to show up in the tracer's output.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `d` scaled by `$TCPSTATE_TEST_TIME_SCALE` (a factor, default 1): the kernel matrix
+/// (`cargo xtask vm-test`) runs these tests in QEMU's software emulation, 7-15x slower than
+/// native, where BPF verification alone can take tens of seconds. Every deadline of the
+/// harness ([`process::poll`], [`process::wait_exit`], the ready and peer waits) goes through
+/// it, so a slow machine stretches the waits instead of failing them.
+pub fn scaled(d: Duration) -> Duration {
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let scale = *SCALE.get_or_init(|| {
+        std::env::var("TCPSTATE_TEST_TIME_SCALE")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|f| f.is_finite() && *f >= 1.0)
+            .unwrap_or(1.0)
+    });
+    d.mul_f64(scale)
+}
+
 /// The line tcpstate prints on stderr once it is attached.
 pub const READY_LINE: &str = "Tracing TCP state changes";
 

@@ -225,7 +225,7 @@ impl Peer {
     }
 
     fn next_line(&mut self, waiting_for: &str) -> String {
-        match self.lines.recv_timeout(PEER_TIMEOUT) {
+        match self.lines.recv_timeout(crate::scaled(PEER_TIMEOUT)) {
             Ok(line) => line,
             Err(RecvTimeoutError::Timeout) => {
                 panic!(

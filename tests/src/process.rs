@@ -16,7 +16,7 @@ use crate::{EVENT_TIMEOUT, Netns, READY_LINE, READY_TIMEOUT, tracer_bin};
 /// `child`'s exit status once it has exited, or `None` if it is still
 /// running after `timeout` (then it is killed and reaped).
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + crate::scaled(timeout);
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             return Some(status);
@@ -120,7 +120,7 @@ impl TracerProcess {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + crate::scaled(READY_TIMEOUT);
         loop {
             if self.stderr().contains(READY_LINE) {
                 return;
@@ -202,7 +202,7 @@ pub fn poll<T>(
     interval: Duration,
     mut probe: impl FnMut() -> Option<T>,
 ) -> Option<T> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + crate::scaled(timeout);
     loop {
         if let Some(found) = probe() {
             return Some(found);

@@ -16,6 +16,7 @@ mod setup;
 mod soak;
 mod test;
 mod util;
+mod vm;
 
 use clap::Parser;
 
@@ -36,7 +37,8 @@ enum Command {
     Build,
     /// Setup, build, then run target/release/tcpstate with the arguments after `--`.
     Run(run::Options),
-    /// Setup, build, run all tests against the release binary, then fmt and clippy.
+    /// Setup, build, run all tests against the release binary, the kernel matrix (vm-test),
+    /// then fmt and clippy.
     Test(test::Options),
     /// Build, then copy the binary to <PREFIX>/bin/tcpstate.
     Install(install::Options),
@@ -56,6 +58,12 @@ enum Command {
     Image(image::Options),
     /// Setup, build, then a Debian package (cargo-deb) in target/debian.
     Deb(deb::Options),
+    /// Boot a Debian kernel (6.1, 6.12) under QEMU and run one command there, in the host's
+    /// file system; its output and exit status are the command's.
+    VmRun(vm::RunOptions),
+    /// The kernel matrix: build, then run a subset of the end-to-end tests in QEMU guests of
+    /// Debian's 6.1 and 6.12 kernels against the host's release binary.
+    VmTest(vm::TestOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +81,8 @@ fn main() -> std::process::ExitCode {
         Command::Dist(opts) => dist::run(opts),
         Command::Image(opts) => image::run(opts),
         Command::Deb(opts) => deb::run(opts),
+        Command::VmRun(opts) => vm::vm_run(opts),
+        Command::VmTest(opts) => vm::run_matrix(opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

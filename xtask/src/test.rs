@@ -1,6 +1,6 @@
 //! `cargo xtask test [--no-lint] [-- <cargo test args>]`: setup, build the release binary, run
-//! every test of the default members against it, then lint. cargo test's own output (and its
-//! summary lines) goes straight to our stdout.
+//! every test of the default members against it, the kernel matrix (`vm-test`), then lint.
+//! cargo test's own output (and its summary lines) goes straight to our stdout.
 
 use std::time::Instant;
 
@@ -62,6 +62,12 @@ pub fn run(opts: &Options) -> Result<()> {
             .env("CONTAINERS_CONF", crate::fleet::containers_conf()?),
     );
     if opts.args.is_empty() {
+        // The kernel matrix: the same release binary and a subset of the same tests in QEMU
+        // guests of Debian's 6.1 and 6.12 kernels (the host's kernel ran them all above).
+        phase(
+            "kernel matrix (vm-test)",
+            util::cargo().args(["xtask", "vm-test"]),
+        );
         // One short run of the benchmark so it cannot rot; the full benchmark is not a test.
         phase(
             "bench smoke",

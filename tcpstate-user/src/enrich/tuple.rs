@@ -129,7 +129,13 @@ mod tests {
         assert!(incomplete(&first));
         let mut t = Tuples::new(16);
         assert!(matches!(t.hold(&first, 0), Hold::Held));
-        let next = ev(7, TcpState::SynRecv, TcpState::Established, [127, 0, 0, 1], 45516);
+        let next = ev(
+            7,
+            TcpState::SynRecv,
+            TcpState::Established,
+            [127, 0, 0, 1],
+            45516,
+        );
         let row = t.complete(&next).expect("held row");
         assert_eq!((row.old, row.new), (TcpState::Listen, TcpState::SynRecv));
         assert_eq!(row.rport, 45516);
@@ -141,7 +147,13 @@ mod tests {
 
     #[test]
     fn a_complete_tuple_is_not_held() {
-        let row = ev(7, TcpState::Listen, TcpState::SynRecv, [127, 0, 0, 1], 45516);
+        let row = ev(
+            7,
+            TcpState::Listen,
+            TcpState::SynRecv,
+            [127, 0, 0, 1],
+            45516,
+        );
         assert!(!incomplete(&row));
     }
 
@@ -149,7 +161,13 @@ mod tests {
     fn another_socket_does_not_complete_it() {
         let mut t = Tuples::new(16);
         t.hold(&ev(7, TcpState::Listen, TcpState::SynRecv, [0; 4], 0), 0);
-        let other = ev(8, TcpState::SynRecv, TcpState::Established, [127, 0, 0, 1], 1);
+        let other = ev(
+            8,
+            TcpState::SynRecv,
+            TcpState::Established,
+            [127, 0, 0, 1],
+            1,
+        );
         assert!(t.complete(&other).is_none());
         assert!(t.expired(RELEASE_AFTER_NS - 1).is_empty());
         let out = t.expired(RELEASE_AFTER_NS);
@@ -178,7 +196,13 @@ mod tests {
             panic!("the first row is released");
         };
         assert_eq!(first.ts_ns, 1);
-        let next = ev(7, TcpState::SynRecv, TcpState::Established, [127, 0, 0, 1], 9);
+        let next = ev(
+            7,
+            TcpState::SynRecv,
+            TcpState::Established,
+            [127, 0, 0, 1],
+            9,
+        );
         assert_eq!(t.complete(&next).unwrap().ts_ns, 2);
     }
 }

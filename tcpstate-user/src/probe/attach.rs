@@ -58,7 +58,9 @@ pub(super) fn attach_synack(
         })();
         match r {
             Ok(stats) => {
-                say(&format!("attached to tp_btf/tcp_retransmit_synack ({stats})"));
+                say(&format!(
+                    "attached to tp_btf/tcp_retransmit_synack ({stats})"
+                ));
                 return true;
             }
             Err(e) => say(&format!(
@@ -96,11 +98,7 @@ pub(super) fn attach_synack(
 /// Attaches the nested-run program after the main one (the kernel calls
 /// them in attach order). Optional: without it, the changes the kernel skips
 /// while the main program runs are counted as lost.
-fn attach_nested(
-    ebpf: &mut Ebpf,
-    loaded: Result<(), ProgramError>,
-    say: &mut dyn FnMut(&str),
-) {
+fn attach_nested(ebpf: &mut Ebpf, loaded: Result<(), ProgramError>, say: &mut dyn FnMut(&str)) {
     let r = loaded.and_then(|()| {
         let p: &mut BtfTracePoint = program(ebpf, names::NESTED_PROGRAM)?;
         p.attach()?;
@@ -170,8 +168,8 @@ pub(super) fn attach_btf_state_change(
     say: &mut dyn FnMut(&str),
 ) -> Result<std::os::fd::OwnedFd, UserError> {
     let nested_loaded = load_state_change_programs(ebpf, btf_id, say)?;
-    let program: &mut BtfTracePoint = program(ebpf, names::BTF_PROGRAM)
-        .map_err(|e| program_error("program type", e))?;
+    let program: &mut BtfTracePoint =
+        program(ebpf, names::BTF_PROGRAM).map_err(|e| program_error("program type", e))?;
     // aya keeps the link with the program: detached at unload.
     program
         .attach()
@@ -227,7 +225,10 @@ pub(super) fn verified(
     let insns = info
         .ok()
         .and_then(|i| i.verified_instruction_count())
-        .map_or_else(|| "? instructions".to_string(), |n| format!("{n} instructions"));
+        .map_or_else(
+            || "? instructions".to_string(),
+            |n| format!("{n} instructions"),
+        );
     format!("{insns} in {:.1} ms", took.as_secs_f64() * 1e3)
 }
 

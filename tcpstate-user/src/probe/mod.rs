@@ -255,7 +255,6 @@ impl Probe {
             // (our patched aya no longer parses it in `new()`, see
             // third_party/aya/PATCHED.md; this keeps it so if unpatched).
             .btf(None)
-            .verifier_log_level(if std::env::var("DEVHACK_VERIFIER_LOG").is_ok() { aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS } else { aya::VerifierLogLevel::default() })
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_size)
             .map_max_entries(names::SOCKS, opts.max_sockets)

@@ -310,7 +310,7 @@ impl Background {
 
     /// Waits until the tracer prints its ready line; panics if it exits first.
     pub fn wait_ready_line(&mut self) {
-        let deadline = Instant::now() + crate::READY_TIMEOUT;
+        let deadline = Instant::now() + crate::scaled(crate::READY_TIMEOUT);
         while !self.is_ready() {
             if let Some(s) = self.child.try_wait().unwrap() {
                 thread::sleep(Duration::from_millis(50));

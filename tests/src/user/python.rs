@@ -83,7 +83,7 @@ impl PyServer {
         };
         loop {
             let line = lines
-                .recv_timeout(Duration::from_secs(10))
+                .recv_timeout(crate::scaled(Duration::from_secs(10)))
                 .unwrap_or_else(|_| {
                     thread::sleep(Duration::from_millis(50));
                     panic!(
@@ -124,7 +124,7 @@ impl PyServer {
         let _ = self.child.wait();
         // The workers are the master's children: once it is gone they are
         // reparented and reaped by init; wait until they are gone too.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(5));
         while self
             .workers
             .iter()

@@ -67,7 +67,7 @@ impl RefTcpstates {
             stderr,
             reader: Some(reader),
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + crate::scaled(READY_TIMEOUT);
         while !r
             .lines
             .lock()
@@ -95,23 +95,27 @@ impl RefTcpstates {
             let _ = r.join();
         }
         let lines = self.lines.lock().unwrap().clone();
-        let rows = lines
+        let parsed = lines
             .iter()
             .filter_map(|l| {
-                // ... LADDR LPORT RADDR RPORT OLDSTATE -> NEWSTATE MS
+                // SKADDR ... LADDR LPORT RADDR RPORT OLDSTATE -> NEWSTATE MS
                 let w: Vec<&str> = l.split_whitespace().collect();
                 let n = w.len();
                 if n < 8 || w[n - 3] != "->" {
                     return None;
                 }
-                Some(RefRow {
+                let row = RefRow {
                     old: w[n - 4].to_string(),
                     new: w[n - 2].to_string(),
                     lport: w[n - 7].parse().ok()?,
                     rport: w[n - 5].parse().ok()?,
                     line: l.clone(),
-                })
+                };
+                Some((w[0].to_string(), row))
             })
+            .collect::<Vec<_>>();
+        let rows = complete_child_tuples(parsed)
+            .into_iter()
             .filter(|r| ports.contains(&r.lport) || ports.contains(&r.rport))
             .collect::<Vec<_>>();
         let all = format!(
@@ -132,6 +136,26 @@ impl Drop for RefTcpstates {
     fn drop(&mut self) {
         reap(&mut self.child);
     }
+}
+
+/// On kernels that set a child socket's state before copying its tuple in
+/// (6.1, 6.12), the kernel's `LISTEN -> SYN_RECV` carries the listener's
+/// remote port 0, and `tcpstates` prints it so; tcpstate completes it from
+/// the socket's next change. The reference's rows (with their socket
+/// address, tcpstates' first column) are completed the same way, so the
+/// two compare as what the kernel reported for each socket.
+fn complete_child_tuples(rows: Vec<(String, RefRow)>) -> Vec<RefRow> {
+    let mut out: Vec<RefRow> = Vec::with_capacity(rows.len());
+    for (i, (sk, row)) in rows.iter().enumerate() {
+        let mut row = row.clone();
+        if row.old == "LISTEN" && row.new == "SYN_RECV" && row.rport == 0 {
+            if let Some((_, next)) = rows[i + 1..].iter().find(|(s, _)| s == sk) {
+                row.rport = next.rport;
+            }
+        }
+        out.push(row);
+    }
+    out
 }
 
 /// A multiset of `(OLD, NEW, LPORT, RPORT)`, counted.
@@ -179,6 +203,34 @@ pub fn multiset_diff(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(old: &str, new: &str, lport: u16, rport: u16) -> RefRow {
+        RefRow {
+            old: old.into(),
+            new: new.into(),
+            lport,
+            rport,
+            line: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_child_row_with_its_listener_tuple_takes_the_next_rows_port() {
+        let rows = vec![
+            ("a".to_string(), row("LISTEN", "SYN_RECV", 10050, 0)),
+            (
+                "b".to_string(),
+                row("SYN_SENT", "ESTABLISHED", 40000, 10050),
+            ),
+            (
+                "a".to_string(),
+                row("SYN_RECV", "ESTABLISHED", 10050, 40000),
+            ),
+        ];
+        let done = complete_child_tuples(rows);
+        assert_eq!(done[0].rport, 40000);
+        assert_eq!(done[1].rport, 10050);
+    }
 
     #[test]
     fn multisets_differ_by_count() {

@@ -9,6 +9,7 @@ mod closing;
 mod fleet;
 mod half_open;
 mod ipv6;
+mod kernels;
 mod netns;
 mod open_close;
 mod output_formats;

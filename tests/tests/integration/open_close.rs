@@ -58,3 +58,13 @@ fn exit_closes_listener_and_connection() {
     let t = w.tracer.stop_after_closes(3);
     w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
 }
+
+/// Without kernel BTF (as on a kernel built without it) tcpstate carries
+/// the changes on the classic tracepoint: the same rows, both ends.
+#[test]
+fn without_kernel_btf_the_classic_tracepoint_gives_the_same_rows() {
+    let mut w = Connected::loopback(&["--no-kernel-btf"]);
+    w.client_closes_first();
+    let t = w.close_listener_and_stop(3);
+    w.assert_paths(&t, paths::ACTIVE_CLOSER, paths::PASSIVE_CLOSER_SERVER);
+}

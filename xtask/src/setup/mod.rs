@@ -7,6 +7,7 @@
 //! 2. `bpf-linker` 0.13, built with `cargo install` against nightly's own libLLVM.
 //! 3. Debian packages used by the tests ([`TEST_PACKAGES`]), and with `--bench` the peer
 //!    tracers the benchmark compares against ([`BENCH_PACKAGES`]).
+//!    And what the kernel matrix boots guests with ([`VM_PACKAGES`]).
 //! 4. tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf.
 //! 5. The fleet parts (image, package, manifests, their tests): see [`crate::fleet`].
 
@@ -41,6 +42,19 @@ pub const TEST_PACKAGES: &[&str] = &[
     "tmux",
 ];
 
+/// Debian packages the kernel matrix (`cargo xtask vm-test`, [`crate::vm`]) uses: QEMU's
+/// software emulation (installing it replaces the preinstalled qemu-utils 10.x with Debian's
+/// 7.2, harmless), the static busybox of the guests' initramfs, `kmod` (depmod indexes the
+/// unpacked kernel packages' modules; the guests' modprobe loads them on demand), and the
+/// decompressors of vmlinuz and of 6.12's `.ko.xz` modules.
+pub const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "xz-utils",
+    "zstd",
+];
+
 /// Optional peer tracers for `cargo xtask bench`, installed by `setup --bench`.
 /// One that apt cannot install is reported and skipped.
 /// bcc compiles its programs against kernel headers: Debian's (split in -amd64 and -common) are
@@ -71,6 +85,9 @@ pub fn run(opts: &Options) -> Result<()> {
     toolchain()?;
     step("setup", "packages", || {
         apt("packages", TEST_PACKAGES, false)
+    })?;
+    step("setup", "vm packages", || {
+        apt("vm packages", VM_PACKAGES, false)
     })?;
     if opts.bench {
         step("setup", "bench packages", || {
