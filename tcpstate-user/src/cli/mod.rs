@@ -188,6 +188,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "Metrics")]
     pub metrics_max_containers: u32,
 
+    /// Most distinct `port` label values (ports from the filter, in the
+    /// order traffic first shows them; the rest as `other`, counted in
+    /// tcpstate_label_overflow).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Metrics")]
+    pub metrics_max_ports: u32,
+
     /// Print a shell completion script and exit.
     #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
     pub completions: Option<clap_complete::Shell>,
@@ -336,17 +342,30 @@ impl Cli {
 
     /// Checks that clap's per-flag parsers cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        let n = self.ports.len() + self.lports.len() + self.rports.len();
+        // A port named twice is one port (`--port 80 --port 80`, a generated
+        // list): only distinct ones count against the kernel map's size.
+        let n = self.distinct_ports().len();
         if n > MAX_PORTS {
-            return Err(format!("at most {MAX_PORTS} ports may be given, got {n}"));
+            return Err(format!(
+                "at most {MAX_PORTS} distinct ports may be given, got {n}"
+            ));
+        }
+        if self.cgroups.iter().any(|c| c.trim().is_empty()) {
+            return Err("--cgroup needs a path, e.g. /system.slice".into());
+        }
+        if let Some(bad) = self.cgroups.iter().find(|c| !c.trim().starts_with('/')) {
+            // Relative paths would match no /proc/PID/cgroup line, silently.
+            return Err(format!(
+                "--cgroup `{bad}`: expected an absolute cgroup path as in /proc/PID/cgroup, e.g. /system.slice/nginx.service"
+            ));
+        }
+        if let Some(path) = &self.diagram {
+            crate::outfile::check_writable("--diagram", path)?;
         }
         if let Some(ns) = &self.netns
             && ns.trim().is_empty()
         {
             return Err("--netns needs a name, path or inode".into());
-        }
-        if self.cgroups.iter().any(|c| c.trim().is_empty()) {
-            return Err("--cgroup needs a path, e.g. /system.slice".into());
         }
         if let Some(bad) = self
             .containers
@@ -360,6 +379,19 @@ impl Cli {
         Ok(())
     }
 
+    /// Every port of `--port`, `--lport` and `--rport`, each once, in the
+    /// order first given.
+    pub fn distinct_ports(&self) -> Vec<u16> {
+        let mut seen = std::collections::HashSet::new();
+        self.ports
+            .iter()
+            .chain(&self.lports)
+            .chain(&self.rports)
+            .copied()
+            .filter(|p| seen.insert(*p))
+            .collect()
+    }
+
     pub fn has_port_filter(&self) -> bool {
         !(self.ports.is_empty() && self.lports.is_empty() && self.rports.is_empty())
     }
@@ -368,13 +400,8 @@ impl Cli {
     pub fn metrics_options(&self) -> Option<crate::metrics::Options> {
         Some(crate::metrics::Options {
             addr: self.metrics?,
-            ports: self
-                .ports
-                .iter()
-                .chain(&self.lports)
-                .chain(&self.rports)
-                .copied()
-                .collect(),
+            ports: self.distinct_ports(),
+            port_cap: self.metrics_max_ports as usize,
             container_cap: self
                 .metrics_container_labels
                 .then_some(self.metrics_max_containers as usize),
