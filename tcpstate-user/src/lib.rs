@@ -14,6 +14,7 @@ pub mod enrich;
 pub mod error;
 pub mod event;
 pub mod explain;
+pub mod gaps;
 pub mod gate;
 pub mod interrupt;
 pub mod kernel_btf;

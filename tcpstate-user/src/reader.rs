@@ -97,19 +97,26 @@ impl Stages<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<u8>) {
         let mut bad = 0;
         let mut received = 0;
+        let mut arrived = Vec::new();
         {
             let mut emit =
                 Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
             while let Some(item) = ring.next() {
                 received += 1;
                 match decode(&item) {
-                    Ok(ev) => self.enrich.on_event(&ev, &mut emit),
+                    Ok(ev) => {
+                        arrived.push(ev);
+                        self.enrich.on_event(&ev, &mut emit)
+                    }
                     Err(_) => bad += 1,
                 }
             }
         }
         self.summary.decode_errors += bad;
         self.summary.received += received;
+        for ev in &arrived {
+            self.summary.arrived(ev);
+        }
     }
 
     fn tick(&mut self, out: &mut Vec<u8>) {

@@ -23,12 +23,24 @@ pub struct Summary {
     pub decode_errors: u64,
     /// Records read from the ring buffer (before enrichment folds any).
     pub received: u64,
+    /// Of those, the kernel's state changes (before enrichment folds any).
+    pub received_transitions: u64,
+    /// State changes proven missing by the rows around them.
+    pub gaps: crate::gaps::Gaps,
     pub transitions: BTreeMap<(TcpState, TcpState), u64>,
     /// The printers' lines for the report (`Render::finish`).
     pub notes: Vec<String>,
 }
 
 impl Summary {
+    /// A record as it arrived from the ring buffer, before enrichment.
+    pub fn arrived(&mut self, ev: &TcpEvent) {
+        if ev.source == Source::Tracepoint {
+            self.received_transitions += 1;
+            self.gaps.observe(ev);
+        }
+    }
+
     pub fn record(&mut self, ev: &TcpEvent) {
         if ev.source != Source::Tracepoint {
             self.derived += 1;
@@ -45,11 +57,12 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "tcpstate: {} events, {} lost (ring buffer full: {}, skipped by the kernel while another BPF program ran: {}{})",
+            "tcpstate: {} events, {} lost (ring buffer full: {}, skipped by the kernel while another BPF program ran: {}, missing between a socket's rows: {}{})",
             self.events,
-            k.lost(),
+            k.lost() + self.gaps.found,
             k.ringbuf_full,
             k.recursion_misses,
+            self.gaps.found,
             // A skipped run is counted before any filter: it may have been a
             // socket outside the filter. Counted as lost all the same.
             if k.recursion_misses > 0 {
@@ -63,8 +76,8 @@ impl Summary {
             // arrived would be a loss nothing else counted.
             let _ = writeln!(
                 s,
-                "tcpstate: the kernel wrote {} records ({} of them for runs it skipped the main program for, handled by the nested-run program); {} arrived",
-                k.submitted, k.rescued, self.received
+                "tcpstate: the kernel wrote {} records ({} of them for runs it skipped the main program for, handled by the nested-run program); {} arrived, {} of them state changes",
+                k.submitted, k.rescued, self.received, self.received_transitions
             );
         }
         // Counts worth a line only when something happened.
@@ -157,7 +170,7 @@ mod tests {
         let r = sum.report(&k, &trackers);
         assert_eq!(
             r,
-            "tcpstate: 3 events, 4 lost (ring buffer full: 3, skipped by the kernel while another BPF program ran: 1, some may be outside the filter)\n\
+            "tcpstate: 3 events, 4 lost (ring buffer full: 3, skipped by the kernel while another BPF program ran: 1, missing between a socket's rows: 0, some may be outside the filter)\n\
              tcpstate: 5 half-open/timewait sockets not followed (raise --max-tracked)\n\
              tcpstate: --lifecycle: 2 connection histories evicted\n\
              \x20    COUNT  TRANSITION\n\
