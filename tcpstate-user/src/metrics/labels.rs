@@ -79,6 +79,14 @@ impl LabelPolicy {
                 .map_or_else(|| OTHER.to_string(), |p| p.to_string());
             labels.push(("port", port));
         }
+        labels.extend(self.container_labels(container));
+        labels
+    }
+
+    /// `container_id` and `pod_uid` of an owner's attribution, when the
+    /// metrics label by container (capped); else none.
+    pub fn container_labels(&mut self, container: Option<&Attribution>) -> Labels {
+        let mut labels = Labels::new();
         if let Some((ids, pods)) = &mut self.containers {
             let (id, pod) = match container {
                 None => (UNKNOWN.to_string(), UNKNOWN.to_string()),

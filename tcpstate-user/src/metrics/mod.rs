@@ -5,12 +5,14 @@
 //! - [`Recorder`] turns rows into counters, gauges and histograms;
 //! - [`labels`] keeps every label's range bounded;
 //! - [`occupancy`] derives the sockets currently in each state;
+//! - [`top`] samples listeners and TIME_WAIT per destination as `--top` does;
 //! - [`server`] answers `GET /metrics`, in the format [`format`] negotiates.
 
 pub mod format;
 pub mod labels;
 pub mod occupancy;
 pub mod server;
+pub mod top;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -42,6 +44,8 @@ pub struct Options {
     /// `container_id` and `pod_uid` labels, at most this many distinct
     /// values each (`--metrics-container-labels`).
     pub container_cap: Option<usize>,
+    /// The listener and TIME_WAIT series: what they sample, their bounds.
+    pub top: top::Options,
 }
 
 /// Most sockets remembered as stuck at once (their gauge is lowered when
@@ -78,12 +82,14 @@ pub struct Recorder {
     /// Sockets flagged stuck and not moved on yet: (state, labels).
     stuck_now: HashMap<TupleKey, (TcpState, Labels)>,
     lost_seen: [u64; 3],
+    sampled: top::Sampled,
 }
 
 impl Recorder {
     /// The recorder, and the registry to serve (sharing the same metrics).
     pub fn new(opts: &Options) -> (Recorder, Registry) {
         let mut registry = Registry::with_prefix("tcpstate");
+        let sampled = top::Sampled::new(opts.top.clone(), &mut registry);
         let r = Recorder {
             policy: LabelPolicy::new(opts.ports.clone(), opts.container_cap),
             transitions: Family::default(),
@@ -95,6 +101,7 @@ impl Recorder {
             occupancy: Occupancy::default(),
             stuck_now: HashMap::new(),
             lost_seen: [0; 3],
+            sampled,
         };
         // A gauge, not an OpenMetrics `info`: Prometheus' text-format
         // parsers (promtool check metrics among them) reject that type.
@@ -147,6 +154,7 @@ impl Recorder {
 
     /// Counts one row (after enrich, after the container filter).
     pub fn record(&mut self, ev: &TcpEvent, container: Option<&Attribution>) {
+        self.sampled.event(ev);
         let labels = self.policy.labels(ev, container);
         let key = TupleKey::of(ev);
         if !matches!(ev.note, Some(Note::Stuck(_)))
@@ -211,6 +219,13 @@ impl Recorder {
         }
     }
 
+    /// Every second: the listeners and TIME_WAIT sockets, through
+    /// `attribute` (the container filter, as `--top` applies it) and `of`
+    /// (a listener owner's container, for its labels).
+    pub fn sample(&mut self, attribute: &mut top::Attribute<'_>, of: &mut top::AttributionOf<'_>) {
+        self.sampled.sample(attribute, of, &mut self.policy);
+    }
+
     /// The kernel's loss counters (cumulative) and tcpstate's own.
     pub fn losses(&mut self, k: &KernelStats, malformed: u64) {
         let now = [k.ringbuf_full, k.recursion_misses, malformed];
@@ -248,6 +263,7 @@ mod tests {
             addr: "127.0.0.1:0".parse().unwrap(),
             ports,
             container_cap: None,
+            top: top::Options::default(),
         }
     }
 

@@ -55,6 +55,7 @@ fn listener(port: u16, queue: u32, limit: u32, drops: u32) -> ListenerSample {
             port,
             family: tcpstate_common::AF_INET,
         },
+        inode: u32::from(port),
         addr: "127.0.0.1".parse().unwrap(),
         owner: None,
         container: None,
