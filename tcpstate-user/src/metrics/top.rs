@@ -103,21 +103,30 @@ impl Sampled {
             shown: HashSet::new(),
             dests: HashSet::new(),
         };
-        registry.register(
-            "listeners",
-            "Listening sockets, by listening port (sampled every second)",
-            s.listeners.clone(),
-        );
-        registry.register(
-            "listen_queue",
-            "Connections in listeners' accept queues, not accepted yet (sock_diag, every second)",
-            s.queue.clone(),
-        );
-        registry.register(
-            "listen_queue_limit",
-            "Listeners' accept queue limit (the listen() backlog, capped by net.core.somaxconn)",
-            s.limit.clone(),
-        );
+        for (name, help, family) in [
+            (
+                "listeners",
+                "Listening sockets, by listening port (sampled every second)",
+                &s.listeners,
+            ),
+            (
+                "listen_queue",
+                "Connections in listeners' accept queues, not accepted yet (sock_diag, every second)",
+                &s.queue,
+            ),
+            (
+                "listen_queue_limit",
+                "Listeners' accept queue limit (the listen() backlog, capped by net.core.somaxconn)",
+                &s.limit,
+            ),
+            (
+                "timewait_sockets",
+                "TIME_WAIT sockets on an ephemeral port per destination, the top --metrics-timewait-top destinations only",
+                &s.timewait,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         registry.register(
             "listen_drops",
             "Connections dropped at listeners (their sk_drops: accept queue overflows among them), counted from each listener's creation",
@@ -127,11 +136,6 @@ impl Sampled {
             "label_overflow",
             "Listeners whose port got no label of its own (beyond --metrics-max-ports), counted once each, under port=\"other\"",
             s.overflow.clone(),
-        );
-        registry.register(
-            "timewait_sockets",
-            "TIME_WAIT sockets on an ephemeral port per destination, the top --metrics-timewait-top destinations only",
-            s.timewait.clone(),
         );
         // Present from the start, so rate() has a zero to start from.
         let _ = s.overflow.get_or_create(&vec![("label", "port")]);

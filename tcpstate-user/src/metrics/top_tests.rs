@@ -1,13 +1,11 @@
-use std::net::SocketAddr;
-
 use super::*;
 use crate::{
-    diag::{DiagDetail, DiagSocket},
+    diag::DiagDetail,
     event::TcpState,
-    top::model::{ListenerSample, Sample},
+    top::model::{ListenerSample, Sample, tests as model_tests},
 };
 
-const NS: u32 = 4026531840;
+const NS: u32 = model_tests::NS;
 
 fn opts(max_ports: usize, timewait_top: usize) -> Options {
     Options {
@@ -18,41 +16,16 @@ fn opts(max_ports: usize, timewait_top: usize) -> Options {
     }
 }
 
+/// A listener of `port` with socket `inode`.
 fn listener(port: u16, inode: u32, queue: u32, limit: u32, drops: u32) -> ListenerSample {
     ListenerSample {
-        key: ListenerKey {
-            netns: NS,
-            port,
-            family: tcpstate_common::AF_INET,
-        },
         inode,
-        addr: "127.0.0.1".parse().unwrap(),
-        owner: None,
-        container: None,
-        queue,
-        limit,
-        drops: Some(drops),
+        ..model_tests::listener(port, queue, limit, drops)
     }
 }
 
 fn timewait(local: &str, remote: &str) -> (u32, DiagDetail) {
-    let local: SocketAddr = local.parse().unwrap();
-    (
-        NS,
-        DiagDetail {
-            sock: DiagSocket {
-                family: tcpstate_common::AF_INET,
-                state: TcpState::TimeWait,
-                local,
-                remote: remote.parse().unwrap(),
-                inode: 0,
-                uid: 0,
-            },
-            rqueue: 0,
-            wqueue: 0,
-            drops: None,
-        },
-    )
+    model_tests::detail(TcpState::TimeWait, local, remote)
 }
 
 struct Fixture {

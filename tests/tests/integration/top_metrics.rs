@@ -7,13 +7,9 @@
 //! namespace's `ListenOverflows`, the TIME_WAITs of that destination, and
 //! passes `promtool check metrics`. Metrics on 127.0.0.1:23304.
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
-use tcpstate_tests::{process::poll, reliability::Background, scaled};
+use tcpstate_tests::{fleet::promtool_check, process::poll, reliability::Background, scaled};
 
 use super::{
     kernels::{scrape, value},
@@ -27,29 +23,6 @@ fn body(response: &str) -> &str {
     response
         .split_once("\r\n\r\n")
         .map_or(response, |(_, body)| body)
-}
-
-fn promtool_check(text: &str) {
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
 }
 
 #[test]
