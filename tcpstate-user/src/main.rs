@@ -91,11 +91,16 @@ fn run(settings: Settings) -> Result<i32, UserError> {
             },
         )
         .await?;
+        if stop == Stop::Interrupted {
+            eprintln!("tcpstate: stopped during the start-up read, before tracing began");
+            return Ok(0);
+        }
         if stop == Stop::ClosedPipe {
             eprint!("{}", summary.notes_text());
         } else {
             eprint!("{}", summary.report(&probe.stats(), &enrich.counters));
         }
-        Ok(0)
+        // A file the user asked for that could not be written fails the run.
+        Ok(if summary.failed() { 1 } else { 0 })
     })
 }

@@ -171,7 +171,9 @@ impl Output {
     /// Hands over what is left and waits up to `timeout` for it to be
     /// written: `Done`, `Closed` (stdout went away) or `Busy` (still stalled
     /// at the deadline; the rest is abandoned).
-    pub fn finish(mut self, timeout: Duration) -> Flush {
+    /// After `Closed`, [`Output::error`] says whether stdout went away (EPIPE)
+    /// or a write failed (ENOSPC...), which must not pass as a quiet exit.
+    pub fn finish(&mut self, timeout: Duration) -> Flush {
         let deadline = Instant::now() + timeout;
         loop {
             match self.flush() {
@@ -267,5 +269,29 @@ mod tests {
         }
         assert!(closed);
         assert_eq!(out.error(), None, "EPIPE is not an error to report");
+    }
+
+    struct Full;
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The header is handed over, the writer fails on it, then nothing more
+    /// is written until exit: the failure must still be there at `finish`.
+    #[test]
+    fn a_write_error_before_an_idle_exit_is_reported_at_finish() {
+        let mut out = Output::spawn(Full);
+        out.buf().extend_from_slice(b"HEADER\n");
+        assert_eq!(out.flush(), Flush::Done);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(out.flush(), Flush::Done, "nothing new to write");
+        assert_eq!(out.finish(Duration::from_secs(5)), Flush::Closed);
+        let e = out.error().expect("ENOSPC is an error to report");
+        assert!(e.contains("No space left"), "{e}");
     }
 }

@@ -37,9 +37,53 @@ pub fn missing_for_tracing(caps: u64) -> Vec<&'static str> {
     missing
 }
 
+pub const CAP_SYS_PTRACE: u32 = 19;
+
+/// The one line said (without --verbose) when the start-up read lacked a
+/// privilege: what is missing, and the capability that restores it. None
+/// when nothing was refused.
+pub fn degraded_line(namespaces_denied: usize, processes_denied: usize) -> Option<String> {
+    let mut parts = Vec::new();
+    if namespaces_denied > 0 {
+        parts.push(format!(
+            "{namespaces_denied} other network namespaces not read (their existing sockets, \
+             listener owners, timewait and half-open rows; entering them needs CAP_SYS_ADMIN)"
+        ));
+    }
+    if processes_denied > 0 {
+        parts.push(format!(
+            "owners unknown for sockets of {processes_denied} processes of other users or with \
+             more capabilities (reading their open files needs CAP_SYS_PTRACE)"
+        ));
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "tcpstate: with fewer privileges: {}; every kernel transition is still traced (docs/security.md)",
+            parts.join("; ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_degraded_line_names_what_restores_each_loss() {
+        assert_eq!(degraded_line(0, 0), None);
+        let l = degraded_line(15, 0).unwrap();
+        assert!(
+            l.contains("15 other network namespaces") && l.contains("CAP_SYS_ADMIN"),
+            "{l}"
+        );
+        assert!(!l.contains("CAP_SYS_PTRACE"), "{l}");
+        let l = degraded_line(0, 3).unwrap();
+        assert!(
+            l.contains("3 processes") && l.contains("CAP_SYS_PTRACE"),
+            "{l}"
+        );
+        assert!(!l.contains('\n'));
+    }
 
     #[test]
     fn root_has_everything() {

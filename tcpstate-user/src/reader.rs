@@ -33,6 +33,8 @@ pub enum Stop {
     Duration,
     /// stdout was closed (e.g. `| head`): exit quietly.
     ClosedPipe,
+    /// A stop signal during the start-up read, before tracing began.
+    Interrupted,
 }
 
 pub struct Options {
@@ -125,8 +127,13 @@ impl Stages<'_> {
     /// Runs the start-up snapshot through the same stages.
     pub fn start(&mut self, start: &Start, out: &mut Vec<u8>) -> crate::enrich::snapshot::Snapshot {
         let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
-        self.enrich
-            .start(start.netns, &start.filter, start.rows, &mut emit)
+        self.enrich.start(
+            start.netns,
+            &start.filter,
+            start.rows,
+            &crate::interrupt::requested,
+            &mut emit,
+        )
     }
 }
 
@@ -162,6 +169,9 @@ pub async fn run(
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sigterm = sig(SignalKind::terminate())?;
     let mut sighup = sig(SignalKind::hangup())?;
+    // The start-up read is synchronous: it polls this flag instead.
+    crate::interrupt::watch()
+        .map_err(|e| UserError::runtime(format!("installing signal handler: {e}")))?;
     let mut out = Output::stdout();
     stages.render.header(out.buf());
     // Listeners that predate tracing: tell the kernel side their owners so
@@ -176,6 +186,26 @@ pub async fn run(
             snap.rows.len(),
             t0.elapsed().as_secs_f64() * 1e3
         );
+    }
+    if snap.interrupted {
+        // Stopped before tracing began: nothing to drain, nothing to report
+        // but that; dropping the probe releases every kernel object.
+        return Ok(Stop::Interrupted);
+    }
+    if snap.skipped_namespaces > 0 {
+        eprintln!(
+            "tcpstate: warning: more than {} network namespaces; {} not read at start (no snapshot rows or listener owners there; those holding a process were read first)",
+            crate::enrich::MAX_NAMESPACES,
+            snap.skipped_namespaces
+        );
+    }
+    let denied = snap
+        .failed
+        .iter()
+        .filter(|(_, e)| e.kind() == std::io::ErrorKind::PermissionDenied)
+        .count();
+    if let Some(line) = crate::privileges::degraded_line(denied, snap.unreadable_processes) {
+        eprintln!("{line}");
     }
     for (netns, e) in &snap.failed {
         if probe.verbose {
@@ -265,7 +295,14 @@ pub async fn run(
         stages.render.finish(out.buf(), &mut stages.summary.notes);
         match out.finish(FINISH_TIMEOUT) {
             Flush::Done => {}
-            Flush::Closed => return Ok(Stop::ClosedPipe),
+            // The last flush can be the first write that fails (an idle run
+            // on a full disk): an error then, not a quiet closed pipe.
+            Flush::Closed => {
+                return match out.error() {
+                    Some(e) => Err(UserError::runtime(format!("writing output: {e}"))),
+                    None => Ok(Stop::ClosedPipe),
+                };
+            }
             Flush::Busy => {
                 eprintln!(
                     "tcpstate: warning: stdout stayed blocked; the last events were not written"

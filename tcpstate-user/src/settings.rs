@@ -98,13 +98,8 @@ impl Settings {
 fn metrics_options(cli: &Cli, family: u16) -> Option<metrics::Options> {
     Some(metrics::Options {
         addr: cli.metrics?,
-        ports: cli
-            .ports
-            .iter()
-            .chain(&cli.lports)
-            .chain(&cli.rports)
-            .copied()
-            .collect(),
+        ports: cli.distinct_ports(),
+        port_cap: cli.metrics_max_ports as usize,
         container_cap: cli
             .metrics_container_labels
             .then_some(cli.metrics_max_containers as usize),
@@ -112,7 +107,6 @@ fn metrics_options(cli: &Cli, family: u16) -> Option<metrics::Options> {
             netns: cli.netns.clone(),
             filter: start_filter(cli, family),
             correct: !cli.container_options().select.is_active(),
-            max_ports: cli.metrics_max_ports as usize,
             timewait_top: cli.metrics_timewait_top as usize,
         },
     })
@@ -202,12 +196,10 @@ mod tests {
         assert_eq!(m.container_cap, None);
         assert_eq!(m.top.filter.local_ports, [80, 443]);
         assert!(m.top.correct);
+        assert_eq!(m.port_cap, metrics::top::DEFAULT_MAX_PORTS as usize);
         assert_eq!(
-            (m.top.max_ports, m.top.timewait_top),
-            (
-                metrics::top::DEFAULT_MAX_PORTS as usize,
-                metrics::top::DEFAULT_TIMEWAIT_TOP as usize
-            )
+            m.top.timewait_top,
+            metrics::top::DEFAULT_TIMEWAIT_TOP as usize
         );
         let m = settings(&[
             "--metrics",
@@ -225,7 +217,7 @@ mod tests {
         .metrics
         .unwrap();
         assert_eq!(m.container_cap, Some(5));
-        assert_eq!((m.top.max_ports, m.top.timewait_top), (3, 0));
+        assert_eq!((m.port_cap, m.top.timewait_top), (3, 0));
         assert!(
             !m.top.correct,
             "a container filter: the dumps cannot stand for it"

@@ -11,6 +11,9 @@ use crate::{
     probe::KernelStats,
 };
 
+/// How a printer's note that reports a failure starts.
+pub const ERROR_NOTE: &str = "error: ";
+
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     /// Kernel transitions (source: tracepoint).
@@ -107,6 +110,12 @@ impl Summary {
             let _ = writeln!(s, "{n:>10}  {old} -> {new}");
         }
         s
+    }
+
+    /// True when a printer's note is an error (a file it could not write):
+    /// the run then ends with status 1, not 0.
+    pub fn failed(&self) -> bool {
+        self.notes.iter().any(|n| n.starts_with(ERROR_NOTE))
     }
 
     /// The printers' notes alone: all that is said when stdout was closed

@@ -188,9 +188,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "Metrics")]
     pub metrics_max_containers: u32,
 
-    /// Most distinct `port` label values of the listener series
-    /// (tcpstate_listen_*); the ports beyond are counted under `other`.
-    #[arg(long, value_name = "N", default_value_t = crate::metrics::top::DEFAULT_MAX_PORTS, value_parser = clap::value_parser!(u32).range(1..=10_000), requires = "metrics", help_heading = "Metrics")]
+    /// Most distinct `port` label values (ports from the filter, and the
+    /// listening ports of tcpstate_listen_*, in the order first seen; the
+    /// rest as `other`, counted in tcpstate_label_overflow).
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::top::DEFAULT_MAX_PORTS, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Metrics")]
     pub metrics_max_ports: u32,
 
     /// TIME_WAIT destinations exposed by tcpstate_timewait_sockets, the
@@ -346,17 +347,30 @@ impl Cli {
 
     /// Checks that clap's per-flag parsers cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        let n = self.ports.len() + self.lports.len() + self.rports.len();
+        // A port named twice is one port (`--port 80 --port 80`, a generated
+        // list): only distinct ones count against the kernel map's size.
+        let n = self.distinct_ports().len();
         if n > MAX_PORTS {
-            return Err(format!("at most {MAX_PORTS} ports may be given, got {n}"));
+            return Err(format!(
+                "at most {MAX_PORTS} distinct ports may be given, got {n}"
+            ));
+        }
+        if self.cgroups.iter().any(|c| c.trim().is_empty()) {
+            return Err("--cgroup needs a path, e.g. /system.slice".into());
+        }
+        if let Some(bad) = self.cgroups.iter().find(|c| !c.trim().starts_with('/')) {
+            // Relative paths would match no /proc/PID/cgroup line, silently.
+            return Err(format!(
+                "--cgroup `{bad}`: expected an absolute cgroup path as in /proc/PID/cgroup, e.g. /system.slice/nginx.service"
+            ));
+        }
+        if let Some(path) = &self.diagram {
+            crate::outfile::check_writable("--diagram", path)?;
         }
         if let Some(ns) = &self.netns
             && ns.trim().is_empty()
         {
             return Err("--netns needs a name, path or inode".into());
-        }
-        if self.cgroups.iter().any(|c| c.trim().is_empty()) {
-            return Err("--cgroup needs a path, e.g. /system.slice".into());
         }
         if let Some(bad) = self
             .containers
@@ -368,6 +382,19 @@ impl Cli {
             ));
         }
         Ok(())
+    }
+
+    /// Every port of `--port`, `--lport` and `--rport`, each once, in the
+    /// order first given.
+    pub fn distinct_ports(&self) -> Vec<u16> {
+        let mut seen = std::collections::HashSet::new();
+        self.ports
+            .iter()
+            .chain(&self.lports)
+            .chain(&self.rports)
+            .copied()
+            .filter(|p| seen.insert(*p))
+            .collect()
     }
 
     pub fn has_port_filter(&self) -> bool {

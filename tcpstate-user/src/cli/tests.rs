@@ -193,7 +193,6 @@ fn fleet_flags_become_component_options() {
     for bad in [
         &["--metrics-container-labels"][..],
         &["--metrics", "localhost"],
-        &["--metrics-max-ports", "3"],
         &["--metrics", "127.0.0.1:1", "--metrics-max-ports", "0"],
         &["--metrics", "127.0.0.1:1", "--metrics-timewait-top", "65"],
         &["-q", "-j"],

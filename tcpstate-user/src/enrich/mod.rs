@@ -162,8 +162,9 @@ pub struct Enricher {
 /// Where enriched events go (the renderers and summary).
 pub type Emit<'a> = dyn FnMut(&TcpEvent) + 'a;
 
-/// Most network namespaces the start-up snapshot reads.
-const MAX_NAMESPACES: usize = 4096;
+/// Most network namespaces the start-up snapshot reads (those holding a
+/// process first); beyond it they are counted and said once.
+pub const MAX_NAMESPACES: usize = 4096;
 
 impl Enricher {
     pub fn new(opts: Options) -> Self {
@@ -368,17 +369,22 @@ impl Enricher {
     /// sockets the filter matches, starts following the half-open and
     /// timewait ones among them, and returns every listener's owner for the
     /// kernel side.
+    /// `stop` is asked between namespaces (a signal during a long read).
     pub fn start(
         &mut self,
         netns: u32,
         filter: &Filter,
         rows: bool,
+        stop: &dyn Fn() -> bool,
         emit: &mut Emit<'_>,
     ) -> snapshot::Snapshot {
+        let mut skipped = 0;
         let namespaces: Vec<u32> = if netns != 0 {
             vec![netns]
         } else {
-            crate::netns::discover(MAX_NAMESPACES)
+            let all = crate::netns::discover_all(MAX_NAMESPACES);
+            skipped = all.skipped;
+            all.found
                 .into_iter()
                 .map(|(inode, path)| {
                     self.diag.know_path(inode, path);
@@ -386,7 +392,11 @@ impl Enricher {
                 })
                 .collect()
         };
-        let snap = snapshot::take(&mut self.diag, &namespaces, filter, rows);
+        let mut snap = snapshot::take(&mut self.diag, &namespaces, filter, rows, stop);
+        snap.skipped_namespaces = skipped;
+        if snap.interrupted {
+            return snap;
+        }
         self.listener_owners
             .extend(snap.listeners.iter().map(|(k, v)| (*k, *v)));
         for ev in &snap.rows {

@@ -8,19 +8,30 @@ use crate::event::Task;
 /// Finds the processes holding the given socket inodes. One pass over /proc;
 /// a process that exits meanwhile is skipped.
 pub fn owners_of(inodes: &HashSet<u32>) -> HashMap<u32, Task> {
+    owners_counted(inodes).0
+}
+
+/// Like [`owners_of`], and how many processes' fd tables we may not read
+/// (another user's, or one with more capabilities: CAP_SYS_PTRACE reads them).
+pub fn owners_counted(inodes: &HashSet<u32>) -> (HashMap<u32, Task>, usize) {
     let mut found = HashMap::new();
+    let mut denied = 0;
     if inodes.is_empty() {
-        return found;
+        return (found, denied);
     }
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
+        return (found, denied);
     };
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
+        let fds = match std::fs::read_dir(p.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(e) => {
+                denied += usize::from(e.kind() == std::io::ErrorKind::PermissionDenied);
+                continue;
+            }
         };
         for fd in fds.flatten() {
             let Ok(target) = std::fs::read_link(fd.path()) else {
@@ -42,7 +53,7 @@ pub fn owners_of(inodes: &HashSet<u32>) -> HashMap<u32, Task> {
             break;
         }
     }
-    found
+    (found, denied)
 }
 
 fn task(pid: u32) -> Task {

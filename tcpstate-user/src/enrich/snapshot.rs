@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{
     Filter,
-    owners::owners_of,
+    owners::owners_counted,
     table::{SocketTable, Wanted},
 };
 use crate::{
@@ -35,20 +35,32 @@ pub struct Snapshot {
     pub listeners: HashMap<ListenerKey, Task>,
     /// Namespaces that could not be read.
     pub failed: Vec<(u32, std::io::Error)>,
+    /// Namespaces left out because there were more than the cap.
+    pub skipped_namespaces: usize,
+    /// Processes whose open files we may not read: owners unknown there.
+    pub unreadable_processes: usize,
+    /// A stop signal arrived during the read: it ended there.
+    pub interrupted: bool,
 }
 
 /// Lists the sockets of `namespaces`: all of them when `rows` is set (one
-/// dump per namespace and family), else only the listeners.
+/// dump per namespace and family), else only the listeners. `stop` is asked
+/// between namespaces: when it says so, the read ends there (`interrupted`).
 pub fn take(
     table: &mut dyn SocketTable,
     namespaces: &[u32],
     filter: &Filter,
     rows: bool,
+    stop: &dyn Fn() -> bool,
 ) -> Snapshot {
     let mut found: Vec<(u32, DiagSocket)> = Vec::new();
     let mut snap = Snapshot::default();
     let wanted = if rows { Wanted::All } else { Wanted::Listeners };
     for &netns in namespaces {
+        if stop() {
+            snap.interrupted = true;
+            return snap;
+        }
         match table.dump(netns, wanted, filter.family) {
             Ok(socks) => found.extend(socks.into_iter().map(|s| (netns, s))),
             Err(e) => snap.failed.push((netns, e)),
@@ -59,7 +71,8 @@ pub fn take(
         .map(|(_, s)| s.inode)
         .filter(|i| *i != 0)
         .collect();
-    let owners = owners_of(&inodes);
+    let (owners, denied) = owners_counted(&inodes);
+    snap.unreadable_processes = denied;
     for (netns, s) in &found {
         if s.state == TcpState::Listen
             && let Some(o) = owners.get(&s.inode)
@@ -161,7 +174,7 @@ mod tests {
             remote_ports: vec![10050],
             family: 0,
         };
-        let snap = take(&mut t, &[1, 2], &filter, true);
+        let snap = take(&mut t, &[1, 2], &filter, true, &|| false);
         assert_eq!(t.dumps, vec![(1, Wanted::All), (2, Wanted::All)]);
         assert_eq!(snap.rows.len(), 3);
         assert!(snap.rows.iter().all(|r| r.is_state_row()));
@@ -171,8 +184,21 @@ mod tests {
     #[test]
     fn without_rows_only_listeners_are_asked_for() {
         let mut t = FakeTable::default();
-        let snap = take(&mut t, &[7], &Filter::default(), false);
+        let snap = take(&mut t, &[7], &Filter::default(), false, &|| false);
         assert_eq!(t.dumps, vec![(7, Wanted::Listeners)]);
         assert!(snap.rows.is_empty());
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_read_between_namespaces() {
+        let mut t = FakeTable::default();
+        let calls = std::cell::Cell::new(0);
+        let stop = || {
+            calls.set(calls.get() + 1);
+            calls.get() > 2
+        };
+        let snap = take(&mut t, &[1, 2, 3, 4], &Filter::default(), true, &stop);
+        assert!(snap.interrupted);
+        assert_eq!(t.dumps.len(), 2, "two namespaces read, then stopped");
     }
 }

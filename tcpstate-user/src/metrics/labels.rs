@@ -1,8 +1,10 @@
 //! Bounded label values. Prometheus keeps one series per distinct label set
 //! for as long as it retains data, so every label here has a small, known
-//! range: states (a dozen), ports the user named in a filter, and, only when
-//! asked for, container and pod IDs capped at a number of distinct values
-//! (the rest are counted under `other`). Never addresses or ephemeral ports.
+//! range: states (a dozen), ports the user named in a filter (capped too:
+//! a filter may name 1,024), and, only when asked for, container and pod IDs,
+//! each capped at a number of distinct values (the rest are counted under
+//! `other`, and the overflow in `tcpstate_label_overflow_total`). Never
+//! addresses or ephemeral ports.
 
 use std::collections::HashSet;
 
@@ -51,22 +53,51 @@ impl Capped {
 pub struct LabelPolicy {
     /// Ports named in a filter (`--port`, `--lport`, `--rport`); empty: no
     /// `port` label at all.
-    ports: Vec<u16>,
+    ports: std::collections::HashSet<u16>,
+    /// The first `--metrics-max-ports` of them that traffic shows.
+    port_values: Capped,
     containers: Option<(Capped, Capped)>,
+}
+
+/// Values mapped to `other` so far, per label (cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overflow {
+    pub port: u64,
+    pub container_id: u64,
+    pub pod_uid: u64,
 }
 
 pub type Labels = Vec<(&'static str, String)>;
 
 impl LabelPolicy {
-    pub fn new(ports: Vec<u16>, container_cap: Option<usize>) -> Self {
+    pub fn new(ports: Vec<u16>, port_cap: usize, container_cap: Option<usize>) -> Self {
         LabelPolicy {
-            ports,
+            ports: ports.into_iter().collect(),
+            port_values: Capped::new(port_cap),
             containers: container_cap.map(|cap| (Capped::new(cap), Capped::new(cap))),
         }
     }
 
     pub fn wants_containers(&self) -> bool {
         self.containers.is_some()
+    }
+
+    pub fn overflow(&self) -> Overflow {
+        let (container_id, pod_uid) = self
+            .containers
+            .as_ref()
+            .map_or((0, 0), |(i, p)| (i.overflowed, p.overflowed));
+        Overflow {
+            port: self.port_values.overflowed,
+            container_id,
+            pod_uid,
+        }
+    }
+
+    /// A listening port as a `port` value: under the same cap as the
+    /// filtered ports (one set of values for the label).
+    pub fn port_label(&mut self, port: u16) -> String {
+        self.port_values.get(&port.to_string())
     }
 
     /// The labels an event's series get besides its states.
@@ -76,7 +107,10 @@ impl LabelPolicy {
             let port = [ev.lport, ev.rport]
                 .into_iter()
                 .find(|p| self.ports.contains(p))
-                .map_or_else(|| OTHER.to_string(), |p| p.to_string());
+                .map_or_else(
+                    || OTHER.to_string(),
+                    |p| self.port_values.get(&p.to_string()),
+                );
             labels.push(("port", port));
         }
         labels.extend(self.container_labels(container));
@@ -125,14 +159,14 @@ mod tests {
     #[test]
     fn no_filter_no_port_label_and_never_addresses() {
         let ev = TcpEvent::from(&raw_v4());
-        let mut p = LabelPolicy::new(vec![], None);
+        let mut p = LabelPolicy::new(vec![], 64, None);
         assert!(p.labels(&ev, None).is_empty());
     }
 
     #[test]
     fn port_label_only_for_filtered_ports() {
         let mut ev = TcpEvent::from(&raw_v4()); // 10050 -> 48008
-        let mut p = LabelPolicy::new(vec![10050], None);
+        let mut p = LabelPolicy::new(vec![10050], 64, None);
         assert_eq!(p.labels(&ev, None), vec![("port", "10050".to_string())]);
         // The ephemeral end never becomes a label value.
         ev.lport = 48009;
@@ -144,7 +178,7 @@ mod tests {
     #[test]
     fn container_labels_are_capped() {
         let ev = TcpEvent::from(&raw_v4());
-        let mut p = LabelPolicy::new(vec![], Some(2));
+        let mut p = LabelPolicy::new(vec![], 64, Some(2));
         let ids: Vec<String> = (0..4).map(|i| format!("{i}").repeat(64)).collect();
         let got: Vec<String> = ids
             .iter()
@@ -157,5 +191,26 @@ mod tests {
         let host = Attribution::from_path("/user.slice");
         assert_eq!(p.labels(&ev, Some(&host))[0].1, HOST);
         assert_eq!(p.labels(&ev, None)[0].1, UNKNOWN);
+    }
+
+    #[test]
+    fn port_labels_are_capped_and_the_overflow_counted() {
+        let mut ev = TcpEvent::from(&raw_v4());
+        let ports: Vec<u16> = (1..=1024).collect();
+        let mut p = LabelPolicy::new(ports, 3, None);
+        let mut values = HashSet::new();
+        for port in 1..=1024 {
+            ev.lport = port;
+            values.insert(p.labels(&ev, None)[0].1.clone());
+        }
+        assert_eq!(values.len(), 4, "three ports and `other`: {values:?}");
+        assert!(values.contains(OTHER));
+        assert_eq!(p.overflow().port, 1021);
+        ev.lport = 2;
+        assert_eq!(
+            p.labels(&ev, None)[0].1,
+            "2",
+            "a port seen first keeps its label"
+        );
     }
 }

@@ -41,6 +41,8 @@ pub struct Options {
     pub addr: SocketAddr,
     /// Ports named in a filter: the only values of the `port` label.
     pub ports: Vec<u16>,
+    /// Most distinct `port` label values (`--metrics-max-ports`).
+    pub port_cap: usize,
     /// `container_id` and `pod_uid` labels, at most this many distinct
     /// values each (`--metrics-container-labels`).
     pub container_cap: Option<usize>,
@@ -82,6 +84,9 @@ pub struct Recorder {
     /// Sockets flagged stuck and not moved on yet: (state, labels).
     stuck_now: HashMap<TupleKey, (TcpState, Labels)>,
     lost_seen: [u64; 3],
+    /// Label values mapped to `other` by their cap, per label.
+    label_overflow: Family<Vec<(&'static str, &'static str)>, Counter>,
+    overflow_seen: labels::Overflow,
     sampled: top::Sampled,
 }
 
@@ -91,7 +96,7 @@ impl Recorder {
         let mut registry = Registry::with_prefix("tcpstate");
         let sampled = top::Sampled::new(opts.top.clone(), &mut registry);
         let r = Recorder {
-            policy: LabelPolicy::new(opts.ports.clone(), opts.container_cap),
+            policy: LabelPolicy::new(opts.ports.clone(), opts.port_cap, opts.container_cap),
             transitions: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
             sockets: Family::default(),
@@ -101,6 +106,8 @@ impl Recorder {
             occupancy: Occupancy::default(),
             stuck_now: HashMap::new(),
             lost_seen: [0; 3],
+            label_overflow: Family::default(),
+            overflow_seen: labels::Overflow::default(),
             sampled,
         };
         // A gauge, not an OpenMetrics `info`: Prometheus' text-format
@@ -141,9 +148,17 @@ impl Recorder {
             "Events that never reached tcpstate, by cause",
             r.lost.clone(),
         );
+        registry.register(
+            "label_overflow",
+            "Rows (and listeners of tcpstate_listen_*, once each) whose port, container_id or pod_uid label became `other` because that label reached its cap of distinct values",
+            r.label_overflow.clone(),
+        );
         // Present from the start, so rate() has a zero to start from.
         for cause in LOSS_CAUSES {
             let _ = r.lost.get_or_create(&vec![("cause", cause)]);
+        }
+        for label in ["port", "container_id", "pod_uid"] {
+            let _ = r.label_overflow.get_or_create(&vec![("label", label)]);
         }
         (r, registry)
     }
@@ -156,6 +171,7 @@ impl Recorder {
     pub fn record(&mut self, ev: &TcpEvent, container: Option<&Attribution>) {
         self.sampled.event(ev);
         let labels = self.policy.labels(ev, container);
+        self.count_overflow();
         let key = TupleKey::of(ev);
         if !matches!(ev.note, Some(Note::Stuck(_)))
             && let Some((state, l)) = self.stuck_now.remove(&key)
@@ -224,6 +240,25 @@ impl Recorder {
     /// (a listener owner's container, for its labels).
     pub fn sample(&mut self, attribute: &mut top::Attribute<'_>, of: &mut top::AttributionOf<'_>) {
         self.sampled.sample(attribute, of, &mut self.policy);
+        self.count_overflow();
+    }
+
+    /// Adds what the label caps mapped to `other` since the last row.
+    fn count_overflow(&mut self) {
+        let now = self.policy.overflow();
+        let seen = &mut self.overflow_seen;
+        for (label, now, seen) in [
+            ("port", now.port, &mut seen.port),
+            ("container_id", now.container_id, &mut seen.container_id),
+            ("pod_uid", now.pod_uid, &mut seen.pod_uid),
+        ] {
+            if now > *seen {
+                self.label_overflow
+                    .get_or_create(&vec![("label", label)])
+                    .inc_by(now - *seen);
+                *seen = now;
+            }
+        }
     }
 
     /// The kernel's loss counters (cumulative) and tcpstate's own.
@@ -262,9 +297,33 @@ mod tests {
         Options {
             addr: "127.0.0.1:0".parse().unwrap(),
             ports,
+            port_cap: 64,
             container_cap: None,
             top: top::Options::default(),
         }
+    }
+
+    #[test]
+    fn ports_beyond_the_cap_are_other_and_counted() {
+        let (mut r, reg) = Recorder::new(&Options {
+            port_cap: 2,
+            ..opts((1..=1024).collect())
+        });
+        for port in 1..=1024 {
+            let mut e = ev(TcpState::Established, TcpState::FinWait1);
+            e.lport = port;
+            r.record(&e, None);
+        }
+        let text = exposition(&reg);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("tcpstate_transitions_total{"))
+            .count();
+        assert_eq!(series, 3, "two ports and `other`:\n{text}");
+        assert!(
+            text.contains("tcpstate_label_overflow_total{label=\"port\"} 1022"),
+            "{text}"
+        );
     }
 
     fn exposition(reg: &Registry) -> String {

@@ -3,9 +3,9 @@
 //! run once a second whenever `--metrics` is given (with or without
 //! `--top`):
 //!
-//! - per listener, labelled `port` (the listening port: at most
-//!   `--metrics-max-ports` distinct values for the run, the rest `other`,
-//!   each listener folded into `other` counted in
+//! - per listener, labelled `port` (the listening port, under the cap of
+//!   every `port` value, `--metrics-max-ports` distinct values for the run,
+//!   the rest `other`, each listener folded into `other` counted once in
 //!   `tcpstate_label_overflow_total{label="port"}`) and, with
 //!   `--metrics-container-labels`, `container_id` and `pod_uid` (capped as
 //!   for every series): listeners, accept queue depth and limit (summed over
@@ -26,7 +26,7 @@ use prometheus_client::{
 
 pub use crate::top::sample::Attribute;
 
-use super::labels::{Capped, LabelPolicy, Labels, OTHER};
+use super::labels::{LabelPolicy, Labels};
 use crate::{
     clock::boot_ns,
     container::Attribution,
@@ -35,7 +35,8 @@ use crate::{
     top::{model::Model, sample::Sampler},
 };
 
-/// Default of `--metrics-max-ports`.
+/// Default of `--metrics-max-ports` (all `port` values, the listeners' among
+/// them).
 pub const DEFAULT_MAX_PORTS: u32 = 64;
 /// Default of `--metrics-timewait-top`.
 pub const DEFAULT_TIMEWAIT_TOP: u32 = 10;
@@ -49,8 +50,6 @@ pub struct Options {
     pub filter: Filter,
     /// The dumps stand for the filters (no `--container`/`--cgroup`).
     pub correct: bool,
-    /// Most distinct values of the listeners' `port` label.
-    pub max_ports: usize,
     /// TIME_WAIT destinations exposed, the most loaded first.
     pub timewait_top: usize,
 }
@@ -71,12 +70,10 @@ pub struct Sampled {
     opts: Options,
     model: Model,
     sampler: Option<Sampler>,
-    ports: Capped,
     listeners: Family<Labels, Gauge>,
     queue: Family<Labels, Gauge>,
     limit: Family<Labels, Gauge>,
     drops: Family<Labels, Counter>,
-    overflow: Family<Vec<(&'static str, &'static str)>, Counter>,
     timewait: Family<Labels, Gauge>,
     /// Listeners of the last sample, with the labels given at first sight.
     known: HashMap<Id, Known>,
@@ -91,13 +88,11 @@ impl Sampled {
         let s = Sampled {
             model: Model::new(boot_ns()),
             sampler: None,
-            ports: Capped::new(opts.max_ports),
             opts,
             listeners: Family::default(),
             queue: Family::default(),
             limit: Family::default(),
             drops: Family::default(),
-            overflow: Family::default(),
             timewait: Family::default(),
             known: HashMap::new(),
             shown: HashSet::new(),
@@ -132,13 +127,6 @@ impl Sampled {
             "Connections dropped at listeners (their sk_drops: accept queue overflows among them), counted from each listener's creation",
             s.drops.clone(),
         );
-        registry.register(
-            "label_overflow",
-            "Listeners whose port got no label of its own (beyond --metrics-max-ports), counted once each, under port=\"other\"",
-            s.overflow.clone(),
-        );
-        // Present from the start, so rate() has a zero to start from.
-        let _ = s.overflow.get_or_create(&vec![("label", "port")]);
         s
     }
 
@@ -175,11 +163,8 @@ impl Sampled {
             let known = match self.known.entry(id) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => {
-                    let port = self.ports.get(&l.key.port.to_string());
-                    if port == OTHER {
-                        self.overflow.get_or_create(&vec![("label", "port")]).inc();
-                    }
-                    let mut labels = vec![("port", port)];
+                    // Once per listener: the cap's overflow counts it once.
+                    let mut labels = vec![("port", policy.port_label(l.key.port))];
                     labels.extend(policy.container_labels(of(l.owner.as_ref()).as_deref()));
                     e.insert(Known { labels, drops: 0 })
                 }

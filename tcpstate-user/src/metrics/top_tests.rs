@@ -7,10 +7,9 @@ use crate::{
 
 const NS: u32 = model_tests::NS;
 
-fn opts(max_ports: usize, timewait_top: usize) -> Options {
+fn opts(timewait_top: usize) -> Options {
     Options {
         correct: true,
-        max_ports,
         timewait_top,
         ..Options::default()
     }
@@ -35,11 +34,11 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(opts: Options, container_cap: Option<usize>) -> Self {
+    fn new(opts: Options, port_cap: usize, container_cap: Option<usize>) -> Self {
         let mut registry = Registry::with_prefix("tcpstate");
         Fixture {
             sampled: Sampled::new(opts, &mut registry),
-            policy: LabelPolicy::new(vec![], container_cap),
+            policy: LabelPolicy::new(vec![], port_cap, container_cap),
             registry,
         }
     }
@@ -73,7 +72,7 @@ fn has(text: &str, line: &str) -> bool {
 
 #[test]
 fn listeners_queue_limit_and_drops_by_port() {
-    let mut f = Fixture::new(opts(64, 10), None);
+    let mut f = Fixture::new(opts(10), 64, None);
     let text = f.round(
         vec![listener(10061, 1, 5, 4, 3), listener(80, 2, 0, 128, 0)],
         vec![],
@@ -86,7 +85,6 @@ fn listeners_queue_limit_and_drops_by_port() {
         "tcpstate_listen_queue{port=\"80\"} 0",
         "tcpstate_listen_queue_limit{port=\"80\"} 128",
         "tcpstate_listen_drops_total{port=\"80\"} 0",
-        "tcpstate_label_overflow_total{label=\"port\"} 0",
     ] {
         assert!(has(&text, line), "no `{line}`:\n{text}");
     }
@@ -127,7 +125,7 @@ fn listeners_queue_limit_and_drops_by_port() {
 
 #[test]
 fn listeners_of_one_label_set_are_summed() {
-    let mut f = Fixture::new(opts(64, 10), None);
+    let mut f = Fixture::new(opts(10), 64, None);
     // Two SO_REUSEPORT sockets (or IPv4 and IPv6) of one port.
     let text = f.round(
         vec![listener(443, 1, 2, 128, 1), listener(443, 2, 3, 128, 4)],
@@ -152,7 +150,7 @@ fn listeners_of_one_label_set_are_summed() {
 
 #[test]
 fn ports_beyond_the_cap_are_one_other_series_and_counted() {
-    let mut f = Fixture::new(opts(2, 10), None);
+    let mut f = Fixture::new(opts(10), 2, None);
     let all = vec![
         listener(1001, 1, 1, 10, 0),
         listener(1002, 2, 1, 10, 0),
@@ -167,17 +165,14 @@ fn ports_beyond_the_cap_are_one_other_series_and_counted() {
         "tcpstate_listen_queue{port=\"other\"} 3",
         "tcpstate_listen_queue_limit{port=\"other\"} 20",
         "tcpstate_listen_drops_total{port=\"other\"} 3",
-        "tcpstate_label_overflow_total{label=\"port\"} 2",
     ] {
         assert!(has(&text, line), "no `{line}`:\n{text}");
     }
+    assert_eq!(f.policy.overflow().port, 2, "two listeners overflowed");
     assert!(!text.contains("1003") && !text.contains("1004"), "{text}");
     // The same listeners again: nothing new overflows.
-    let text = f.round(all, vec![]);
-    assert!(
-        has(&text, "tcpstate_label_overflow_total{label=\"port\"} 2"),
-        "{text}"
-    );
+    f.round(all, vec![]);
+    assert_eq!(f.policy.overflow().port, 2);
     // The cap is on the run's values: a port once seen keeps its label,
     // and a new port after one went away is still `other`.
     let text = f.round(
@@ -185,10 +180,7 @@ fn ports_beyond_the_cap_are_one_other_series_and_counted() {
         vec![],
     );
     assert!(has(&text, "tcpstate_listeners{port=\"other\"} 1"), "{text}");
-    assert!(
-        has(&text, "tcpstate_label_overflow_total{label=\"port\"} 3"),
-        "{text}"
-    );
+    assert_eq!(f.policy.overflow().port, 3);
     let series = text
         .lines()
         .filter(|l| l.starts_with("tcpstate_listen_queue{"))
@@ -198,7 +190,7 @@ fn ports_beyond_the_cap_are_one_other_series_and_counted() {
 
 #[test]
 fn listener_series_carry_capped_container_labels_when_asked() {
-    let mut f = Fixture::new(opts(64, 10), Some(1));
+    let mut f = Fixture::new(opts(10), 64, Some(1));
     let ids = ["a".repeat(64), "b".repeat(64)];
     let attributions: Vec<Arc<Attribution>> = ids
         .iter()
@@ -237,7 +229,7 @@ fn listener_series_carry_capped_container_labels_when_asked() {
 
 #[test]
 fn timewait_per_destination_for_the_top_n_only() {
-    let mut f = Fixture::new(opts(64, 2), None);
+    let mut f = Fixture::new(opts(2), 64, None);
     let mut sockets = Vec::new();
     for (n, remote) in [(5, "10.0.0.2:80"), (3, "10.0.0.3:443"), (1, "10.0.0.4:22")] {
         for i in 0..n {
@@ -268,7 +260,7 @@ fn timewait_per_destination_for_the_top_n_only() {
 
 #[test]
 fn no_timewait_series_with_a_top_of_zero() {
-    let mut f = Fixture::new(opts(64, 0), None);
+    let mut f = Fixture::new(opts(0), 64, None);
     let text = f.round(vec![], vec![timewait("10.0.0.1:40000", "10.0.0.2:80")]);
     assert!(!text.contains("tcpstate_timewait_sockets{"), "{text}");
 }

@@ -152,8 +152,9 @@ impl Probe {
                     "the tracepoint exists since Linux 4.16; this kernel may lack CONFIG_NET or tracepoints",
                 ),
                 std::io::ErrorKind::PermissionDenied => err.hint(
-                    "tracefs is readable by root only: run as root, or let this user read it \
-                     (e.g. mount -o remount,mode=755 /sys/kernel/tracing); see docs/security.md",
+                    "tracefs is readable by root only: run as root, or give this user's group \
+                     read access (mount -o remount,gid=tracing,mode=0750 /sys/kernel/tracing); \
+                     see docs/security.md",
                 ),
                 _ => err.hint("the format file is not valid text; is this tracefs?"),
             }

@@ -88,9 +88,27 @@ pub fn task(out: &mut Vec<u8>, task: Option<&crate::event::Task>) {
         Some(t) => {
             padded(out, 7, |out| u64(out, t.pid as u64));
             out.push(b' ');
-            str_padded(out, &comm(&t.comm), 16);
+            str_fitted(out, &comm(&t.comm), COMM_WIDTH);
         }
         None => out.extend_from_slice(b"-       -               "),
+    }
+}
+
+/// The COMM column: a name is at most 16 bytes, but escaped (`\xNN` per
+/// control byte) it can be four times as long.
+pub const COMM_WIDTH: usize = 16;
+
+/// Appends `s` in exactly `width` characters: padded, or cut to `width - 1`
+/// and marked with `+` (as top does), so a long value never shifts the
+/// columns after it. Machine-readable outputs keep the whole value.
+pub fn str_fitted(out: &mut Vec<u8>, s: &str, width: usize) {
+    match s.char_indices().nth(width) {
+        None => str_padded(out, s, width),
+        Some(_) => {
+            let cut = s.char_indices().nth(width - 1).map_or(s.len(), |(i, _)| i);
+            out.extend_from_slice(&s.as_bytes()[..cut]);
+            out.push(b'+');
+        }
     }
 }
 

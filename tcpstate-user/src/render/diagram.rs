@@ -237,8 +237,11 @@ impl Diagram {
     }
 
     fn write_files(&self) -> Result<Option<PathBuf>, String> {
-        std::fs::write(&self.path, self.dot())
-            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        if let Err(e) = std::fs::write(&self.path, self.dot()) {
+            // No truncated diagram left behind (a full disk).
+            let _ = std::fs::remove_file(&self.path);
+            return Err(format!("writing {}: {e}", self.path.display()));
+        }
         if !self.svg {
             return Ok(None);
         }
@@ -288,7 +291,7 @@ impl Render for Diagram {
                     ""
                 }
             ),
-            Err(e) => format!("error: --diagram: {e}"),
+            Err(e) => format!("{}--diagram: {e}", crate::summary::ERROR_NOTE),
         });
     }
 }

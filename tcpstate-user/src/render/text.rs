@@ -335,7 +335,39 @@ mod tests {
             !line[..line.len() - 1].contains(['\x1b', '\x07', '\n']),
             "{line:?}"
         );
-        assert!(line.contains("\\x1b]0;pwned\\x07\\x0a"), "{line:?}");
+        assert!(line.contains("\\x1b]0;pwned\\x0+ 127.0.0.1"), "{line:?}");
+    }
+
+    /// An escaped name longer than the column is cut to it, so every row's
+    /// later columns start where the header's do.
+    #[test]
+    fn long_escaped_comm_keeps_the_columns_in_place() {
+        let mut header = Vec::new();
+        text(TimeFormat::Clock, true, false).header(&mut header);
+        let header = String::from_utf8(header).unwrap();
+        let laddr = header.find("LADDR").unwrap();
+        let cpu_comm_end = header.find("CPU-COMM").unwrap() + 17;
+        for name in [
+            &b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"[..],
+            b"abcdefghijklmnop",
+            b"n",
+        ] {
+            let mut raw = raw_v4();
+            raw.owner_comm = [0; 16];
+            raw.owner_comm[..name.len()].copy_from_slice(name);
+            raw.cpu_comm = raw.owner_comm;
+            let line = render(true, &TcpEvent::from(&raw));
+            assert_eq!(
+                line.find("127.0.0.1"),
+                Some(laddr),
+                "{name:?}:\n{header}{line}"
+            );
+            assert_eq!(
+                &line[cpu_comm_end - 1..cpu_comm_end],
+                " ",
+                "{name:?}:\n{header}{line}"
+            );
+        }
     }
 
     #[test]
