@@ -39,6 +39,19 @@ impl Gate {
         true
     }
 
+    /// Every second, with `--metrics`: the listener and TIME_WAIT series'
+    /// dumps, with the rows' container filter and attribution.
+    pub fn sample_metrics(&mut self) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        let (attributor, select) = (&self.attributor, &self.select);
+        m.sample(
+            &mut |owner| crate::top::attribute(attributor, select, owner),
+            &mut |owner| attributor.as_ref().and_then(|a| a.borrow_mut().of(owner)),
+        );
+    }
+
     pub fn metrics(&mut self) -> Option<&mut Recorder> {
         self.metrics.as_mut()
     }

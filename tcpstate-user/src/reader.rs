@@ -257,6 +257,7 @@ pub async fn run(
                 if let Some(m) = stages.gate.metrics() {
                     m.losses(&last_stats, stages.summary.decode_errors);
                 }
+                stages.gate.sample_metrics();
                 if out.reader_gone() {
                     break Stop::ClosedPipe;
                 }

@@ -79,7 +79,7 @@ impl Settings {
                 }),
             },
             containers: cli.container_options(),
-            metrics: cli.metrics_options(),
+            metrics: metrics_options(cli, family),
             start: crate::reader::Start {
                 // Resolved by the probe, after the privilege checks: a user
                 // without them hears about that first.
@@ -92,6 +92,24 @@ impl Settings {
             verbose: cli.verbose,
         })
     }
+}
+
+/// The `--metrics` settings, when asked for.
+fn metrics_options(cli: &Cli, family: u16) -> Option<metrics::Options> {
+    Some(metrics::Options {
+        addr: cli.metrics?,
+        ports: cli.distinct_ports(),
+        port_cap: cli.metrics_max_ports as usize,
+        container_cap: cli
+            .metrics_container_labels
+            .then_some(cli.metrics_max_containers as usize),
+        top: metrics::top::Options {
+            netns: cli.netns.clone(),
+            filter: start_filter(cli, family),
+            correct: !cli.container_options().select.is_active(),
+            timewait_top: cli.metrics_timewait_top as usize,
+        },
+    })
 }
 
 /// The port and family filters as sock_diag results are checked against.
@@ -159,5 +177,51 @@ mod tests {
         assert_eq!(s.render.time, render::timefmt::TimeFormat::DateTime);
         assert!(s.start.rows, "a port filter takes the snapshot by default");
         assert_eq!(s.start.filter.local_ports, vec![10050]);
+    }
+
+    #[test]
+    fn metrics_flags_reach_the_metrics_options() {
+        let s = settings(&[
+            "--metrics",
+            "127.0.0.1:9979",
+            "-q",
+            "-p",
+            "80",
+            "--lport",
+            "443",
+        ]);
+        let m = s.metrics.unwrap();
+        assert_eq!(m.addr.to_string(), "127.0.0.1:9979");
+        assert_eq!(m.ports, [80, 443]);
+        assert_eq!(m.container_cap, None);
+        assert_eq!(m.top.filter.local_ports, [80, 443]);
+        assert!(m.top.correct);
+        assert_eq!(m.port_cap, metrics::top::DEFAULT_MAX_PORTS as usize);
+        assert_eq!(
+            m.top.timewait_top,
+            metrics::top::DEFAULT_TIMEWAIT_TOP as usize
+        );
+        let m = settings(&[
+            "--metrics",
+            "[::1]:1",
+            "--metrics-container-labels",
+            "--metrics-max-containers",
+            "5",
+            "--metrics-max-ports",
+            "3",
+            "--metrics-timewait-top",
+            "0",
+            "--container",
+            "4c8a",
+        ])
+        .metrics
+        .unwrap();
+        assert_eq!(m.container_cap, Some(5));
+        assert_eq!((m.port_cap, m.top.timewait_top), (3, 0));
+        assert!(
+            !m.top.correct,
+            "a container filter: the dumps cannot stand for it"
+        );
+        assert!(settings(&[]).metrics.is_none());
     }
 }

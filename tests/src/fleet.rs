@@ -20,6 +20,31 @@ use crate::process::{collect, reap, spawn_piped};
 
 pub use tcpstate_devsupport::workspace_root as repo_root;
 
+/// `promtool check metrics` on an exposition (the text format 0.0.4);
+/// panics with what it says unless it passes.
+pub fn promtool_check(text: &str) {
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool: {e}"));
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 /// podman with the settings this machine kind needs: runc (crun refuses the
 /// hybrid cgroup layout) and no default ulimits (they cannot be raised in
 /// this sandbox).

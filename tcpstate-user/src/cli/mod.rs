@@ -188,11 +188,16 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "Metrics")]
     pub metrics_max_containers: u32,
 
-    /// Most distinct `port` label values (ports from the filter, in the
-    /// order traffic first shows them; the rest as `other`, counted in
-    /// tcpstate_label_overflow).
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Metrics")]
+    /// Most distinct `port` label values (ports from the filter, and the
+    /// listening ports of tcpstate_listen_*, in the order first seen; the
+    /// rest as `other`, counted in tcpstate_label_overflow).
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::top::DEFAULT_MAX_PORTS, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Metrics")]
     pub metrics_max_ports: u32,
+
+    /// TIME_WAIT destinations exposed by tcpstate_timewait_sockets, the
+    /// most loaded first (0: none).
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::top::DEFAULT_TIMEWAIT_TOP, value_parser = clap::value_parser!(u32).range(0..=crate::top::model::TOP_DESTINATIONS as i64), requires = "metrics", help_heading = "Metrics")]
+    pub metrics_timewait_top: u32,
 
     /// Print a shell completion script and exit.
     #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
@@ -394,18 +399,6 @@ impl Cli {
 
     pub fn has_port_filter(&self) -> bool {
         !(self.ports.is_empty() && self.lports.is_empty() && self.rports.is_empty())
-    }
-
-    /// The `--metrics` settings, when asked for.
-    pub fn metrics_options(&self) -> Option<crate::metrics::Options> {
-        Some(crate::metrics::Options {
-            addr: self.metrics?,
-            ports: self.distinct_ports(),
-            port_cap: self.metrics_max_ports as usize,
-            container_cap: self
-                .metrics_container_labels
-                .then_some(self.metrics_max_containers as usize),
-        })
     }
 
     /// Container attribution: on when an output shows it (wide, JSON, CSV),

@@ -183,38 +183,18 @@ fn stuck_takes_a_duration() {
 
 #[test]
 fn fleet_flags_become_component_options() {
-    let c = parse(&[
-        "--metrics",
-        "127.0.0.1:9979",
-        "-q",
-        "-p",
-        "80",
-        "--lport",
-        "443",
-    ])
-    .unwrap();
-    let m = c.metrics_options().unwrap();
-    assert_eq!(m.addr.to_string(), "127.0.0.1:9979");
-    assert_eq!(m.ports, [80, 443]);
-    assert_eq!(m.container_cap, None);
+    let c = parse(&["--metrics", "127.0.0.1:9979", "-q", "-p", "80"]).unwrap();
     assert!(!c.container_options().enabled, "nothing shows containers");
-    let c = parse(&[
-        "--metrics",
-        "[::1]:1",
-        "--metrics-container-labels",
-        "--metrics-max-containers",
-        "5",
-    ])
-    .unwrap();
-    assert_eq!(c.metrics_options().unwrap().container_cap, Some(5));
+    let c = parse(&["--metrics", "[::1]:1", "--metrics-container-labels"]).unwrap();
     assert!(c.container_options().enabled);
-    assert!(parse(&[]).unwrap().metrics_options().is_none());
     assert!(parse(&["-j"]).unwrap().container_options().enabled);
     let f = parse(&["--container", "4c8a", "--cgroup", "/system.slice"]).unwrap();
     assert!(f.validate().is_ok() && f.container_options().select.is_active());
     for bad in [
         &["--metrics-container-labels"][..],
         &["--metrics", "localhost"],
+        &["--metrics", "127.0.0.1:1", "--metrics-max-ports", "0"],
+        &["--metrics", "127.0.0.1:1", "--metrics-timewait-top", "65"],
         &["-q", "-j"],
         &["-q", "--lifecycle"],
     ] {

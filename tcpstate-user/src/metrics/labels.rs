@@ -94,6 +94,12 @@ impl LabelPolicy {
         }
     }
 
+    /// A listening port as a `port` value: under the same cap as the
+    /// filtered ports (one set of values for the label).
+    pub fn port_label(&mut self, port: u16) -> String {
+        self.port_values.get(&port.to_string())
+    }
+
     /// The labels an event's series get besides its states.
     pub fn labels(&mut self, ev: &TcpEvent, container: Option<&Attribution>) -> Labels {
         let mut labels = Labels::new();
@@ -107,6 +113,14 @@ impl LabelPolicy {
                 );
             labels.push(("port", port));
         }
+        labels.extend(self.container_labels(container));
+        labels
+    }
+
+    /// `container_id` and `pod_uid` of an owner's attribution, when the
+    /// metrics label by container (capped); else none.
+    pub fn container_labels(&mut self, container: Option<&Attribution>) -> Labels {
+        let mut labels = Labels::new();
         if let Some((ids, pods)) = &mut self.containers {
             let (id, pod) = match container {
                 None => (UNKNOWN.to_string(), UNKNOWN.to_string()),

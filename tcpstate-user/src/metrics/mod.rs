@@ -5,12 +5,14 @@
 //! - [`Recorder`] turns rows into counters, gauges and histograms;
 //! - [`labels`] keeps every label's range bounded;
 //! - [`occupancy`] derives the sockets currently in each state;
+//! - [`top`] samples listeners and TIME_WAIT per destination as `--top` does;
 //! - [`server`] answers `GET /metrics`, in the format [`format`] negotiates.
 
 pub mod format;
 pub mod labels;
 pub mod occupancy;
 pub mod server;
+pub mod top;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -44,6 +46,8 @@ pub struct Options {
     /// `container_id` and `pod_uid` labels, at most this many distinct
     /// values each (`--metrics-container-labels`).
     pub container_cap: Option<usize>,
+    /// The listener and TIME_WAIT series: what they sample, their bounds.
+    pub top: top::Options,
 }
 
 /// Most sockets remembered as stuck at once (their gauge is lowered when
@@ -83,12 +87,14 @@ pub struct Recorder {
     /// Label values mapped to `other` by their cap, per label.
     label_overflow: Family<Vec<(&'static str, &'static str)>, Counter>,
     overflow_seen: labels::Overflow,
+    sampled: top::Sampled,
 }
 
 impl Recorder {
     /// The recorder, and the registry to serve (sharing the same metrics).
     pub fn new(opts: &Options) -> (Recorder, Registry) {
         let mut registry = Registry::with_prefix("tcpstate");
+        let sampled = top::Sampled::new(opts.top.clone(), &mut registry);
         let r = Recorder {
             policy: LabelPolicy::new(opts.ports.clone(), opts.port_cap, opts.container_cap),
             transitions: Family::default(),
@@ -102,6 +108,7 @@ impl Recorder {
             lost_seen: [0; 3],
             label_overflow: Family::default(),
             overflow_seen: labels::Overflow::default(),
+            sampled,
         };
         // A gauge, not an OpenMetrics `info`: Prometheus' text-format
         // parsers (promtool check metrics among them) reject that type.
@@ -143,7 +150,7 @@ impl Recorder {
         );
         registry.register(
             "label_overflow",
-            "Rows whose port, container_id or pod_uid label became `other` because that label reached its cap of distinct values",
+            "Rows (and listeners of tcpstate_listen_*, once each) whose port, container_id or pod_uid label became `other` because that label reached its cap of distinct values",
             r.label_overflow.clone(),
         );
         // Present from the start, so rate() has a zero to start from.
@@ -162,6 +169,7 @@ impl Recorder {
 
     /// Counts one row (after enrich, after the container filter).
     pub fn record(&mut self, ev: &TcpEvent, container: Option<&Attribution>) {
+        self.sampled.event(ev);
         let labels = self.policy.labels(ev, container);
         self.count_overflow();
         let key = TupleKey::of(ev);
@@ -227,6 +235,14 @@ impl Recorder {
         }
     }
 
+    /// Every second: the listeners and TIME_WAIT sockets, through
+    /// `attribute` (the container filter, as `--top` applies it) and `of`
+    /// (a listener owner's container, for its labels).
+    pub fn sample(&mut self, attribute: &mut top::Attribute<'_>, of: &mut top::AttributionOf<'_>) {
+        self.sampled.sample(attribute, of, &mut self.policy);
+        self.count_overflow();
+    }
+
     /// Adds what the label caps mapped to `other` since the last row.
     fn count_overflow(&mut self) {
         let now = self.policy.overflow();
@@ -283,6 +299,7 @@ mod tests {
             ports,
             port_cap: 64,
             container_cap: None,
+            top: top::Options::default(),
         }
     }
 

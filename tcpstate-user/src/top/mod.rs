@@ -98,16 +98,8 @@ impl Top {
 
     fn sample(&mut self, live: &Live<'_>) {
         let sampler = self.sampler.get_or_insert_with(|| {
-            // Validated by the probe already; an error here leaves every
-            // namespace in scope, which the screen's dump errors would show.
-            let scope = self
-                .opts
-                .netns
-                .as_deref()
-                .and_then(|s| crate::netns::resolve(s).ok())
-                .unwrap_or(0);
-            sample::Sampler::new(
-                scope,
+            sample::Sampler::for_netns(
+                self.opts.netns.as_deref(),
                 self.opts.filter.clone(),
                 !self.opts.select.is_active(),
             )
@@ -202,8 +194,8 @@ impl Top {
 }
 
 /// Whether `owner` passes `--container`/`--cgroup`, and the short ID of the
-/// container it runs in.
-fn attribute(
+/// container it runs in (what [`sample::Sampler::sample`] asks).
+pub fn attribute(
     attributor: &Option<container::Shared>,
     select: &Select,
     owner: Option<&Task>,

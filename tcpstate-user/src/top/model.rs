@@ -88,6 +88,9 @@ impl PortRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSample {
     pub key: ListenerKey,
+    /// The socket's inode: tells two listeners of one key apart
+    /// (SO_REUSEPORT), and a listener from the one that replaced it.
+    pub inode: u32,
     pub addr: IpAddr,
     pub owner: Option<Task>,
     pub container: Option<String>,
@@ -624,4 +627,4 @@ impl Model {
 
 #[cfg(test)]
 #[path = "model_tests.rs"]
-mod tests;
+pub(crate) mod tests;

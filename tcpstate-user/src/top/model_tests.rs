@@ -2,7 +2,7 @@ use super::*;
 use crate::{diag::DiagSocket, event::tests::raw_v4};
 
 const S: u64 = 1_000_000_000;
-const NS: u32 = 4026531840;
+pub(crate) const NS: u32 = 4026531840;
 
 /// A kernel transition of socket `addr` at second `sec`.
 fn ev(addr: u64, old: TcpState, new: TcpState, sec: u64) -> TcpEvent {
@@ -28,7 +28,7 @@ fn closed(e: TcpEvent, reason: Reason) -> TcpEvent {
     }
 }
 
-fn detail(state: TcpState, local: &str, remote: &str) -> (u32, DiagDetail) {
+pub(crate) fn detail(state: TcpState, local: &str, remote: &str) -> (u32, DiagDetail) {
     let local: SocketAddr = local.parse().unwrap();
     (
         NS,
@@ -48,13 +48,15 @@ fn detail(state: TcpState, local: &str, remote: &str) -> (u32, DiagDetail) {
     )
 }
 
-fn listener(port: u16, queue: u32, limit: u32, drops: u32) -> ListenerSample {
+/// A listener of `NS` on 127.0.0.1 (its inode: the port).
+pub(crate) fn listener(port: u16, queue: u32, limit: u32, drops: u32) -> ListenerSample {
     ListenerSample {
         key: ListenerKey {
             netns: NS,
             port,
             family: tcpstate_common::AF_INET,
         },
+        inode: u32::from(port),
         addr: "127.0.0.1".parse().unwrap(),
         owner: None,
         container: None,

@@ -61,6 +61,17 @@ impl Sampler {
         }
     }
 
+    /// The sampler for `--netns` as given (validated by the probe already:
+    /// an error here leaves every namespace in scope, which the dump errors
+    /// would show). `correct`: the dumps stand for the filters (no
+    /// container filter).
+    pub fn for_netns(netns: Option<&str>, filter: Filter, correct: bool) -> Self {
+        let scope = netns
+            .and_then(|s| crate::netns::resolve(s).ok())
+            .unwrap_or(0);
+        Sampler::new(scope, filter, correct)
+    }
+
     fn failed(&mut self, what: String) {
         self.errors += 1;
         self.last_error = Some(what);
@@ -173,6 +184,7 @@ impl Sampler {
                     port: d.sock.local.port(),
                     family: d.sock.family,
                 },
+                inode: d.sock.inode,
                 addr: d.sock.local.ip(),
                 owner,
                 container,

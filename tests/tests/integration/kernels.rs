@@ -124,7 +124,7 @@ fn metrics_scrape_counts_the_connections() {
 }
 
 /// One plain HTTP/1.0 GET of /metrics (the text format 0.0.4).
-fn scrape(addr: &str) -> std::io::Result<String> {
+pub(crate) fn scrape(addr: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(scaled(Duration::from_secs(5))))?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
@@ -135,7 +135,7 @@ fn scrape(addr: &str) -> std::io::Result<String> {
 
 /// The value of the sample whose name and labels start with `series` (labels in the order
 /// the exporter writes them may carry more after ours: match the prefix up to `}`).
-fn value(body: &str, series: &str) -> Option<f64> {
+pub(crate) fn value(body: &str, series: &str) -> Option<f64> {
     let (name, labels) = series.split_once('{')?;
     let labels = labels.trim_end_matches('}');
     body.lines()

@@ -29,4 +29,5 @@ mod stuck;
 mod time_in_state;
 mod timewait;
 mod top;
+mod top_metrics;
 mod why;

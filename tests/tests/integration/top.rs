@@ -17,14 +17,14 @@ use std::{
 
 use tcpstate_tests::{Netns, files, process, tracer_bin};
 
-const FULL: u16 = 10061;
+pub(crate) const FULL: u16 = 10061;
 const HOLD: u16 = 10062;
-const TW: u16 = 10063;
+pub(crate) const TW: u16 = 10063;
 const REFUSED: u16 = 10064;
 
 /// The process that listens with backlog 4 and never accepts, and leaves 5
 /// accepted connections in CLOSE_WAIT (its own clients close them).
-const HOLDER: &str = r#"
+pub(crate) const HOLDER: &str = r#"
 import socket, sys
 full = socket.socket(); full.bind(("127.0.0.1", FULL)); full.listen(4)
 hold = socket.socket(); hold.bind(("127.0.0.1", HOLD)); hold.listen(16)
@@ -40,7 +40,7 @@ sys.stdin.read()
 
 /// 20 clients of the full listener (kept open), 3,000 connections closed
 /// client first (TIME_WAIT on the client's ephemeral port), 3 refused.
-const TRAFFIC: &str = r#"
+pub(crate) const TRAFFIC: &str = r#"
 import errno, socket, sys
 clients = []
 for _ in range(20):
@@ -62,7 +62,7 @@ print("done", refused, flush=True)
 sys.stdin.read()
 "#;
 
-fn python(ns: &Netns, script: &str, ready: &str) -> Child {
+pub(crate) fn python(ns: &Netns, script: &str, ready: &str) -> Child {
     let script = script
         .replace("FULL", &FULL.to_string())
         .replace("HOLD", &HOLD.to_string())
@@ -197,7 +197,7 @@ fn read(p: &Path) -> String {
 }
 
 /// The namespace's `ListenOverflows` (`/proc/net/netstat`, TcpExt).
-fn listen_overflows(ns: &Netns) -> u64 {
+pub(crate) fn listen_overflows(ns: &Netns) -> u64 {
     let text = ns.exec(&["cat", "/proc/net/netstat"]);
     let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
     let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
@@ -216,7 +216,7 @@ fn listener_row(screen: &str, port: u16) -> Option<Vec<String>> {
         .find(|c| c.len() >= 10 && c[0] == port.to_string() && c[1] == "127.0.0.1")
 }
 
-fn tuned_netns() -> Netns {
+pub(crate) fn tuned_netns() -> Netns {
     let ns = Netns::new();
     // 5,000 ephemeral ports, so 3,000 TIME_WAITs are over half; one SYN
     // retry, so the clients of the full queue give up (and the drops stop
