@@ -46,8 +46,8 @@ impl Gaps {
         if ev.source != Source::Tracepoint {
             return;
         }
-        let birth =
-            ev.old == TcpState::Close || (ev.old == TcpState::Listen && ev.new == TcpState::SynRecv);
+        let birth = ev.old == TcpState::Close
+            || (ev.old == TcpState::Listen && ev.new == TcpState::SynRecv);
         if let Some(&prev) = self.last.get(&ev.skaddr) {
             let broken = if birth {
                 prev != TcpState::Close

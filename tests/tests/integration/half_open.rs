@@ -55,8 +55,22 @@ fn lost_final_ack_through_the_classic_tracepoints() {
 }
 
 fn lost_final_ack_twice(args: &[&str]) {
+    // Under emulation (the kernel matrix) the harness can take longer than
+    // the ~2 s between the first retransmit and completion to look, so one
+    // more ACK is lost there: completion then comes ~7 s after the first
+    // SYN-ACK (retransmits at 1 s, 3 s, 7 s).
+    let emulated = tcpstate_tests::scaled(std::time::Duration::from_secs(1))
+        > std::time::Duration::from_secs(1);
+    let (lost_acks, wait_ms) = if emulated {
+        (3, (6800.0, 8500.0))
+    } else {
+        (2, (2800.0, 3700.0))
+    };
+    // Timer skew between the SYN-ACK's timestamp and the client's row under
+    // emulation, measured at up to 2.7 ms; none natively.
+    let skew_ns: u64 = if emulated { 10_000_000 } else { 0 };
     let ns = Netns::new();
-    ns.drop_acks("tcp dport 10050", Some(2));
+    ns.drop_acks("tcp dport 10050", Some(lost_acks));
     // Half-open: the client thinks it is connected, the server has only a
     // request socket, and tcpstate says so.
     let (ns, mut tracer, mut server, mut client, c, s) = half_open(ns, args);
@@ -90,7 +104,12 @@ fn lost_final_ack_twice(args: &[&str]) {
     // listener, whose owner is the server.
     assert_owners(&t, "half-open connection's row", &srv[..2], server.pid);
     assert_eq!(half_open.retransmits, Some(1), "{}", half_open.row());
-    assert_eq!(established.retransmits, Some(2), "{}", established.row());
+    assert_eq!(
+        established.retransmits,
+        Some(lost_acks),
+        "{}",
+        established.row()
+    );
     // Dated at the first SYN-ACK: just before the client got it.
     let cli = assert_end(
         &t,
@@ -101,14 +120,14 @@ fn lost_final_ack_twice(args: &[&str]) {
     );
     let client_established = cli[1].time_ns;
     assert!(
-        half_open.time_ns <= client_established
-            && client_established - half_open.time_ns < 200_000_000,
+        half_open.time_ns <= client_established + skew_ns
+            && client_established.saturating_sub(half_open.time_ns) < 200_000_000,
         "the half-open row should be dated at the first SYN-ACK\n{}",
         t.dump_all()
     );
     // SYN-ACK timer: 1 s, then 2 s more; the ACK answering the second
     // retransmit completes the connection, ~3 s after the first SYN-ACK.
-    assert_ms(&t, "time in SYN_RECV", established.ms, 2800.0, 3700.0);
+    assert_ms(&t, "time in SYN_RECV", established.ms, wait_ms.0, wait_ms.1);
     let waited_ms = (established.time_ns - half_open.time_ns) as f64 / 1e6;
     assert_ms(
         &t,
