@@ -6,8 +6,10 @@
 //! Such changes are lost even when no counter of the kernel's saw them go
 //! (a run the kernel never made, under heavy nesting of state changes on a
 //! CPU, shows in no skip counter), so they are counted here and reported
-//! with the losses: at least one change per gap, since which path the
-//! socket took in between is not known.
+//! with the losses. Which path the socket took in between is not known, so
+//! a gap counts the changes of the orderly path ([`orderly_steps`]): the
+//! one every connection takes unless it is reset or aborted, and the same
+//! length for an active and a passive close.
 
 use std::collections::HashMap;
 
@@ -21,7 +23,7 @@ pub struct Gaps {
     /// The state each followed socket entered with its last row.
     last: HashMap<u64, TcpState>,
     max: usize,
-    /// Gaps found: each is at least one state change that never arrived.
+    /// State changes that never arrived, counted along the orderly path.
     pub found: u64,
 }
 
@@ -49,13 +51,9 @@ impl Gaps {
         let birth = ev.old == TcpState::Close
             || (ev.old == TcpState::Listen && ev.new == TcpState::SynRecv);
         if let Some(&prev) = self.last.get(&ev.skaddr) {
-            let broken = if birth {
-                prev != TcpState::Close
-            } else {
-                prev != ev.old
-            };
-            if broken {
-                self.found += 1;
+            let target = if birth { TcpState::Close } else { ev.old };
+            if prev != target {
+                self.found += orderly_steps(prev, target);
             }
         }
         if ev.new == TcpState::Close {
@@ -64,6 +62,43 @@ impl Gaps {
             self.last.insert(ev.skaddr, ev.new);
         }
     }
+}
+
+/// The changes an orderly connection makes from one state to the next: no
+/// reset, abort or timeout (those go straight to CLOSE).
+fn orderly_next(from: TcpState) -> &'static [TcpState] {
+    use TcpState::*;
+    match from {
+        // A child's LISTEN -> SYN_RECV is the child's own first row (a
+        // birth), not a change of the listener.
+        Close => &[SynSent, Listen],
+        Listen => &[Close],
+        SynSent | SynRecv => &[Established],
+        Established => &[FinWait1, CloseWait],
+        FinWait1 => &[FinWait2, Closing],
+        FinWait2 | Closing | LastAck => &[Close],
+        CloseWait => &[LastAck],
+        TimeWait | NewSynRecv | Unknown(_) => &[],
+    }
+}
+
+/// How many changes the orderly path takes from `from` to `to` (at least
+/// one: `from` != `to` proves one went missing).
+fn orderly_steps(from: TcpState, to: TcpState) -> u64 {
+    let mut frontier = vec![from];
+    for steps in 1..=8 {
+        // A socket's life ends at CLOSE: a path never goes through it.
+        let next: Vec<TcpState> = frontier
+            .iter()
+            .filter(|s| steps == 1 || **s != TcpState::Close)
+            .flat_map(|s| orderly_next(*s).iter().copied())
+            .collect();
+        if next.contains(&to) {
+            return steps;
+        }
+        frontier = next;
+    }
+    1
 }
 
 #[cfg(test)]
@@ -103,19 +138,29 @@ mod tests {
 
     #[test]
     fn an_address_reused_before_close_is_a_gap() {
-        // FIN_WAIT1 -> FIN_WAIT2 -> CLOSE never arrived.
+        // FIN_WAIT1 -> FIN_WAIT2 -> CLOSE never arrived: two changes.
         let rows = [
             (1, Established, FinWait1),
             (1, Close, SynSent),
             (1, SynSent, Established),
         ];
-        assert_eq!(run(&rows), 1);
+        assert_eq!(run(&rows), 2);
     }
 
     #[test]
     fn a_row_that_does_not_leave_the_last_state_is_a_gap() {
         let rows = [(1, Established, FinWait1), (1, FinWait2, Close)];
         assert_eq!(run(&rows), 1);
+    }
+
+    #[test]
+    fn active_and_passive_closes_are_as_long() {
+        assert_eq!(orderly_steps(Established, Close), 3);
+        assert_eq!(orderly_steps(SynRecv, Close), 4);
+        assert_eq!(orderly_steps(CloseWait, Close), 2);
+        assert_eq!(orderly_steps(Listen, Close), 1);
+        // Nothing orderly leads there: still one change missing.
+        assert_eq!(orderly_steps(FinWait2, Established), 1);
     }
 
     #[test]

@@ -146,14 +146,29 @@ impl Stages<'_> {
 
 /// Warns on stderr when the kernel's loss counters grow, while running
 /// (unless a full-screen view shows them: `quiet`).
-fn warn_new_losses(prev: &mut KernelStats, now: KernelStats, quiet: bool) {
-    if now.lost() > prev.lost() && !quiet {
+/// Losses so far: the kernel's counts and the changes missing between a
+/// socket's rows.
+struct Losses {
+    kernel: KernelStats,
+    gaps: u64,
+}
+
+impl Losses {
+    /// As the exit report counts them (see `Summary::lost`).
+    fn total(&self) -> u64 {
+        self.kernel.lost().max(self.gaps)
+    }
+}
+
+fn warn_new_losses(prev: &mut Losses, now: Losses, quiet: bool) {
+    if now.total() > prev.total() && !quiet {
         eprintln!(
-            "tcpstate: warning: {} events lost so far (ring buffer full: {}, skipped by the kernel: {}); \
+            "tcpstate: warning: {} events lost so far (ring buffer full: {}, skipped by the kernel: {}, missing between a socket's rows: {}); \
              try a larger --ring-size or a faster output",
-            now.lost(),
-            now.ringbuf_full,
-            now.recursion_misses
+            now.total(),
+            now.kernel.ringbuf_full,
+            now.kernel.recursion_misses,
+            now.gaps
         );
     }
     *prev = now;
@@ -233,7 +248,10 @@ pub async fn run(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stats_tick = interval(Duration::from_secs(1));
     stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_stats = KernelStats::default();
+    let mut last_stats = Losses {
+        kernel: KernelStats::default(),
+        gaps: 0,
+    };
     // Half-open/timewait/stuck follow-ups: their lookups are due-based, so a
     // tenth of a second is plenty.
     let mut enrich_tick = interval(Duration::from_millis(100));
@@ -253,9 +271,17 @@ pub async fn run(
                 }
             }
             _ = stats_tick.tick() => {
-                warn_new_losses(&mut last_stats, probe.stats(), stages.render.owns_terminal());
+                let now = Losses {
+                    kernel: probe.stats(),
+                    gaps: stages.summary.gaps.found,
+                };
+                warn_new_losses(&mut last_stats, now, stages.render.owns_terminal());
                 if let Some(m) = stages.gate.metrics() {
-                    m.losses(&last_stats, stages.summary.decode_errors);
+                    m.losses(
+                        &last_stats.kernel,
+                        stages.summary.decode_errors,
+                        last_stats.gaps,
+                    );
                 }
                 stages.gate.sample_metrics();
                 if out.reader_gone() {
@@ -274,7 +300,7 @@ pub async fn run(
             stages.drain(ring.get_mut(), out.buf());
         }
         let live = Live {
-            kernel: &last_stats,
+            kernel: &last_stats.kernel,
             summary: stages.summary,
             trackers: &stages.enrich.counters,
         };

@@ -33,6 +33,15 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Changes lost: a change the kernel counted as skipped or dropped, if its
+    /// socket is followed, also shows as missing between the socket's rows,
+    /// so the two counts overlap and the larger one is the total (the gaps
+    /// alone see what the kernel did not count; the kernel's alone see
+    /// changes of sockets that are not followed).
+    pub fn lost(&self, k: &KernelStats) -> u64 {
+        k.lost().max(self.gaps.found)
+    }
+
     /// A record as it arrived from the ring buffer, before enrichment.
     pub fn arrived(&mut self, ev: &TcpEvent) {
         if ev.source == Source::Tracepoint {
@@ -59,7 +68,7 @@ impl Summary {
             s,
             "tcpstate: {} events, {} lost (ring buffer full: {}, skipped by the kernel while another BPF program ran: {}, missing between a socket's rows: {}{})",
             self.events,
-            k.lost() + self.gaps.found,
+            self.lost(k),
             k.ringbuf_full,
             k.recursion_misses,
             self.gaps.found,

@@ -83,7 +83,7 @@ pub struct Recorder {
     occupancy: Occupancy<Labels>,
     /// Sockets flagged stuck and not moved on yet: (state, labels).
     stuck_now: HashMap<TupleKey, (TcpState, Labels)>,
-    lost_seen: [u64; 3],
+    lost_seen: [u64; 4],
     /// Label values mapped to `other` by their cap, per label.
     label_overflow: Family<Vec<(&'static str, &'static str)>, Counter>,
     overflow_seen: labels::Overflow,
@@ -105,7 +105,7 @@ impl Recorder {
             lost: Family::default(),
             occupancy: Occupancy::default(),
             stuck_now: HashMap::new(),
-            lost_seen: [0; 3],
+            lost_seen: [0; 4],
             label_overflow: Family::default(),
             overflow_seen: labels::Overflow::default(),
             sampled,
@@ -262,8 +262,9 @@ impl Recorder {
     }
 
     /// The kernel's loss counters (cumulative) and tcpstate's own.
-    pub fn losses(&mut self, k: &KernelStats, malformed: u64) {
-        let now = [k.ringbuf_full, k.recursion_misses, malformed];
+    /// `gaps`: state changes missing between a socket's rows.
+    pub fn losses(&mut self, k: &KernelStats, malformed: u64, gaps: u64) {
+        let now = [k.ringbuf_full, k.recursion_misses, malformed, gaps];
         for ((cause, seen), now) in LOSS_CAUSES.iter().zip(&mut self.lost_seen).zip(now) {
             if now > *seen {
                 self.lost
@@ -277,7 +278,12 @@ impl Recorder {
 
 /// `cause` label values of `tcpstate_events_lost_total`, in the order of
 /// [`Recorder::losses`]' counters.
-pub const LOSS_CAUSES: [&str; 3] = ["ring_buffer_full", "kernel_skipped", "malformed"];
+pub const LOSS_CAUSES: [&str; 4] = [
+    "ring_buffer_full",
+    "kernel_skipped",
+    "malformed",
+    "missing_between_rows",
+];
 
 /// Binds the endpoint (before tracing starts, so a taken port is a clean
 /// start-up error) and serves the registry from then on.
@@ -409,10 +415,10 @@ mod tests {
             ringbuf_full: 5,
             ..KernelStats::default()
         };
-        r.losses(&k, 0);
+        r.losses(&k, 0, 0);
         k.ringbuf_full = 7;
         k.recursion_misses = 2;
-        r.losses(&k, 1);
+        r.losses(&k, 1, 0);
         let text = exposition(&reg);
         assert!(
             text.contains("tcpstate_events_lost_total{cause=\"ring_buffer_full\"} 7"),

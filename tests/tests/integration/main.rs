@@ -20,6 +20,7 @@ mod reliability_errors;
 mod reliability_faults;
 mod reliability_hostile;
 mod reliability_input;
+mod reliability_instances;
 mod reliability_security;
 mod reliability_soak;
 mod reliability_startup;
