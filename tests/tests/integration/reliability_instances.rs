@@ -62,3 +62,45 @@ fn two_instances_each_print_or_count_every_change() {
         }
     }
 }
+
+/// The memory bound the README states for the default limits, checked under
+/// load with the metrics endpoint scraped all along.
+const MEMORY_BOUND_KIB: u64 = 96 * 1024;
+const METRICS_ADDR: &str = "127.0.0.1:23321";
+
+#[test]
+fn memory_stays_within_the_stated_bound_under_load_with_metrics_scraped() {
+    let _load = tcpstate_tests::exclusive_load();
+    let ns = Netns::new();
+    tune_for_churn_with_timewait(&ns);
+    let netns = ns.path().to_string_lossy().into_owned();
+    let mut t = Background::start(
+        &["--netns", &netns, "--metrics", METRICS_ADDR],
+        Stdio::null(),
+    );
+    t.wait_ready();
+    let pid = t.pid();
+    let churn = Churn::start(&ns, PORT + 1, 50_000, THREADS);
+    let addr = METRICS_ADDR.parse().unwrap();
+    let (mut peak, mut scrapes) = (0, 0);
+    while churn.done() < 50_000 {
+        let (_, body) = tcpstate_tests::fleet::http_get(addr, "/metrics", None);
+        assert!(body.contains("tcpstate_build_info"), "{body}");
+        scrapes += 1;
+        let (rss, _) = rss_kib(pid).expect("tracer alive");
+        peak = peak.max(rss);
+        thread::sleep(Duration::from_millis(100));
+    }
+    churn.wait();
+    let (_, hwm) = rss_kib(pid).expect("tracer alive");
+    t.stop();
+    let peak = peak.max(hwm);
+    eprintln!("memory: peak RSS {peak} KiB over 50,000 connections, {scrapes} scrapes");
+    assert!(scrapes > 0);
+    assert!(
+        peak <= MEMORY_BOUND_KIB,
+        "peak RSS {peak} KiB over 50,000 connections with {scrapes} scrapes, above the stated \
+         bound of {MEMORY_BOUND_KIB} KiB\n{}",
+        t.stderr()
+    );
+}
