@@ -142,7 +142,9 @@ fn thousands_of_named_namespaces_do_not_hide_a_container_and_a_signal_ends_the_r
 
     // SIGINT at several moments of the start-up, 1 s included: the process
     // ends within about a second, with rc 0 and nothing left behind.
-    for after in [Duration::from_millis(1000), Duration::from_millis(600)] {
+    // 250 and 400 ms fall inside the namespace read here (programs loaded
+    // after ~100 ms, ready after ~500 ms).
+    for after in [1000, 600, 400, 250].map(Duration::from_millis) {
         let mut t = Background::start(&["--port", &p], Stdio::null());
         std::thread::sleep(after);
         kill(t.pid(), libc::SIGINT);
