@@ -89,6 +89,13 @@ impl Summary {
                 k.submitted, k.rescued, self.received, self.received_transitions
             );
         }
+        if k.nested_misses > 0 {
+            let _ = writeln!(
+                s,
+                "tcpstate: the kernel skipped the nested-run program {} times, each while the main program was free to handle the change (not lost)",
+                k.nested_misses
+            );
+        }
         // Counts worth a line only when something happened.
         let counted = [
             (

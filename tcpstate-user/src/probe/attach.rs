@@ -98,18 +98,29 @@ pub(super) fn attach_synack(
 /// Attaches the nested-run program after the main one (the kernel calls
 /// them in attach order). Optional: without it, the changes the kernel skips
 /// while the main program runs are counted as lost.
-fn attach_nested(ebpf: &mut Ebpf, loaded: Result<(), ProgramError>, say: &mut dyn FnMut(&str)) {
+/// Returns its descriptor (for its own skip counter) once attached.
+fn attach_nested(
+    ebpf: &mut Ebpf,
+    loaded: Result<(), ProgramError>,
+    say: &mut dyn FnMut(&str),
+) -> Option<std::os::fd::OwnedFd> {
     let r = loaded.and_then(|()| {
         let p: &mut BtfTracePoint = program(ebpf, names::NESTED_PROGRAM)?;
         p.attach()?;
-        Ok(())
+        Ok(own_fd(p.fd()).ok())
     });
     match r {
-        Ok(()) => say("attached the nested-run program to tp_btf/inet_sock_set_state"),
-        Err(e) => say(&format!(
-            "nested runs will be counted as lost (nested-run program: {e}: {})",
-            source_chain(&e)
-        )),
+        Ok(fd) => {
+            say("attached the nested-run program to tp_btf/inet_sock_set_state");
+            fd
+        }
+        Err(e) => {
+            say(&format!(
+                "nested runs will be counted as lost (nested-run program: {e}: {})",
+                source_chain(&e)
+            ));
+            None
+        }
     }
 }
 
@@ -166,7 +177,7 @@ pub(super) fn attach_btf_state_change(
     ebpf: &mut Ebpf,
     btf_id: u32,
     say: &mut dyn FnMut(&str),
-) -> Result<std::os::fd::OwnedFd, UserError> {
+) -> Result<(std::os::fd::OwnedFd, Option<std::os::fd::OwnedFd>), UserError> {
     let nested_loaded = load_state_change_programs(ebpf, btf_id, say)?;
     let program: &mut BtfTracePoint =
         program(ebpf, names::BTF_PROGRAM).map_err(|e| program_error("program type", e))?;
@@ -175,8 +186,8 @@ pub(super) fn attach_btf_state_change(
         .attach()
         .map_err(|e| program_error("attaching to tp_btf/inet_sock_set_state", e))?;
     let fd = own_fd(program.fd())?;
-    attach_nested(ebpf, nested_loaded, say);
-    Ok(fd)
+    let nested = attach_nested(ebpf, nested_loaded, say);
+    Ok((fd, nested))
 }
 
 /// After a refusal: whichever of the two BTF state-change programs did load

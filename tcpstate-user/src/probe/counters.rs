@@ -26,6 +26,10 @@ pub struct KernelStats {
     /// Runs the kernel skipped for the main program that the nested-run
     /// program handled (not lost).
     pub rescued: u64,
+    /// Runs the kernel skipped for the nested-run program itself. Not lost:
+    /// it is only ever skipped while it runs outside a nested change, where
+    /// the main program is not running and handles the change.
+    pub nested_misses: u64,
 }
 
 impl KernelStats {

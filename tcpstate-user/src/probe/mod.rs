@@ -59,6 +59,8 @@ pub struct Probe {
     ebpf: Ebpf,
     stats: StatsView,
     prog_fd: std::os::fd::OwnedFd,
+    /// The nested-run program's, when it is attached.
+    nested_fd: Option<std::os::fd::OwnedFd>,
     pub ring_size: u32,
     /// Socket-map capacity, for the summary.
     pub max_sockets: u32,
@@ -307,11 +309,11 @@ impl Probe {
             "maps created; loading the {} program",
             hook.name()
         ));
-        let (hook, prog_fd) = match hook {
+        let (hook, (prog_fd, nested_fd)) = match hook {
             StateHook::Btf => {
                 let btf_id = kbtf.state_change_btf_id.expect("checked above");
                 match attach_btf_state_change(&mut ebpf, btf_id, &mut say) {
-                    Ok(fd) => (StateHook::Btf, fd),
+                    Ok(fds) => (StateHook::Btf, fds),
                     Err(e) => {
                         // Said without --verbose: the run goes on, on a hook
                         // that misses what another tool's program hides.
@@ -327,14 +329,20 @@ impl Probe {
                         unload_btf_state_change(&mut ebpf);
                         (
                             StateHook::Classic,
-                            attach_classic_state_change(&mut ebpf, &tracing, &mut say)?,
+                            (
+                                attach_classic_state_change(&mut ebpf, &tracing, &mut say)?,
+                                None,
+                            ),
                         )
                     }
                 }
             }
             StateHook::Classic => (
                 StateHook::Classic,
-                attach_classic_state_change(&mut ebpf, &tracing, &mut say)?,
+                (
+                    attach_classic_state_change(&mut ebpf, &tracing, &mut say)?,
+                    None,
+                ),
             ),
         };
         say(&format!("attached to {}", hook.name()));
@@ -366,6 +374,7 @@ impl Probe {
             ebpf,
             stats,
             prog_fd,
+            nested_fd,
             ring_size: opts.ring_size,
             max_sockets: opts.max_sockets,
             half_open,
@@ -454,6 +463,11 @@ impl Probe {
                 .unwrap_or(0)
                 .saturating_sub(sum(stat::RESCUED)),
             rescued: sum(stat::RESCUED),
+            nested_misses: self
+                .nested_fd
+                .as_ref()
+                .and_then(|fd| recursion_misses(fd.as_raw_fd()))
+                .unwrap_or(0),
         }
     }
 }
