@@ -97,26 +97,22 @@ impl Stages<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<u8>) {
         let mut bad = 0;
         let mut received = 0;
-        let mut arrived = Vec::new();
-        {
-            let mut emit =
-                Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
-            while let Some(item) = ring.next() {
-                received += 1;
-                match decode(&item) {
-                    Ok(ev) => {
-                        arrived.push(ev);
-                        self.enrich.on_event(&ev, &mut emit)
-                    }
-                    Err(_) => bad += 1,
+        while let Some(item) = ring.next() {
+            received += 1;
+            match decode(&item) {
+                Ok(ev) => {
+                    // Seen as it arrived, before enrichment folds any (one
+                    // record at a time: nothing is buffered per drain).
+                    self.summary.arrived(&ev);
+                    let mut emit =
+                        Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
+                    self.enrich.on_event(&ev, &mut emit)
                 }
+                Err(_) => bad += 1,
             }
         }
         self.summary.decode_errors += bad;
         self.summary.received += received;
-        for ev in &arrived {
-            self.summary.arrived(ev);
-        }
     }
 
     fn tick(&mut self, out: &mut Vec<u8>) {
