@@ -36,6 +36,7 @@ pub mod names {
     pub const LISTENERS: &str = "LISTENERS";
     pub const PORTS: &str = "PORTS";
     pub const STATS: &str = "STATS";
+    pub const CGROUPS: &str = "CGROUPS";
     pub const CONFIG: &str = "CONFIG";
 }
 
@@ -76,6 +77,10 @@ pub struct Event {
     pub skaddr: u64,
     /// Nanoseconds spent in `oldstate`, or [`DWELL_UNKNOWN`].
     pub dwell_ns: u64,
+    /// The cgroup-v2 id of the socket (its directory's inode in the cgroup2
+    /// mount), set when the socket was created and kept after its process
+    /// exits; a SYN-ACK event carries its listener's. 0 when unknown.
+    pub cgroup_id: u64,
     /// Thread-group id of the socket's owner, or [`OWNER_UNKNOWN`].
     pub owner_pid: u32,
     /// Thread-group id of the task on CPU when the kernel made the change.
@@ -109,6 +114,7 @@ impl Event {
         ts_ns: 0,
         skaddr: 0,
         dwell_ns: DWELL_UNKNOWN,
+        cgroup_id: 0,
         owner_pid: OWNER_UNKNOWN,
         cpu_pid: 0,
         netns: 0,
@@ -226,6 +232,14 @@ pub struct KernelOffsets {
     /// `sock.__sk_common.skc_state` (u8): what the cause hooks record as
     /// the socket's state.
     pub skc_state: u32,
+    /// `sock.sk_cgrp_data.cgroup` (a `struct cgroup *` since Linux 5.15),
+    /// 0 = unavailable: cgroup ids read as 0 and userspace falls back to
+    /// the owner's `/proc/<pid>/cgroup`.
+    pub sk_cgroup: u32,
+    /// `cgroup.kn`: the cgroup's kernfs directory...
+    pub cgroup_kn: u32,
+    /// ...and `kernfs_node.id`, the cgroup id (the directory's inode).
+    pub kn_id: u32,
 }
 
 /// The head of `struct sock_common` as the BTF program reads it in one go:
@@ -289,6 +303,21 @@ pub struct Config {
     /// Non-zero when `tcp_retransmit_skb` passes the transmit result as its
     /// third argument: failed resends (not on the wire) are not counted.
     pub retransmit_err_arg: u8,
+    /// Non-zero with `--container` / `--cgroup`: state changes of sockets
+    /// whose cgroup id `CGROUPS` says [`cgroup_verdict::DROP`] are dropped
+    /// first thing. Ids not in the map still go to userspace, which decides
+    /// (and writes the verdict), so a container started later is judged on
+    /// its first row.
+    pub cgroup_filter: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `CGROUPS` map values, written by userspace from `--container` / `--cgroup`.
+pub mod cgroup_verdict {
+    /// Rows of this cgroup are wanted.
+    pub const KEEP: u8 = 1;
+    /// Rows of this cgroup can never be shown: the kernel drops them.
+    pub const DROP: u8 = 2;
 }
 
 /// `PORTS` map values: which end of a connection a port filter applies to.
@@ -376,12 +405,15 @@ pub struct SockState {
     pub _pad: [u8; 2],
     /// The socket's namespace inode, so later events need not read it again.
     pub netns: u32,
+    /// The socket's cgroup id (see `Event::cgroup_id`), read at its first
+    /// event.
+    pub cgroup_id: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Event>() == 112);
-const _: () = assert!(core::mem::size_of::<Config>() == 108);
+const _: () = assert!(core::mem::size_of::<Event>() == 120);
+const _: () = assert!(core::mem::size_of::<Config>() == 124);
 const _: () = assert!(core::mem::size_of::<SockHead>() == 20);
-const _: () = assert!(core::mem::size_of::<SockState>() == 40);
+const _: () = assert!(core::mem::size_of::<SockState>() == 48);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 // Task names are copied by the kernel side as two aligned words.
 const _: () = assert!(core::mem::offset_of!(Event, owner_comm) % 8 == 0);

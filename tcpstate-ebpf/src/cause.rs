@@ -49,6 +49,8 @@ pub fn emit(sk: u64, hook: Hook, detail: u8) -> Option<()> {
         now: unsafe { bpf_ktime_get_boot_ns() },
         skaddr: sk,
         dwell: DWELL_UNKNOWN,
+        // Causes are joined to their socket's rows, which carry it.
+        cgroup_id: 0,
         owner: Owner::UNKNOWN,
         on_cpu: on_cpu(),
         netns,

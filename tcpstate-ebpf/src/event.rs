@@ -13,6 +13,7 @@ pub struct Fields {
     pub now: u64,
     pub skaddr: u64,
     pub dwell: u64,
+    pub cgroup_id: u64,
     pub owner: Owner,
     pub on_cpu: Owner,
     pub netns: u32,
@@ -34,6 +35,7 @@ impl Fields {
         ev.ts_ns = self.now;
         ev.skaddr = self.skaddr;
         ev.dwell_ns = self.dwell;
+        ev.cgroup_id = self.cgroup_id;
         ev.owner_pid = self.owner.pid;
         copy_comm(&mut ev.owner_comm, &self.owner.comm);
         ev.cpu_pid = self.on_cpu.pid;

@@ -44,6 +44,34 @@ pub fn netns_of(cfg: &Config, sk: u64) -> u32 {
     netns_inode(cfg, net_of(cfg, sk))
 }
 
+/// The cgroup-v2 id of a full socket, `sk->sk_cgrp_data.cgroup->kn->id`:
+/// the cgroup its creator ran in (an accepted socket gets its listener's),
+/// kept for the socket's life. 0 when BTF gave no offsets or a read fails.
+#[inline(always)]
+pub fn cgroup_of(cfg: &Config, sk: u64) -> u64 {
+    let o = cfg.offsets;
+    if o.sk_cgroup == 0 {
+        return 0;
+    }
+    let cgroup = read::<u64>(sk + o.sk_cgroup as u64).unwrap_or(0);
+    if cgroup == 0 {
+        return 0;
+    }
+    let kn = read::<u64>(cgroup + o.cgroup_kn as u64).unwrap_or(0);
+    if kn == 0 {
+        return 0;
+    }
+    read::<u64>(kn + o.kn_id as u64).unwrap_or(0)
+}
+
+/// Whether `--container` / `--cgroup` already ruled this cgroup out.
+#[inline(always)]
+pub fn cgroup_dropped(cfg: &Config, cgroup_id: u64) -> bool {
+    cfg.cgroup_filter != 0
+        && unsafe { crate::maps::CGROUPS.get(&cgroup_id) }
+            .is_some_and(|v| *v == tcpstate_common::cgroup_verdict::DROP)
+}
+
 /// Flags for the hand-over to a timewait socket: had the peer's FIN arrived?
 /// `tcp_fin()` sets SOCK_DONE in `sk_flags` (not `sk_shutdown`, which close()
 /// sets in full by itself).

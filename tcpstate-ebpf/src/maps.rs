@@ -53,6 +53,9 @@ pub static CONFIG: Config = Config {
         inet_sport: 0,
         sk_err: 0,
         skc_state: 0,
+        sk_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
     },
     netns: 0,
     wakeup_bytes: 0,
@@ -63,6 +66,8 @@ pub static CONFIG: Config = Config {
     hold_back: 0,
     rst_reason_arg: 0,
     retransmit_err_arg: 0,
+    cgroup_filter: 0,
+    _pad: [0; 3],
 };
 
 #[inline(always)]
@@ -85,6 +90,12 @@ pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(6553
 /// that predate tracing, in every network namespace).
 #[map]
 pub static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(4096, 0);
+
+/// `--container` / `--cgroup` verdicts by cgroup id (`cgroup_verdict`),
+/// written by userspace as it learns each cgroup. LRU: an evicted verdict
+/// only means that cgroup's next change goes to userspace to be judged.
+#[map]
+pub static CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
 
 /// Port filter: an array indexed by port (no hashing), values are
 /// `port_match` bits.

@@ -14,7 +14,7 @@ use tcpstate_common::{
 
 use crate::{
     event::{copy_comm, owner, set_on_cpu},
-    kernel::{fin_flags, netns_of, synack_wait_ns},
+    kernel::{cgroup_dropped, cgroup_of, fin_flags, netns_of, synack_wait_ns},
     maps::{LISTENERS, PENDING, PORTS, SCRATCH, SOCKS, config, count_in, emit_copy},
     record::Record,
 };
@@ -87,6 +87,7 @@ fn tracking(ev: &Event, followed: bool) -> SockState {
         has_pending: !followed as u8,
         _pad: [0; 2],
         netns: ev.netns,
+        cgroup_id: ev.cgroup_id,
     }
 }
 
@@ -247,6 +248,17 @@ pub fn handle<C: EbpfContext, R: Record>(
     let cfg = config();
     let (family, sport, dport) = admit(rec, &cfg, old, new)?;
 
+    // With --container / --cgroup the socket's cgroup is read first, so a
+    // change of a cgroup already ruled out costs nothing more.
+    let filtered_cgroup = if cfg.cgroup_filter != 0 {
+        let id = cgroup_of(&cfg, skaddr);
+        if cgroup_dropped(&cfg, id) {
+            return None;
+        }
+        id
+    } else {
+        0
+    };
     let birth = is_birth(old, new);
     let tracked: Option<*mut SockState> = if birth {
         None
@@ -267,6 +279,12 @@ pub fn handle<C: EbpfContext, R: Record>(
     ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
     ev.skaddr = skaddr;
     ev.netns = netns;
+    // A tracked socket's cgroup was read at its first event.
+    ev.cgroup_id = match tracked {
+        _ if cfg.cgroup_filter != 0 => filtered_cgroup,
+        Some(t) => unsafe { (*t).cgroup_id },
+        None => cgroup_of(&cfg, skaddr),
+    };
     ev.sport = sport;
     ev.dport = dport;
     ev.family = family;

@@ -21,7 +21,7 @@ use tcpstate_common::{AF_INET, Config, DWELL_UNKNOWN, Hook, ListenKey, Owner, Tc
 
 use crate::{
     event::{Fields, on_cpu},
-    kernel::{arg, netns_of, read},
+    kernel::{arg, cgroup_dropped, cgroup_of, netns_of, read},
     maps::{LISTENERS, SCRATCH, config, emit_copy, slot},
     record::{Record, SockRecord, v4},
     state_change::port_matches,
@@ -92,6 +92,12 @@ fn handle(
     if cfg.netns != 0 && cfg.netns != netns {
         return None;
     }
+    // A request socket has no cgroup of its own: its child will get the
+    // listener's.
+    let cgroup_id = cgroup_of(cfg, listener);
+    if cgroup_dropped(cfg, cgroup_id) {
+        return None;
+    }
     let (saddr, daddr) = addrs(family)?;
     // snt_synack is µs of CLOCK_MONOTONIC (tcp_clock_us), which is what
     // bpf_ktime_get_ns reads.
@@ -129,6 +135,7 @@ fn handle(
         now: unsafe { bpf_ktime_get_boot_ns() },
         skaddr: req,
         dwell: since_first,
+        cgroup_id,
         owner,
         on_cpu: on_cpu(),
         netns,

@@ -35,6 +35,27 @@ pub struct DiagSocket {
     /// 0 for request and timewait sockets (they have no file).
     pub inode: u32,
     pub uid: u32,
+    /// The socket's cgroup-v2 id (`INET_DIAG_CGROUP_ID`, Linux >= 5.7), as
+    /// the kernel program reads it; 0 for request and timewait sockets.
+    pub cgroup_id: u64,
+}
+
+/// `INET_DIAG_CGROUP_ID` (not named by netlink-packet-sock-diag).
+const INET_DIAG_CGROUP_ID: u16 = 21;
+
+fn cgroup_id(r: &InetResponse) -> u64 {
+    use netlink_packet_core::Nla as _;
+    r.nlas
+        .iter()
+        .find_map(|n| match n {
+            Nla::Other(a) if a.kind() == INET_DIAG_CGROUP_ID && a.value_len() == 8 => {
+                let mut b = [0u8; 8];
+                a.emit_value(&mut b);
+                Some(u64::from_ne_bytes(b))
+            }
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 impl DiagSocket {
@@ -50,6 +71,7 @@ impl DiagSocket {
             ),
             inode: h.inode,
             uid: h.uid,
+            cgroup_id: cgroup_id(r),
         }
     }
 }

@@ -192,6 +192,9 @@ pub struct TcpEvent {
     pub skaddr: u64,
     /// Time spent in `old`, when known.
     pub dwell_ns: Option<u64>,
+    /// The socket's cgroup-v2 id from the kernel (`Event::cgroup_id`): kept
+    /// by the socket after its process exits. 0 when unknown.
+    pub cgroup_id: u64,
     /// The socket's owner, when known.
     pub owner: Option<Task>,
     /// The task on CPU when the kernel made the change (often not the owner).
@@ -270,6 +273,7 @@ impl From<&common::Event> for TcpEvent {
             ts_ns: e.ts_ns,
             skaddr: e.skaddr,
             dwell_ns: (e.dwell_ns != common::DWELL_UNKNOWN).then_some(e.dwell_ns),
+            cgroup_id: e.cgroup_id,
             owner: (e.owner_pid != common::OWNER_UNKNOWN).then_some(Task {
                 pid: e.owner_pid,
                 comm: e.owner_comm,
@@ -466,7 +470,7 @@ pub(crate) mod tests {
             decode(&b[..50]),
             Err(DecodeError::Short {
                 len: 50,
-                expected: 112
+                expected: 120
             })
         );
     }

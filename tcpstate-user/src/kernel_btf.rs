@@ -176,7 +176,11 @@ pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
             .map_or(0, |t| opt(&t, &["inet_sport"])),
         sk_err: opt(&sock, &["sk_err"]),
         skc_state: opt(&sock, &["__sk_common", "skc_state"]),
+        sk_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
     };
+    let offsets = with_cgroup_offsets(&btf, &sock, offsets);
     let hooks = CAUSE_HOOKS.map(|(_, tp)| trace_typedef(&btf, tp));
     let head: Vec<u32> = [
         "skc_daddr",
@@ -220,6 +224,23 @@ pub fn kernel_btf(path: &str) -> Result<KernelBtf> {
         rst_reason_arg: hooks[0].is_some_and(|(_, n)| n >= 3),
         retransmit_err_arg: hooks[3].is_some_and(|(_, n)| n >= 3),
     })
+}
+
+/// `sock.sk_cgrp_data.cgroup`, `cgroup.kn` and `kernfs_node.id`, all or
+/// none: before Linux 5.15 `sk_cgrp_data` packed the pointer with v1 data
+/// and has no `cgroup` member, and a kernel without CONFIG_SOCK_CGROUP_DATA
+/// has no `sk_cgrp_data`. None of the three can be at offset 0.
+fn with_cgroup_offsets(btf: &Btf, sock: &btf_rs::Struct, mut o: KernelOffsets) -> KernelOffsets {
+    let found = (|| {
+        let sk = offset_of(btf, sock, &["sk_cgrp_data", "cgroup"]).ok()?;
+        let kn = offset_of(btf, &struct_by_name(btf, "cgroup").ok()?, &["kn"]).ok()?;
+        let id = offset_of(btf, &struct_by_name(btf, "kernfs_node").ok()?, &["id"]).ok()?;
+        (sk != 0 && kn != 0 && id != 0).then_some((sk, kn, id))
+    })();
+    if let Some((sk, kn, id)) = found {
+        (o.sk_cgroup, o.cgroup_kn, o.kn_id) = (sk, kn, id);
+    }
+    o
 }
 
 /// Offset of a plain (not bit-field) 2-byte member.
@@ -270,5 +291,9 @@ mod tests {
         assert!(off.sk_err > 0 && off.skc_state == 18, "{off:?}");
         assert!(k.cause_btf_ids.iter().all(Option::is_some), "{k:?}");
         assert!(k.rst_reason_arg, "6.10+ passes the reset reason");
+        assert!(
+            off.sk_cgroup > 0 && off.cgroup_kn > 0 && off.kn_id > 0,
+            "{off:?}"
+        );
     }
 }

@@ -65,7 +65,8 @@ fn run(settings: Settings) -> Result<i32, UserError> {
             }
             None => None,
         };
-        let mut gate = Gate::new(attributor.clone(), containers.select, recorder);
+        let mut gate = Gate::new(attributor.clone(), containers.select, recorder)
+            .with_kernel_verdicts(probe.take_cgroup_verdicts());
         let mut render = render::build(&render_options, WallClock::now(), attributor);
         let mut summary = Summary::default();
         enrich_options.rst_reasons = probe.rst_reasons.clone();

@@ -44,6 +44,7 @@ impl Settings {
                 half_open: !cli.no_half_open,
                 classic: cli.classic_tracepoint,
                 kernel_btf: !cli.no_kernel_btf,
+                cgroup_filter: cli.container_options().select.is_active(),
             },
             enrich: enrich::Options {
                 stuck: cli.stuck,

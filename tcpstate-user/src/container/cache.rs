@@ -1,8 +1,14 @@
-//! The owner -> [`Attribution`] cache. Reading `/proc/<pid>/cgroup` costs a
-//! few microseconds; a busy server owns thousands of sockets, so each
-//! process is read once and then served from memory.
+//! Row -> [`Attribution`], cached. A row's socket cgroup id from the kernel
+//! is resolved through the cgroup2 mount ([`Cgroupfs`]): it names the
+//! socket's container even when its process has exited. Rows without one
+//! (a kernel that does not give it, rows of request and timewait sockets
+//! from the start-up read) fall back to the owner's `/proc/<pid>/cgroup`,
+//! which only works while that process lives.
 //!
-//! Keyed by (pid, comm): a reused pid usually runs another program, whose
+//! A resolved id is kept (ids are not reused within a boot); an id that
+//! resolves to nothing (its cgroup is gone) is asked again after [`TTL`].
+//!
+//! The owner cache is keyed by (pid, comm): a reused pid usually runs another program, whose
 //! different comm misses the cache; entries also expire after [`TTL`]
 //! (a process may move to another cgroup, and a reused pid may run the same
 //! program). Reading the start time from `/proc/<pid>/stat` would pin reuse
@@ -16,8 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Attribution, cgroup};
-use crate::event::Task;
+use super::{Attribution, cgroup, cgroupfs::Cgroupfs};
+use crate::event::{Task, TcpEvent};
 
 pub const CAPACITY: usize = 4096;
 pub const TTL: Duration = Duration::from_secs(10);
@@ -31,15 +37,37 @@ struct Entry {
 pub struct Attributor {
     proc_root: PathBuf,
     cache: HashMap<(u32, [u8; tcpstate_common::COMM_LEN]), Entry>,
+    cgroupfs: Option<Cgroupfs>,
+    by_id: HashMap<u64, Entry>,
     capacity: usize,
     /// /proc reads, for tests and the curious.
     pub reads: u64,
+    /// Cgroup ids looked up on the cgroup2 mount.
+    pub id_lookups: u64,
 }
 
 impl Default for Attributor {
     fn default() -> Self {
-        Self::new(PathBuf::from("/proc"), CAPACITY)
+        Self::new(PathBuf::from("/proc"), CAPACITY).with_cgroupfs(Cgroupfs::system())
     }
+}
+
+/// Inserts into a bounded cache: at capacity the expired entries go, then
+/// all (a burst of new processes or cgroups; they are looked up again).
+fn insert_bounded<K: std::hash::Hash + Eq>(
+    cache: &mut HashMap<K, Entry>,
+    capacity: usize,
+    key: K,
+    entry: Entry,
+    expired: impl Fn(&Entry) -> bool,
+) {
+    if cache.len() >= capacity && !cache.contains_key(&key) {
+        cache.retain(|_, e| !expired(e));
+        if cache.len() >= capacity {
+            cache.clear();
+        }
+    }
+    cache.insert(key, entry);
 }
 
 impl Attributor {
@@ -47,14 +75,65 @@ impl Attributor {
         Attributor {
             proc_root,
             cache: HashMap::new(),
+            cgroupfs: None,
+            by_id: HashMap::new(),
             capacity: capacity.max(1),
             reads: 0,
+            id_lookups: 0,
         }
+    }
+
+    /// Resolve the kernel's cgroup ids on this mount (none: owners only).
+    pub fn with_cgroupfs(mut self, cgroupfs: Option<Cgroupfs>) -> Self {
+        self.cgroupfs = cgroupfs;
+        self
+    }
+
+    /// Whether cgroup ids can be resolved here.
+    pub fn resolves_ids(&self) -> bool {
+        self.cgroupfs.is_some()
+    }
+
+    /// Where a row's socket belongs: its cgroup id's cgroup, else its
+    /// owner's (while that process lives), else `None`.
+    pub fn of(&mut self, ev: &TcpEvent) -> Option<Arc<Attribution>> {
+        self.of_cgroup(ev.cgroup_id)
+            .or_else(|| self.of_owner(ev.owner.as_ref()))
+    }
+
+    /// The cgroup with kernel id `id`, when it exists (or existed when it
+    /// was first asked for).
+    pub fn of_cgroup(&mut self, id: u64) -> Option<Arc<Attribution>> {
+        if id == 0 {
+            return None;
+        }
+        let fs = self.cgroupfs.as_mut()?;
+        let now = Instant::now();
+        if let Some(e) = self.by_id.get(&id)
+            && (e.attribution.is_some() || now.duration_since(e.at) < TTL)
+        {
+            return e.attribution.clone();
+        }
+        self.id_lookups += 1;
+        let attribution = fs.path_of(id).map(|p| {
+            Arc::new(Attribution {
+                cgroup_id: Some(id),
+                ..Attribution::from_path(&p)
+            })
+        });
+        let entry = Entry {
+            at: now,
+            attribution: attribution.clone(),
+        };
+        insert_bounded(&mut self.by_id, self.capacity, id, entry, |e| {
+            e.attribution.is_none() && now.duration_since(e.at) >= TTL
+        });
+        attribution
     }
 
     /// Where `owner` runs, or `None` when unknown (no owner, or its process
     /// is gone).
-    pub fn of(&mut self, owner: Option<&Task>) -> Option<Arc<Attribution>> {
+    pub fn of_owner(&mut self, owner: Option<&Task>) -> Option<Arc<Attribution>> {
         let owner = owner?;
         let key = (owner.pid, owner.comm);
         let now = Instant::now();
@@ -64,20 +143,39 @@ impl Attributor {
             return e.attribution.clone();
         }
         let attribution = self.read(owner.pid).map(Arc::new);
-        if self.cache.len() >= self.capacity && !self.cache.contains_key(&key) {
-            self.cache.retain(|_, e| now.duration_since(e.at) < TTL);
-            if self.cache.len() >= self.capacity {
-                self.cache.clear();
-            }
-        }
-        self.cache.insert(
-            key,
-            Entry {
-                at: now,
-                attribution: attribution.clone(),
-            },
-        );
+        let entry = Entry {
+            at: now,
+            attribution: attribution.clone(),
+        };
+        insert_bounded(&mut self.cache, self.capacity, key, entry, |e| {
+            now.duration_since(e.at) >= TTL
+        });
         attribution
+    }
+
+    /// Every cgroup on the mount now, attributed (for the kernel filter's
+    /// first verdicts).
+    pub fn all_cgroups(&mut self) -> Vec<Arc<Attribution>> {
+        let Some(fs) = &self.cgroupfs else {
+            return Vec::new();
+        };
+        fs.walk()
+            .into_iter()
+            .map(|(id, path)| {
+                let a = Arc::new(Attribution {
+                    cgroup_id: Some(id),
+                    ..Attribution::from_path(&path)
+                });
+                let entry = Entry {
+                    at: Instant::now(),
+                    attribution: Some(a.clone()),
+                };
+                insert_bounded(&mut self.by_id, self.capacity, id, entry, |e| {
+                    e.attribution.is_none()
+                });
+                a
+            })
+            .collect()
     }
 
     fn read(&mut self, pid: u32) -> Option<Attribution> {
@@ -88,11 +186,11 @@ impl Attributor {
     }
 
     pub fn len(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cache.is_empty()
+        self.len() == 0
     }
 }
 
@@ -130,22 +228,22 @@ mod tests {
     fn owner_attributed_once_then_cached() {
         let root = fake_proc("cached");
         let mut a = Attributor::new(root.clone(), 16);
-        let c = a.of(Some(&task(100, b"server"))).unwrap();
+        let c = a.of_owner(Some(&task(100, b"server"))).unwrap();
         assert_eq!(c.container_id.as_deref(), Some(ID));
         assert_eq!(c.short_id(), Some(&ID[..12]));
-        let host = a.of(Some(&task(200, b"sshd"))).unwrap();
+        let host = a.of_owner(Some(&task(200, b"sshd"))).unwrap();
         assert_eq!(host.container_id, None);
         for _ in 0..10 {
-            a.of(Some(&task(100, b"server")));
+            a.of_owner(Some(&task(100, b"server")));
         }
         assert_eq!(a.reads, 2);
         // Same pid, another program: looked up again.
-        a.of(Some(&task(100, b"other")));
+        a.of_owner(Some(&task(100, b"other")));
         assert_eq!(a.reads, 3);
-        assert_eq!(a.of(None), None);
+        assert_eq!(a.of_owner(None), None);
         // Gone processes are unknown, and remembered as such.
-        assert_eq!(a.of(Some(&task(999, b"gone"))), None);
-        assert_eq!(a.of(Some(&task(999, b"gone"))), None);
+        assert_eq!(a.of_owner(Some(&task(999, b"gone"))), None);
+        assert_eq!(a.of_owner(Some(&task(999, b"gone"))), None);
         assert_eq!(a.reads, 4);
         std::fs::remove_dir_all(root).unwrap();
     }
@@ -155,7 +253,7 @@ mod tests {
         let root = fake_proc("bounded");
         let mut a = Attributor::new(root.clone(), 8);
         for pid in 0..100 {
-            a.of(Some(&task(1000 + pid, b"x")));
+            a.of_owner(Some(&task(1000 + pid, b"x")));
             assert!(a.len() <= 8);
         }
         std::fs::remove_dir_all(root).unwrap();

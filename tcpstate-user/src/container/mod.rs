@@ -1,15 +1,22 @@
 //! Container attribution: which cgroup, container and Kubernetes pod a
 //! socket's owner runs in.
 //!
-//! Taken in userspace from `/proc/<owner pid>/cgroup`, for the event's
-//! *owner* (never the on-CPU task: most transitions run in softirq context
-//! or in the peer process), through a small bounded cache ([`cache`]).
-//! [`cgroup`] parses the paths runtimes write; [`select`] is the
-//! `--cgroup` / `--container` filter.
+//! Each row carries its socket's cgroup id from the kernel (the cgroup the
+//! socket was created in; an accepted socket gets its listener's), kept
+//! by the socket after its process exits. [`cgroupfs`] turns the id into
+//! the cgroup's path; where there is no id, the path comes from
+//! `/proc/<owner pid>/cgroup` of the row's *owner* (never the on-CPU task:
+//! most transitions run in softirq context or in the peer process). Both
+//! go through a small bounded cache ([`cache`]). [`cgroup`] parses the
+//! paths runtimes write; [`select`] is the `--cgroup` / `--container`
+//! filter, and [`verdicts`] tells the kernel program which cgroups it
+//! rules out.
 
 pub mod cache;
 pub mod cgroup;
+pub mod cgroupfs;
 pub mod select;
+pub mod verdicts;
 
 use std::{cell::RefCell, rc::Rc};
 
@@ -23,12 +30,16 @@ pub struct Attribution {
     pub container_id: Option<String>,
     pub runtime: Option<cgroup::Runtime>,
     pub pod_uid: Option<String>,
+    /// The kernel's id of the cgroup, when the attribution came from it
+    /// (not from the owner's `/proc/<pid>/cgroup`).
+    pub cgroup_id: Option<u64>,
 }
 
 impl Attribution {
     pub fn from_path(path: &str) -> Self {
         let parsed = cgroup::parse(path);
         Attribution {
+            cgroup_id: None,
             cgroup: path.to_string(),
             container_id: parsed.container_id,
             runtime: parsed.runtime,

@@ -118,6 +118,7 @@ fn event(s: &DiagSocket, netns: u32, now: u64, owner: Option<Task>) -> TcpEvent 
         ts_ns: now,
         skaddr: 0,
         dwell_ns: None,
+        cgroup_id: s.cgroup_id,
         owner,
         on_cpu: Task::current(),
         netns,

@@ -92,6 +92,7 @@ pub mod fake {
             remote: remote.parse().unwrap(),
             inode,
             uid: 0,
+            cgroup_id: 0,
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct ProbeOptions {
     pub classic: bool,
     /// Read kernel BTF (false: act as if the kernel had none).
     pub kernel_btf: bool,
+    /// `--container` / `--cgroup` is set: drop ruled-out cgroups in the
+    /// kernel (see `container::verdicts`).
+    pub cgroup_filter: bool,
 }
 
 pub struct Probe {
@@ -73,6 +76,8 @@ pub struct Probe {
     pub verbose: bool,
     /// The kernel's names of reset reasons (empty when it gives none).
     pub rst_reasons: crate::why::RstReasons,
+    /// `Config::cgroup_filter` as loaded.
+    cgroup_filter: u8,
 }
 
 /// Which program carries the state changes.
@@ -244,7 +249,16 @@ impl Probe {
             hold_back: u8::from(needs_hold_back(&opts.ports, &mut say)),
             rst_reason_arg: u8::from(kbtf.rst_reason_arg),
             retransmit_err_arg: u8::from(kbtf.retransmit_err_arg),
+            cgroup_filter: u8::from(opts.cgroup_filter && kbtf.offsets.sk_cgroup != 0),
+            _pad: [0; 3],
         };
+        if opts.cgroup_filter {
+            say(if config.cgroup_filter != 0 {
+                "container filter: in the kernel, by socket cgroup id"
+            } else {
+                "container filter: in userspace only (no sk_cgrp_data.cgroup in kernel BTF)"
+            });
+        }
         let listeners = (opts.max_sockets / 16).max(256);
         // Possible CPUs (not online ones): the kernel program indexes the
         // counters by CPU id, which can be any possible CPU.
@@ -382,6 +396,7 @@ impl Probe {
             verbose: opts.verbose,
             rst_reasons,
             netns,
+            cgroup_filter: config.cgroup_filter,
         })
     }
 
@@ -438,6 +453,17 @@ impl Probe {
             // BPF_NOEXIST: a listen() seen since attaching is fresher.
             let _ = map.insert(key, owner, BPF_NOEXIST);
         }
+    }
+
+    /// The kernel's container-filter verdicts, when the filter runs there.
+    pub fn take_cgroup_verdicts(&mut self) -> Option<crate::container::verdicts::Verdicts> {
+        if self.cgroup_filter == 0 {
+            return None;
+        }
+        let map = self.ebpf.take_map(names::CGROUPS)?;
+        HashMap::try_from(map)
+            .ok()
+            .map(crate::container::verdicts::Verdicts::new)
     }
 
     /// Takes the ring buffer for the reader.

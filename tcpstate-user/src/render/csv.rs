@@ -132,7 +132,7 @@ impl Render for Csv {
         let a = self
             .containers
             .as_ref()
-            .and_then(|c| c.borrow_mut().of(ev.owner.as_ref()));
+            .and_then(|c| c.borrow_mut().of(ev));
         let a = a.as_deref();
         out.push(b',');
         if let Some(a) = a {

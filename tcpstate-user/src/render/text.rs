@@ -99,7 +99,7 @@ impl Render for Text {
             buf::task(out, Some(&ev.on_cpu));
             out.push(b' ');
             if let Some(c) = &self.containers {
-                let a = c.borrow_mut().of(ev.owner.as_ref());
+                let a = c.borrow_mut().of(ev);
                 let id = a.as_deref().and_then(|a| a.short_id()).unwrap_or("-");
                 buf::str_padded(out, id, CONTAINER_WIDTH);
                 out.push(b' ');

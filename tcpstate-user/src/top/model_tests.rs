@@ -40,6 +40,7 @@ pub(crate) fn detail(state: TcpState, local: &str, remote: &str) -> (u32, DiagDe
                 remote: remote.parse().unwrap(),
                 inode: 0,
                 uid: 0,
+                cgroup_id: 0,
             },
             rqueue: 0,
             wqueue: 0,

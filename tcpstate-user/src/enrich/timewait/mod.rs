@@ -24,6 +24,8 @@ const RECHECK_NS: u64 = 1_000_000_000;
 struct Tw {
     /// Index into [`Owners`].
     owner: u32,
+    /// The full socket's cgroup id (`TcpEvent::cgroup_id`).
+    cgroup_id: u64,
     family: u16,
     substate: TcpState,
     flagged_stuck: bool,
@@ -162,6 +164,7 @@ impl TimeWait {
             TwKey::of(&TupleKey::of(ev)),
             Tw {
                 owner,
+                cgroup_id: ev.cgroup_id,
                 family: ev.family,
                 substate: ev.new,
                 flagged_stuck: false,
@@ -255,6 +258,7 @@ impl TimeWait {
             ts_ns: now_ns,
             skaddr: 0,
             dwell_ns: Some(now_ns.saturating_sub(tw.since_ns)),
+            cgroup_id: tw.cgroup_id,
             owner: owners.get(tw.owner),
             on_cpu,
             netns: key.netns,
