@@ -345,7 +345,10 @@ pub mod stat {
     /// already running on that CPU, interrupted by a softirq that changed
     /// another socket's state), handled by the nested-run program instead.
     pub const RESCUED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// State changes dropped because `--container` / `--cgroup` ruled their
+    /// socket's cgroup out (not lost: filtered).
+    pub const CGROUP_DROPPED: u32 = 6;
+    pub const COUNT: u32 = 7;
     /// Counter rows per CPU, one per program that may interrupt another on
     /// its CPU: the main state-change program, the SYN-ACK program (a classic
     /// tracepoint in softirq), the nested-run program, and the cause hooks.

@@ -64,12 +64,17 @@ pub fn cgroup_of(cfg: &Config, sk: u64) -> u64 {
     read::<u64>(kn + o.kn_id as u64).unwrap_or(0)
 }
 
-/// Whether `--container` / `--cgroup` already ruled this cgroup out.
+/// Whether `--container` / `--cgroup` already ruled this cgroup out;
+/// counted in counter row `row` if so.
 #[inline(always)]
-pub fn cgroup_dropped(cfg: &Config, cgroup_id: u64) -> bool {
-    cfg.cgroup_filter != 0
+pub fn cgroup_dropped(row: u32, cfg: &Config, cgroup_id: u64) -> bool {
+    let dropped = cfg.cgroup_filter != 0
         && unsafe { crate::maps::CGROUPS.get(&cgroup_id) }
-            .is_some_and(|v| *v == tcpstate_common::cgroup_verdict::DROP)
+            .is_some_and(|v| *v == tcpstate_common::cgroup_verdict::DROP);
+    if dropped {
+        crate::maps::count_in(row, tcpstate_common::stat::CGROUP_DROPPED);
+    }
+    dropped
 }
 
 /// Flags for the hand-over to a timewait socket: had the peer's FIN arrived?

@@ -252,7 +252,7 @@ pub fn handle<C: EbpfContext, R: Record>(
     // change of a cgroup already ruled out costs nothing more.
     let filtered_cgroup = if cfg.cgroup_filter != 0 {
         let id = cgroup_of(&cfg, skaddr);
-        if cgroup_dropped(&cfg, id) {
+        if cgroup_dropped(runner.row, &cfg, id) {
             return None;
         }
         id

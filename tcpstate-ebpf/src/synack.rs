@@ -95,7 +95,7 @@ fn handle(
     // A request socket has no cgroup of its own: its child will get the
     // listener's.
     let cgroup_id = cgroup_of(cfg, listener);
-    if cgroup_dropped(cfg, cgroup_id) {
+    if cgroup_dropped(stat::ROW_SYNACK, cfg, cgroup_id) {
         return None;
     }
     let (saddr, daddr) = addrs(family)?;

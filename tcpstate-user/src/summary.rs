@@ -110,6 +110,10 @@ impl Summary {
                 k.sock_map_fail + k.listen_map_fail,
                 "socket-tracking updates failed (owner/time unknown for those sockets; raise --max-sockets)".to_string(),
             ),
+            (
+                k.cgroup_dropped,
+                "changes of other cgroups' sockets dropped in the kernel (--container/--cgroup; filtered, not lost)".to_string(),
+            ),
             (self.decode_errors, "malformed records skipped".to_string()),
             (
                 trackers.untracked,

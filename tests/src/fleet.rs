@@ -420,3 +420,98 @@ pub fn daemonset_pod() -> PodSpec {
             .collect(),
     }
 }
+
+/// A container (or a pod's container) whose main process is `tcppeer serve`
+/// on loopback: its own network namespace (`--network=none`, only `lo`)
+/// unless it joins a pod, whose namespace its containers share.
+pub struct ServeContainer {
+    pub container: Container,
+    pub port: u16,
+}
+
+/// A client process of [`ServeContainer::burst`]: its pid and local port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortClient {
+    pub pid: u32,
+    pub lport: u16,
+}
+
+impl ServeContainer {
+    /// Runs `tcppeer serve 127.0.0.1:PORT` in a new container named
+    /// `name-<test pid>`, in `pod` if given.
+    pub fn start(image: &Image, name: &str, port: u16, pod: Option<&Pod>) -> ServeContainer {
+        let c = ServeContainer::create(image, name, port, pod);
+        output(podman().args(["start", &c.container.0]));
+        c.container.wait_running();
+        c
+    }
+
+    /// Creates it without starting it (its ID is known from now on).
+    pub fn create(image: &Image, name: &str, port: u16, pod: Option<&Pod>) -> ServeContainer {
+        let container = Container::named(name);
+        let mut cmd = podman();
+        cmd.args(["create", "--name", &container.0]);
+        match pod {
+            Some(p) => cmd.args(["--pod", &p.0]),
+            None => cmd.arg("--network=none"),
+        };
+        cmd.arg(&image.0)
+            .args(["serve", &format!("127.0.0.1:{port}")]);
+        output(&mut cmd);
+        ServeContainer { container, port }
+    }
+
+    pub fn start_created(&self) {
+        output(podman().args(["start", &self.container.0]));
+        self.container.wait_running();
+    }
+
+    /// `n` client processes at once inside the container (one `podman
+    /// exec`), each connecting to `server_port` on loopback, closing first
+    /// and exiting at once.
+    pub fn burst(&self, n: usize, server_port: u16) -> Vec<ShortClient> {
+        let out = output(podman().args([
+            "exec",
+            &self.container.0,
+            "/tcppeer",
+            "burst",
+            &n.to_string(),
+            &format!("127.0.0.1:{server_port}"),
+        ]));
+        let clients: Vec<ShortClient> = out
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next()? == "client").then_some(())?;
+                let pid = w.next()?.parse().ok()?;
+                let local: SocketAddr = w.next()?.parse().ok()?;
+                Some(ShortClient {
+                    pid,
+                    lport: local.port(),
+                })
+            })
+            .collect();
+        assert_eq!(clients.len(), n, "burst in {}:\n{out}", self.container.0);
+        clients
+    }
+}
+
+/// A podman pod (its infra container holds the shared network namespace),
+/// removed with its containers on drop.
+pub struct Pod(pub String);
+
+impl Pod {
+    pub fn create(prefix: &str) -> Pod {
+        let pod = Pod(format!("{prefix}-{}", std::process::id()));
+        output(podman().args(["pod", "create", "--network=none", "--name", &pod.0]));
+        pod
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = podman()
+            .args(["pod", "rm", "-f", "-t", "0", &self.0])
+            .output();
+    }
+}

@@ -2,7 +2,7 @@
 //! fleet tests (`tests/tests/integration/fleet.rs`) need, installed idempotently like the rest of setup.
 //!
 //! - Debian packages [`FLEET_PACKAGES`]: podman, buildah and runc (crun refuses this machine
-//!   kind's hybrid cgroup layout), Prometheus and promtool, python3-yaml and pip;
+//!   kind's hybrid cgroup layout), catatonit (pods' infra image), Prometheus and promtool, python3-yaml and pip;
 //! - `kubernetes-validate` from PyPI (validates manifests offline against bundled schemas);
 //! - `cargo-deb` from crates.io.
 
@@ -16,6 +16,8 @@ pub const FLEET_PACKAGES: &[&str] = &[
     "podman",
     "buildah",
     "runc",
+    // `podman pod create` builds its infra (pause) image from it, offline.
+    "catatonit",
     "prometheus",
     "python3-yaml",
     "python3-pip",

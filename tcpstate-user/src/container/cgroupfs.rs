@@ -192,7 +192,8 @@ impl Cgroupfs {
         }
         // SAFETY: a fresh descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let dir = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|_| ())?;
+        let dir =
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|_| ())?;
         Ok(cgroup_path(&self.mount, &dir))
     }
 
@@ -244,7 +245,10 @@ mod tests {
         assert_eq!(find_mount("41 31 0:38 / /x rw - cgroup cgroup rw\n"), None);
         let escaped = "41 31 0:38 /a\\040b /mnt/c\\040g rw - cgroup2 cgroup2 rw\n";
         let m = find_mount(escaped).unwrap();
-        assert_eq!((m.point, m.root), (PathBuf::from("/mnt/c g"), "/a b".into()));
+        assert_eq!(
+            (m.point, m.root),
+            (PathBuf::from("/mnt/c g"), "/a b".into())
+        );
     }
 
     #[test]

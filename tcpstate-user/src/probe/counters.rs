@@ -30,6 +30,9 @@ pub struct KernelStats {
     /// it is only ever skipped while it runs outside a nested change, where
     /// the main program is not running and handles the change.
     pub nested_misses: u64,
+    /// Changes the kernel dropped for `--container` / `--cgroup` (filtered,
+    /// not lost).
+    pub cgroup_dropped: u64,
 }
 
 impl KernelStats {

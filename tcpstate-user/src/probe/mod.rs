@@ -489,6 +489,7 @@ impl Probe {
                 .unwrap_or(0)
                 .saturating_sub(sum(stat::RESCUED)),
             rescued: sum(stat::RESCUED),
+            cgroup_dropped: sum(stat::CGROUP_DROPPED),
             nested_misses: self
                 .nested_fd
                 .as_ref()

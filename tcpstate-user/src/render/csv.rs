@@ -129,10 +129,7 @@ impl Render for Csv {
         if let Some(Note::Stuck(ns)) = ev.note {
             buf::ms_exact(out, ns);
         }
-        let a = self
-            .containers
-            .as_ref()
-            .and_then(|c| c.borrow_mut().of(ev));
+        let a = self.containers.as_ref().and_then(|c| c.borrow_mut().of(ev));
         let a = a.as_deref();
         out.push(b',');
         if let Some(a) = a {

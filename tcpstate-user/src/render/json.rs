@@ -173,10 +173,7 @@ impl Json {
         } else {
             b"\"transition\""
         });
-        let attribution = self
-            .containers
-            .as_ref()
-            .and_then(|c| c.borrow_mut().of(ev));
+        let attribution = self.containers.as_ref().and_then(|c| c.borrow_mut().of(ev));
         container_fields(out, attribution.as_deref());
         let retransmits = synack_retransmits(ev);
         if retransmits > 0 {

@@ -200,7 +200,9 @@ pub fn attribute(
     select: &Select,
     owner: Option<&Task>,
 ) -> (bool, Option<String>) {
-    let a = attributor.as_ref().and_then(|a| a.borrow_mut().of_owner(owner));
+    let a = attributor
+        .as_ref()
+        .and_then(|a| a.borrow_mut().of_owner(owner));
     (
         select.matches(a.as_deref()),
         a.and_then(|a| a.short_id().map(str::to_string)),

@@ -9,6 +9,19 @@
 //! tcppeer client ADDR:PORT   connect to ADDR:PORT
 //! ```
 //!
+//! Two unscripted modes, for many short connections inside a container:
+//!
+//! ```text
+//! tcppeer serve ADDR:PORT      listen; each connection is read to its end,
+//!                              then closed (the client closes first); forever
+//! tcppeer burst N ADDR:PORT    run N `tcppeer once` processes at the same
+//!                              time, print `client PID LOCAL` for each, exit
+//! tcppeer once ADDR:PORT       connect, print `client PID LOCAL`, close, exit
+//! ```
+//!
+//! A `once` process exits within a millisecond of closing: the rest of its
+//! connection's changes happen after its owner is gone.
+//!
 //! Standard output, one line per fact, flushed line by line:
 //! `pid N` first, then `listening LOCAL` (server) or `connected LOCAL PEER`
 //! (client), then exactly one reply per command read from standard input:
@@ -51,6 +64,15 @@ fn say(line: &str) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [mode, addr] if mode == "serve" => return with_addr(addr, serve),
+        [mode, addr] if mode == "once" => return with_addr(addr, once),
+        [mode, n, addr] if mode == "burst" => match n.parse::<usize>() {
+            Ok(n) => return with_addr(addr, |a| burst(n, a)),
+            Err(e) => return usage(&format!("bad count {n:?}: {e}")),
+        },
+        _ => {}
+    }
     let (role, addr) = match args.as_slice() {
         [role, addr] if role == "server" || role == "client" => match addr.parse::<SocketAddr>() {
             Ok(addr) => (role.as_str(), addr),
@@ -107,6 +129,85 @@ fn main() -> ExitCode {
     }
     // End of input: same as `exit`.
     std::process::exit(0)
+}
+
+fn with_addr(addr: &str, f: impl FnOnce(SocketAddr) -> ExitCode) -> ExitCode {
+    match addr.parse::<SocketAddr>() {
+        Ok(a) => f(a),
+        Err(e) => usage(&format!("bad address {addr:?}: {e}")),
+    }
+}
+
+/// Accepts forever; each connection on its own thread, read to the end of
+/// stream and then closed.
+fn serve(addr: SocketAddr) -> ExitCode {
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            say(&format!("error listen: {:?}: {e}", e.kind()));
+            return ExitCode::FAILURE;
+        }
+    };
+    say(&format!("listening {}", local(&listener.local_addr())));
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut conn, &mut io::sink());
+        });
+    }
+    ExitCode::SUCCESS
+}
+
+/// One connection, closed at once by this side; the process exits right
+/// after.
+fn once(addr: SocketAddr) -> ExitCode {
+    match TcpStream::connect(addr) {
+        Ok(stream) => {
+            say(&format!(
+                "client {} {}",
+                std::process::id(),
+                local(&stream.local_addr())
+            ));
+            drop(stream);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(&format!("error connect: {:?}: {e}", e.kind()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `n` `once` processes at the same time; their lines passed on.
+fn burst(n: usize, addr: SocketAddr) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return usage(&format!("own executable: {e}")),
+    };
+    let children: Vec<_> = (0..n)
+        .filter_map(|_| {
+            std::process::Command::new(&exe)
+                .args(["once", &addr.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .ok()
+        })
+        .collect();
+    let mut ok = children.len() == n;
+    for child in children {
+        match child.wait_with_output() {
+            Ok(out) if out.status.success() => {
+                print!("{}", String::from_utf8_lossy(&out.stdout));
+            }
+            _ => ok = false,
+        }
+    }
+    let _ = io::stdout().flush();
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn usage(why: &str) -> ExitCode {

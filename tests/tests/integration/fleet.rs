@@ -61,11 +61,6 @@ impl PeerPod {
         client.cmd("close");
         self.server.expect_reply("wait-eof", "eof 0");
         self.server.cmd("close");
-        // Attribution reads /proc/<owner>/cgroup when tcpstate reads the
-        // row (within its 10 ms flush interval): an owner that is already
-        // gone by then cannot be attributed (documented). Real clients live
-        // longer than this one would.
-        std::thread::sleep(Duration::from_millis(200));
         client.exit();
     }
 }
@@ -134,10 +129,10 @@ fn rows_of_a_podman_container_carry_its_id() {
         "{} kernel rows:\n{json}\n{json_err}",
         kernel.len()
     );
+    // Every row, also those of sockets whose owner tcpstate never saw (the
+    // accepted ones of a listener older than the tracer): the socket's
+    // cgroup comes from the kernel.
     for r in &rows {
-        if r["pid"].is_null() {
-            continue;
-        }
         assert_eq!(r["container_id"], id.as_str(), "{r}");
         assert_eq!(
             r["cgroup"].as_str().map(|c| c.ends_with(&id)),
@@ -159,10 +154,8 @@ fn rows_of_a_podman_container_carry_its_id() {
     let rows_with_id = lines.clone().filter(|l| l.contains(&id[..12])).count();
     assert!(rows_with_id >= 10 * CONNECTIONS, "{wide}");
 
-    // Plain text with --container: rows of owners in that container only
-    // (at least the client's five per connection: this tracer started after
-    // the listener, so its accepted sockets' rows may have no owner
-    // yet); another ID: none.
+    // Plain text with --container: every row of the container's
+    // connections, with or without a known owner; another ID: none.
     let rows = |out: &str| -> Vec<String> {
         out.lines()
             .skip(1)
@@ -171,12 +164,7 @@ fn rows_of_a_podman_container_carry_its_id() {
             .collect()
     };
     let kept = rows(&filtered);
-    assert!(kept.len() >= 5 * CONNECTIONS, "{filtered}");
-    assert!(
-        kept.iter()
-            .all(|l| l.split_whitespace().nth(1) != Some("-")),
-        "a row without owner passed the filter:\n{filtered}"
-    );
+    assert!(kept.len() >= 10 * CONNECTIONS, "{filtered}");
     assert_eq!(rows(&elsewhere), Vec::<String>::new());
 }
 

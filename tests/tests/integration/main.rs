@@ -6,6 +6,7 @@ mod abortive;
 mod as_users_load;
 mod as_users_run_it;
 mod closing;
+mod containers;
 mod fleet;
 mod half_open;
 mod ipv6;
