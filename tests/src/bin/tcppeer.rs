@@ -141,6 +141,7 @@ fn with_addr(addr: &str, f: impl FnOnce(SocketAddr) -> ExitCode) -> ExitCode {
 /// Accepts forever; each connection on its own thread, read to the end of
 /// stream and then closed.
 fn serve(addr: SocketAddr) -> ExitCode {
+    say(&format!("pid {}", std::process::id()));
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {

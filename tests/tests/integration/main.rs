@@ -5,6 +5,7 @@
 mod abortive;
 mod as_users_load;
 mod as_users_run_it;
+mod cgroups;
 mod closing;
 mod containers;
 mod fleet;

@@ -15,6 +15,13 @@ pub struct Test {
 
 pub const SUBSET: &[Test] = &[
     Test {
+        name: "cgroups::cgroup_filter_keeps_one_cgroups_sockets_and_the_kernel_drops_the_rest",
+        proves: "the socket's cgroup id read in the kernel names every row (after the client \
+                 exited), and --cgroup's in-kernel verdicts pass this verifier and drop \
+                 exactly the other cgroups' changes",
+        default_hooks: true,
+    },
+    Test {
         name: "kernels::every_program_loads_with_default_flags",
         proves: "default flags: every program passes this verifier, far below its limit, and \
                  -v names the hook in use (its -v output, with verifier instruction counts and \
