@@ -32,7 +32,7 @@ pub fn ebpf_rustflags() -> OsString {
 
 /// Builds only the eBPF object, the way aya-build does, and reports its path and size.
 pub fn build_ebpf() -> Result<()> {
-    setup::toolchain()?;
+    setup::ensure(setup::Purpose::Run.parts())?;
     let mut cmd = std::process::Command::new("rustup");
     cmd.current_dir(util::workspace_root())
         .args(["run", setup::NIGHTLY, "cargo", "build", "-p", EBPF_PACKAGE])
@@ -100,8 +100,10 @@ pub fn build_user(extra: &[&str]) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Setup for building and running only (the toolchain parts: [`setup::Purpose::Run`]), then
+/// the release binary. Commands that need more set it up themselves, then call [`build_user`].
 pub fn build() -> Result<PathBuf> {
-    setup::run(&setup::Options::default())?;
+    setup::ensure(setup::Purpose::Run.parts())?;
     build_user(&[])
 }
 

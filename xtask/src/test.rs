@@ -23,7 +23,7 @@ pub struct Options {
 
 pub fn run(opts: &Options) -> Result<()> {
     let start = Instant::now();
-    setup::run(&setup::Options::default())?;
+    setup::ensure(setup::Purpose::Test.parts())?;
     let bin = build::build_user(&["--bins"])?;
     // The fleet tests install this package (a few seconds to make).
     let deb = crate::deb::package(&bin)?;
