@@ -43,7 +43,7 @@ enum Command {
     /// after `--`.
     Run(run::Options),
     /// Setup (everything the tests use), build, run all tests against the release binary, the
-    /// kernel matrix (vm-test), then fmt and clippy.
+    /// kernel matrix (vm-test), then fmt and clippy. `--fast`: unit tests only, no root.
     Test(test::Options),
     /// Setup (toolchain only), build, then copy the binary to <PREFIX>/bin/tcpstate.
     Install(install::Options),
