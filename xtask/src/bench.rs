@@ -35,7 +35,12 @@ pub struct Options {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    setup::run(&setup::Options { bench: !opts.smoke })?;
+    if opts.smoke {
+        // tcpstate only: no peer tracers.
+        setup::ensure(&[setup::Part::Mounts])?;
+    } else {
+        setup::ensure(setup::Purpose::Bench.parts())?;
+    }
     let tcpstate = build::build_user(&["--bins"])?;
     util::run(
         util::cargo()

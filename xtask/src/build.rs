@@ -31,8 +31,10 @@ pub fn ebpf_rustflags() -> OsString {
 }
 
 /// Builds only the eBPF object, the way aya-build does, and reports its path and size.
+/// Quiet unless it fails: cargo's progress lines are kept back and printed, with everything
+/// else, only on failure (a compiler warning is still shown on success).
 pub fn build_ebpf() -> Result<()> {
-    setup::toolchain()?;
+    setup::ensure(setup::Purpose::Run.parts())?;
     let mut cmd = std::process::Command::new("rustup");
     cmd.current_dir(util::workspace_root())
         .args(["run", setup::NIGHTLY, "cargo", "build", "-p", EBPF_PACKAGE])
@@ -46,13 +48,22 @@ pub fn build_ebpf() -> Result<()> {
         // As aya-build: make sure nightly's own rustc is used.
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     println!("xtask: $ {}", display(&cmd));
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start `{}`", display(&cmd)))?;
+    let stderr = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
     let stdout = child.stdout.take().expect("piped");
     let mut objects = Vec::new();
+    // Everything that is not an artifact message (e.g. a build script's output).
+    let mut other = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo's output")?;
         match serde_json::from_str::<serde_json::Value>(&line) {
@@ -63,13 +74,21 @@ pub fn build_ebpf() -> Result<()> {
                     objects.push(PathBuf::from(exe));
                 }
             }
-            // Not a JSON message (e.g. a build script's output): pass it on.
-            Err(_) => println!("{line}"),
+            Err(_) => other.push(line),
         }
     }
     let status = child.wait()?;
+    let stderr = stderr.join().unwrap_or_default();
     if !status.success() {
+        for line in &other {
+            println!("{line}");
+        }
+        eprint!("{stderr}");
         bail!("`{}` failed ({status})", display(&cmd));
+    }
+    let diagnostics: Vec<&str> = stderr.lines().filter(|l| !is_cargo_status(l)).collect();
+    if diagnostics.iter().any(|l| !l.trim().is_empty()) {
+        eprintln!("{}", diagnostics.join("\n"));
     }
     if objects.is_empty() {
         bail!("cargo built no binary for {EBPF_PACKAGE}");
@@ -82,6 +101,19 @@ pub fn build_ebpf() -> Result<()> {
         println!("build-ebpf: {} ({size} bytes)", obj.display());
     }
     Ok(())
+}
+
+/// A cargo progress line (`   Compiling x v1`, `    Finished ...`): one capitalised word
+/// right-aligned in 12 columns, then a space. Diagnostics never look like that.
+pub fn is_cargo_status(line: &str) -> bool {
+    let Some((head, rest)) = line.split_at_checked(12) else {
+        return false;
+    };
+    let word = head.trim_start();
+    head.starts_with(' ')
+        && rest.starts_with(' ')
+        && word.starts_with(|c: char| c.is_ascii_uppercase())
+        && word.chars().all(|c| c.is_ascii_alphabetic())
 }
 
 /// `cargo build --release -p tcpstate-user` (after setup); returns the binary's path.
@@ -100,13 +132,43 @@ pub fn build_user(extra: &[&str]) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Setup for building and running only (the toolchain parts: [`setup::Purpose::Run`]), then
+/// the release binary. Commands that need more set it up themselves, then call [`build_user`].
 pub fn build() -> Result<PathBuf> {
-    setup::run(&setup::Options::default())?;
+    setup::ensure(setup::Purpose::Run.parts())?;
     build_user(&[])
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cargo_status_lines() {
+        for (line, status) in [
+            ("   Compiling tcpstate-ebpf v0.1.0 (/x/tcpstate-ebpf)", true),
+            (
+                "    Finished `release` profile [optimized] target(s) in 0.1s",
+                true,
+            ),
+            (
+                "    Blocking waiting for file lock on build directory",
+                true,
+            ),
+            (" Downloading crates ...", true),
+            ("warning: unused variable: `x`", false),
+            ("  --> src/main.rs:3:5", false),
+            ("   |", false),
+            (
+                "    = note: `#[warn(unused_variables)]` on by default",
+                false,
+            ),
+            ("12 |     let x = 1;", false),
+            ("error: could not compile `tcpstate-ebpf`", false),
+            ("", false),
+        ] {
+            assert_eq!(super::is_cargo_status(line), status, "{line:?}");
+        }
+    }
+
     #[test]
     fn rustflags_match_aya_build() {
         let flags = super::ebpf_rustflags().into_string().unwrap();

@@ -1,8 +1,11 @@
 //! Setup of the fleet parts (issue 12): what `cargo xtask image`, `cargo xtask deb` and the
-//! fleet tests (`tests/tests/integration/fleet.rs`) need, installed idempotently like the rest of setup.
+//! fleet tests (`tests/tests/integration/fleet.rs`) need, installed idempotently like the rest of
+//! setup, and only by the commands that use them (see [`crate::setup::Purpose`]).
 //!
-//! - Debian packages [`FLEET_PACKAGES`]: podman, buildah and runc (crun refuses this machine
-//!   kind's hybrid cgroup layout), catatonit (pods' infra image), Prometheus and promtool, python3-yaml and pip;
+//! - Debian packages [`FLEET_PACKAGES`] (all of them for the tests): podman, buildah and runc
+//!   (crun refuses this machine kind's hybrid cgroup layout; [`IMAGE_PACKAGES`], what
+//!   `xtask image` needs), catatonit (pods' infra image), Prometheus and promtool, python3-yaml
+//!   and pip, dpkg-dev ([`DEB_PACKAGES`], for `xtask deb`);
 //! - `kubernetes-validate` from PyPI (validates manifests offline against bundled schemas);
 //! - `cargo-deb` from crates.io.
 
@@ -12,6 +15,13 @@ use anyhow::{Result, bail};
 
 use crate::util::{self, run_captured, which};
 
+/// What `cargo xtask image` runs: podman (which builds with buildah's code) and runc.
+pub const IMAGE_PACKAGES: &[&str] = &["podman", "buildah", "runc"];
+
+/// What `cargo deb` runs besides itself: dpkg-shlibdeps (the package's `$auto` depends).
+pub const DEB_PACKAGES: &[&str] = &["dpkg-dev"];
+
+/// Everything the fleet tests use (a superset of [`IMAGE_PACKAGES`] and [`DEB_PACKAGES`]).
 pub const FLEET_PACKAGES: &[&str] = &[
     "podman",
     "buildah",

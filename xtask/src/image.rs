@@ -1,4 +1,4 @@
-//! `cargo xtask image [--tag TAG]`: build, then an OCI image FROM scratch with the release
+//! `cargo xtask image [--tag TAG]`: setup (podman, buildah, runc), build, then an OCI image FROM scratch with the release
 //! binary and the shared libraries it links (`deploy/image/build-image.sh`), offline: nothing
 //! is pulled. Reports the image's size.
 
@@ -16,8 +16,8 @@ pub struct Options {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    crate::setup::run(&crate::setup::Options::default())?;
-    let bin = build::build()?;
+    crate::setup::ensure(crate::setup::Purpose::Image.parts())?;
+    let bin = build::build_user(&[])?;
     let conf = fleet::containers_conf()?;
     let script = util::workspace_root().join("deploy/image/build-image.sh");
     let id = util::run_captured(

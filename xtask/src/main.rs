@@ -1,6 +1,8 @@
 //! `cargo xtask <command>`: developer and CI tasks for tcpstate (alias in .cargo/config.toml).
 //!
-//! Every command that builds runs `setup` first, which installs only what is missing.
+//! Every command sets up what it uses first (see `setup`): building and running need only the
+//! toolchain parts; the test, kernel-matrix, benchmark and fleet parts are installed by the
+//! commands that use them. Each step installs only what is missing.
 
 mod bench;
 mod build;
@@ -28,19 +30,22 @@ use clap::Parser;
     about = "Set up, build, run, test and install tcpstate"
 )]
 enum Command {
-    /// Install what building and testing needs (nightly rust-src, bpf-linker, Debian
-    /// packages) and mount tracefs and bpffs; only what is missing.
+    /// Install everything building and testing needs (nightly rust-src, bpf-linker, Debian
+    /// packages, fleet tools) and mount tracefs and bpffs; only what is missing.
+    /// `--for run|test|bench|image|deb|vm`: only what that purpose needs.
     Setup(setup::Options),
-    /// Build only the eBPF object (nightly, bpfel-unknown-none) and report its path and size.
+    /// Setup (toolchain only), then build only the eBPF object (nightly, bpfel-unknown-none)
+    /// and report its path and size.
     BuildEbpf,
-    /// Setup, then build the release binary target/release/tcpstate.
+    /// Setup (toolchain only), then build the release binary target/release/tcpstate.
     Build,
-    /// Setup, build, then run target/release/tcpstate with the arguments after `--`.
+    /// Setup (toolchain only), build, then run target/release/tcpstate with the arguments
+    /// after `--`.
     Run(run::Options),
-    /// Setup, build, run all tests against the release binary, the kernel matrix (vm-test),
-    /// then fmt and clippy.
+    /// Setup (everything the tests use), build, run all tests against the release binary, the
+    /// kernel matrix (vm-test), then fmt and clippy. `--fast`: unit tests only, no root.
     Test(test::Options),
-    /// Build, then copy the binary to <PREFIX>/bin/tcpstate.
+    /// Setup (toolchain only), build, then copy the binary to <PREFIX>/bin/tcpstate.
     Install(install::Options),
     /// Setup (with the peer tracers), build, then measure how much tcpstate and its peers slow
     /// a connect/close workload; writes bench-results/latest.md. `--smoke`: short CI check.
@@ -54,9 +59,10 @@ enum Command {
     Soak(soak::Options),
     /// Build, then write the binary, man page and shell completions under target/dist.
     Dist(dist::Options),
-    /// Setup, build, then an OCI image FROM scratch (podman, offline) and its size.
+    /// Setup (podman, buildah, runc), build, then an OCI image FROM scratch (podman, offline)
+    /// and its size.
     Image(image::Options),
-    /// Setup, build, then a Debian package (cargo-deb) in target/debian.
+    /// Setup (cargo-deb, dpkg-dev), build, then a Debian package (cargo-deb) in target/debian.
     Deb(deb::Options),
     /// Boot a Debian kernel (6.1, 6.12) under QEMU and run one command there, in the host's
     /// file system; its output and exit status are the command's.

@@ -16,7 +16,8 @@ pub struct Options {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    setup::run(&setup::Options::default())?;
+    // What the end-to-end tests use (the soak is one of them).
+    setup::ensure(&[setup::Part::TestPackages, setup::Part::Mounts])?;
     let bin = build::build_user(&["--bins"])?;
     util::run(
         util::cargo()

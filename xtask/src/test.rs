@@ -1,6 +1,10 @@
 //! `cargo xtask test [--no-lint] [-- <cargo test args>]`: setup, build the release binary, run
 //! every test of the default members against it, the kernel matrix (`vm-test`), then lint.
 //! cargo test's own output (and its summary lines) goes straight to our stdout.
+//!
+//! `cargo xtask test --fast [-- <cargo test args>]`: the unit tests only (every default
+//! member's lib and bin tests except the end-to-end crate), debug profile, no root, no lint,
+//! and only the toolchain setup (building tcpstate-user builds the eBPF object).
 
 use std::time::Instant;
 
@@ -11,19 +15,53 @@ use crate::{
     util::{self, secs},
 };
 
+/// The end-to-end crate (`tests/`), which `--fast` leaves out, and the eBPF crate, which only
+/// builds for the bpf target.
+const NOT_FAST: &[&str] = &["tcpstate-tests", crate::build::EBPF_PACKAGE];
+
 #[derive(clap::Args, Debug)]
 pub struct Options {
     /// Skip `cargo fmt --check` and `cargo clippy`.
     #[arg(long)]
     pub no_lint: bool,
+    /// Unit tests only (lib and bin tests of every crate but the end-to-end one): no root, no
+    /// test or fleet packages, no lint; for changes to logic.
+    #[arg(long, conflicts_with = "no_lint")]
+    pub fast: bool,
     /// Extra arguments for `cargo test --release` (e.g. a test name filter).
     #[arg(last = true)]
     pub args: Vec<String>,
 }
 
-pub fn run(opts: &Options) -> Result<()> {
+/// `cargo test` of the unit tests (`--fast`).
+fn fast_command(extra: &[String]) -> std::process::Command {
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--workspace", "--lib", "--bins"]);
+    for p in NOT_FAST {
+        cmd.args(["--exclude", p]);
+    }
+    cmd.args(extra);
+    cmd
+}
+
+fn run_fast(opts: &Options) -> Result<()> {
     let start = Instant::now();
-    setup::run(&setup::Options::default())?;
+    setup::ensure(setup::Purpose::Run.parts())?;
+    util::run(&mut fast_command(&opts.args))
+        .map_err(|e| anyhow::anyhow!("test --fast FAILED ({}): {e:#}", secs(start.elapsed())))?;
+    println!(
+        "xtask test --fast: unit tests ok ({})",
+        secs(start.elapsed())
+    );
+    Ok(())
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    if opts.fast {
+        return run_fast(opts);
+    }
+    let start = Instant::now();
+    setup::ensure(setup::Purpose::Test.parts())?;
     let bin = build::build_user(&["--bins"])?;
     // The fleet tests install this package (a few seconds to make).
     let deb = crate::deb::package(&bin)?;
@@ -119,4 +157,32 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     println!("xtask test: all ok ({})", secs(start.elapsed()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_runs_unit_tests_without_the_end_to_end_crate() {
+        let cmd = fast_command(&["decode".into()]);
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "test",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--exclude",
+                "tcpstate-tests",
+                "--exclude",
+                "tcpstate-ebpf",
+                "decode",
+            ]
+        );
+    }
 }

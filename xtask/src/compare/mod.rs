@@ -71,14 +71,15 @@ pub fn run(opts: &Options) -> Result<()> {
     if !util::is_root() {
         bail!("compare needs root: it creates a network namespace and runs tcpstate");
     }
+    crate::setup::ensure(&[crate::setup::Part::ComparePackages])?;
     for tool in ["ip", "ss", "nft"] {
         if util::which(tool).is_none() {
-            bail!("`{tool}` not found; run `cargo xtask setup`");
+            bail!("`{tool}` not found; run `cargo xtask setup --for test`");
         }
     }
     let tcpstate = match &opts.tcpstate {
         Some(p) => p.clone(),
-        None => build::build()?,
+        None => build::build_user(&[])?,
     };
     let out = opts
         .out

@@ -1,6 +1,9 @@
 //! Debian packages: what is installed (`dpkg-query`), and installing the missing ones.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -58,7 +61,12 @@ pub fn apt(step: &str, packages: &[&str], optional: bool) -> Result<String> {
         "setup: {step}: missing {}; running apt-get update and install",
         missing.join(" ")
     );
-    run_captured(apt_get().args(["update", "-q"]))?;
+    // Once per run: several steps may each find packages missing on a fresh machine.
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if !UPDATED.load(Ordering::Relaxed) {
+        run_captured(apt_get().args(["update", "-q"]))?;
+        UPDATED.store(true, Ordering::Relaxed);
+    }
     let mut skipped = Vec::new();
     if let Err(e) = apt_install(&missing) {
         if !optional {

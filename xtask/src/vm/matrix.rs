@@ -50,7 +50,9 @@ pub fn run_matrix(opts: &super::TestOptions) -> Result<()> {
         "all" => LINES.iter().map(|l| l.name).collect(),
         one => vec![super::kernel::line(one)?.name],
     };
-    let bin = build::build()?;
+    // The guests run the host's binaries (9p), so the tests' packages too.
+    crate::setup::ensure(crate::setup::Purpose::Vm.parts())?;
+    let bin = build::build_user(&[])?;
     let tests = test_binary()?;
     let mut reports = Vec::new();
     for line in lines {

@@ -105,6 +105,7 @@ pub(super) fn run_dir(label: &str) -> PathBuf {
 
 /// `cargo xtask vm-run`: the command's output on our stdout, its exit status as ours.
 pub fn vm_run(opts: &RunOptions) -> Result<()> {
+    crate::setup::ensure(&[crate::setup::Part::VmPackages])?;
     let guest = prepare(&opts.kernel)?;
     let dir = run_dir(&opts.kernel);
     let cwd = std::env::current_dir()?;
