@@ -74,7 +74,7 @@ struct Cli {
     #[arg(long)]
     no_peers: bool,
     /// Only these variants (comma-separated ids: untraced, tcpstate, tcpstate-port,
-    /// libbpf-tcpstates, bcc-tcpstates, bpftrace, bpftrace-count).
+    /// tcpstate-container, libbpf-tcpstates, bcc-tcpstates, bpftrace, bpftrace-count).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// CPU for the load generator (client and server).

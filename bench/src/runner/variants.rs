@@ -1,5 +1,6 @@
-//! The variants a round runs: no tracer, tcpstate (all events, an idle `--port`, beside
-//! another BPF agent) and the installed peer tools, with how each one's events are counted.
+//! The variants a round runs: no tracer, tcpstate (all events, an idle `--port`, another
+//! container's `--container`, beside another BPF agent) and the installed peer tools, with
+//! how each one's events are counted.
 
 use std::{
     fs,
@@ -259,6 +260,17 @@ pub fn variants(
         Role::TcpstateIdlePort,
         tcpstate,
         &["--port".into(), cli.idle_port.to_string()],
+        false,
+    ));
+    // The load's cgroup is not this container's (no container has this
+    // ID): the kernel program drops every change after one map lookup,
+    // the cost of another container's traffic under `--container`.
+    v.push(Variant::tcpstate(
+        "tcpstate-container",
+        "tcpstate --container (another container's traffic)",
+        Role::TcpstateIdlePort,
+        tcpstate,
+        &["--container".into(), "0123456789ab".into()],
         false,
     ));
 

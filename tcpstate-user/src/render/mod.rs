@@ -134,7 +134,7 @@ pub fn build(
         )))
     } else if o.lifecycle {
         Some(if o.json {
-            Box::new(lifecycle::Lifecycle::json(clock, max))
+            Box::new(lifecycle::Lifecycle::json(clock, max).with_containers(containers))
         } else {
             Box::new(lifecycle::Lifecycle::text(time, palette, max))
         })

@@ -186,10 +186,28 @@ fn a_pod_of_two_containers_each_row_names_its_own() {
         "one namespace per pod"
     );
     let (server_id, client_id) = (server.container.id(), client.container.id());
-    let t = tracer(&["--port", &port.to_string(), "-j"]);
+    let port_arg = port.to_string();
+    let t = tracer(&["--port", &port_arg, "-j"]);
+    let lifecycle = tracer(&["--port", &port_arg, "-j", "--lifecycle"]);
     let clients = client.burst(5, port);
     settle();
     let (out, err) = t.stop();
+    let (lifecycle, _) = lifecycle.stop();
+
+    // One history per socket, each naming its own container.
+    let histories: Vec<Value> = json_rows(&lifecycle)
+        .into_iter()
+        .filter(|r| r["netns"].as_u64() == Some(netns) && r["role"] != "listener")
+        .collect();
+    assert_eq!(histories.len(), 2 * 5, "{lifecycle}");
+    for h in &histories {
+        let expected = match h["role"].as_str() {
+            Some("server") => &server_id,
+            Some("client") => &client_id,
+            _ => panic!("{h}"),
+        };
+        assert_eq!(h["container_id"].as_str(), Some(expected.as_str()), "{h}");
+    }
 
     let rows: Vec<Value> = json_rows(&out)
         .into_iter()

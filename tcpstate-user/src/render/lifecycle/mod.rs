@@ -79,6 +79,8 @@ pub struct Lifecycle {
     /// Histories dropped to stay within `max`.
     pub evicted: u64,
     now: fn() -> u64,
+    /// Fills the JSON records' container fields, when attribution is on.
+    containers: Option<crate::container::Shared>,
 }
 
 impl Lifecycle {
@@ -107,7 +109,15 @@ impl Lifecycle {
             max: max.max(1),
             evicted: 0,
             now: crate::clock::boot_ns,
+            containers: None,
         }
+    }
+
+    /// Names each history's container (JSON: `cgroup`, `container_id`,
+    /// `pod_uid`, as event records have them) through the shared attributor.
+    pub fn with_containers(mut self, containers: Option<crate::container::Shared>) -> Self {
+        self.containers = containers;
+        self
     }
 
     /// Replaces the clock used for "time so far" of unfinished histories.
@@ -153,7 +163,17 @@ impl Lifecycle {
     fn emit(&mut self, h: &History, end: End, end_ns: u64, out: &mut Vec<u8>) {
         match &mut self.format {
             Format::Text { time, palette } => write_text(h, end, end_ns, time, palette, out),
-            Format::Json { time } => write_json(h, end, end_ns, time, out),
+            Format::Json { time } => {
+                // The socket's cgroup id is on every event; the owner is
+                // the latest one seen.
+                let row = TcpEvent {
+                    owner: h.owner,
+                    ..h.tuple
+                };
+                let containers = self.containers.as_ref();
+                let a = containers.and_then(|c| c.borrow_mut().of(&row));
+                write_json(h, end, end_ns, time, containers.map(|_| a.as_deref()), out)
+            }
         }
     }
 }

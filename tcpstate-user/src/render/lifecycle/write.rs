@@ -120,6 +120,7 @@ pub(super) fn write_json(
     end: End,
     end_ns: u64,
     time: &mut TimeWriter,
+    attribution: Option<Option<&crate::container::Attribution>>,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(b"{\"schema\":");
@@ -135,6 +136,9 @@ pub(super) fn write_json(
     });
     json::socket_fields(out, &h.tuple);
     json::owner_fields(out, h.owner.as_ref());
+    if let Some(a) = attribution {
+        json::container_fields(out, a);
+    }
     json::tuple_fields(out, &h.tuple);
     json::key(out, "role");
     buf::json_str(out, h.role().name());
