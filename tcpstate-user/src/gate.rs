@@ -72,11 +72,11 @@ impl Gate {
         };
         let (attributor, select) = (&self.attributor, &self.select);
         m.sample(
-            &mut |owner| crate::top::attribute(attributor, select, owner),
-            &mut |owner| {
+            &mut |id, owner| crate::top::attribute(attributor, select, id, owner),
+            &mut |id, owner| {
                 attributor
                     .as_ref()
-                    .and_then(|a| a.borrow_mut().of_owner(owner))
+                    .and_then(|a| a.borrow_mut().of_socket(id, owner))
             },
         );
     }

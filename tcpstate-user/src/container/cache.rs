@@ -6,7 +6,8 @@
 //! which only works while that process lives.
 //!
 //! A resolved id is kept (ids are not reused within a boot); an id that
-//! resolves to nothing (its cgroup is gone) is asked again after [`TTL`].
+//! resolves to nothing (its cgroup is gone, or not walked yet) is asked
+//! again after [`cgroupfs::REWALK`].
 //!
 //! The owner cache is keyed by (pid, comm): a reused pid usually runs another program, whose
 //! different comm misses the cache; entries also expire after [`TTL`]
@@ -22,7 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Attribution, cgroup, cgroupfs::Cgroupfs};
+use super::{
+    Attribution, cgroup,
+    cgroupfs::{self, Cgroupfs},
+};
 use crate::event::{Task, TcpEvent};
 
 pub const CAPACITY: usize = 4096;
@@ -97,8 +101,13 @@ impl Attributor {
     /// Where a row's socket belongs: its cgroup id's cgroup, else its
     /// owner's (while that process lives), else `None`.
     pub fn of(&mut self, ev: &TcpEvent) -> Option<Arc<Attribution>> {
-        self.of_cgroup(ev.cgroup_id)
-            .or_else(|| self.of_owner(ev.owner.as_ref()))
+        self.of_socket(ev.cgroup_id, ev.owner.as_ref())
+    }
+
+    /// The same for a socket known by its cgroup id (0 if unknown) and
+    /// owner, such as one a sock_diag dump listed.
+    pub fn of_socket(&mut self, cgroup_id: u64, owner: Option<&Task>) -> Option<Arc<Attribution>> {
+        self.of_cgroup(cgroup_id).or_else(|| self.of_owner(owner))
     }
 
     /// The cgroup with kernel id `id`, when it exists (or existed when it
@@ -109,8 +118,10 @@ impl Attributor {
         }
         let fs = self.cgroupfs.as_mut()?;
         let now = Instant::now();
+        // An id not found is asked again soon: with the walk fallback a
+        // new cgroup is only found by the next walk.
         if let Some(e) = self.by_id.get(&id)
-            && (e.attribution.is_some() || now.duration_since(e.at) < TTL)
+            && (e.attribution.is_some() || now.duration_since(e.at) < cgroupfs::REWALK)
         {
             return e.attribution.clone();
         }
@@ -126,7 +137,7 @@ impl Attributor {
             attribution: attribution.clone(),
         };
         insert_bounded(&mut self.by_id, self.capacity, id, entry, |e| {
-            e.attribution.is_none() && now.duration_since(e.at) >= TTL
+            e.attribution.is_none() && now.duration_since(e.at) >= cgroupfs::REWALK
         });
         attribution
     }

@@ -41,20 +41,28 @@ pub struct Mount {
     pub root: String,
 }
 
-/// The first cgroup2 mount in a `/proc/self/mountinfo` text.
+/// The cgroup2 mount in a `/proc/self/mountinfo` text that shows the most
+/// of the hierarchy (the shortest root; the first of those). In a container
+/// the runtime's own mount shows only the container's cgroup, while a
+/// mount of the host's (a DaemonSet's hostPath volume) shows all.
 pub fn find_mount(mountinfo: &str) -> Option<Mount> {
-    mountinfo.lines().find_map(|line| {
-        let (fields, rest) = line.split_once(" - ")?;
-        if rest.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        let mut f = fields.split(' ');
-        let root = f.nth(3)?;
-        let point = f.next()?;
-        Some(Mount {
-            point: PathBuf::from(unescape(point)),
-            root: unescape(root),
-        })
+    mountinfo
+        .lines()
+        .filter_map(cgroup2_mount)
+        .min_by_key(|m| m.root.trim_end_matches('/').len())
+}
+
+fn cgroup2_mount(line: &str) -> Option<Mount> {
+    let (fields, rest) = line.split_once(" - ")?;
+    if rest.split(' ').next()? != "cgroup2" {
+        return None;
+    }
+    let mut f = fields.split(' ');
+    let root = f.nth(3)?;
+    let point = f.next()?;
+    Some(Mount {
+        point: PathBuf::from(unescape(point)),
+        root: unescape(root),
     })
 }
 
@@ -243,6 +251,10 @@ mod tests {
         assert_eq!(m.point, PathBuf::from("/sys/fs/cgroup/unified"));
         assert_eq!(m.root, "/");
         assert_eq!(find_mount("41 31 0:38 / /x rw - cgroup cgroup rw\n"), None);
+        let container = "50 40 0:38 /libpod_parent/libpod-1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+                         51 40 0:38 / /host/sys/fs/cgroup/unified ro - cgroup2 cgroup2 rw\n";
+        let m = find_mount(container).unwrap();
+        assert_eq!(m.point, PathBuf::from("/host/sys/fs/cgroup/unified"));
         let escaped = "41 31 0:38 /a\\040b /mnt/c\\040g rw - cgroup2 cgroup2 rw\n";
         let m = find_mount(escaped).unwrap();
         assert_eq!(

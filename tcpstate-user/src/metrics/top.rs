@@ -55,7 +55,8 @@ pub struct Options {
 }
 
 /// The container a listener's owner runs in, for its labels.
-pub type AttributionOf<'a> = dyn FnMut(Option<&Task>) -> Option<Arc<Attribution>> + 'a;
+/// Arguments as [`crate::top::sample::Attribute`]'s.
+pub type AttributionOf<'a> = dyn FnMut(u64, Option<&Task>) -> Option<Arc<Attribution>> + 'a;
 
 /// A listening socket: its key and inode (two SO_REUSEPORT listeners share
 /// a key; a restarted one gets a new inode).
@@ -165,7 +166,9 @@ impl Sampled {
                 Entry::Vacant(e) => {
                     // Once per listener: the cap's overflow counts it once.
                     let mut labels = vec![("port", policy.port_label(l.key.port))];
-                    labels.extend(policy.container_labels(of(l.owner.as_ref()).as_deref()));
+                    labels.extend(
+                        policy.container_labels(of(l.cgroup_id, l.owner.as_ref()).as_deref()),
+                    );
                     e.insert(Known { labels, drops: 0 })
                 }
             };

@@ -19,6 +19,7 @@ fn opts(timewait_top: usize) -> Options {
 fn listener(port: u16, inode: u32, queue: u32, limit: u32, drops: u32) -> ListenerSample {
     ListenerSample {
         inode,
+        cgroup_id: 0,
         ..model_tests::listener(port, queue, limit, drops)
     }
 }
@@ -45,7 +46,7 @@ impl Fixture {
 
     /// One round as the dumps would give it; the exposition after it.
     fn round(&mut self, listeners: Vec<ListenerSample>, sockets: Vec<(u32, DiagDetail)>) -> String {
-        self.round_in(listeners, sockets, &mut |_| None)
+        self.round_in(listeners, sockets, &mut |_, _| None)
     }
 
     fn round_in(
@@ -211,7 +212,7 @@ fn listener_series_carry_capped_container_labels_when_asked() {
     let mut b = listener(81, 2, 2, 4, 0);
     b.owner = owner(2);
     let c = listener(82, 3, 3, 4, 0); // owner unknown
-    let text = f.round_in(vec![a, b, c], vec![], &mut |t| {
+    let text = f.round_in(vec![a, b, c], vec![], &mut |_, t| {
         t.map(|t| attributions[t.pid as usize - 1].clone())
     });
     for line in [

@@ -105,7 +105,7 @@ impl Top {
             )
         });
         let (attributor, select) = (&self.attributor, &self.opts.select);
-        let s = sampler.sample(&mut |owner| attribute(attributor, select, owner));
+        let s = sampler.sample(&mut |id, owner| attribute(attributor, select, id, owner));
         self.model.sampled(s);
         self.model.tick(boot_ns());
         self.losses = losses(live, &self.model, sampler);
@@ -193,16 +193,18 @@ impl Top {
     }
 }
 
-/// Whether `owner` passes `--container`/`--cgroup`, and the short ID of the
-/// container it runs in (what [`sample::Sampler::sample`] asks).
+/// Whether a socket (its kernel cgroup id, 0 if unknown, and its owner)
+/// passes `--container`/`--cgroup`, and the short ID of its container (what
+/// [`sample::Sampler::sample`] asks).
 pub fn attribute(
     attributor: &Option<container::Shared>,
     select: &Select,
+    cgroup_id: u64,
     owner: Option<&Task>,
 ) -> (bool, Option<String>) {
     let a = attributor
         .as_ref()
-        .and_then(|a| a.borrow_mut().of_owner(owner));
+        .and_then(|a| a.borrow_mut().of_socket(cgroup_id, owner));
     (
         select.matches(a.as_deref()),
         a.and_then(|a| a.short_id().map(str::to_string)),
@@ -237,7 +239,12 @@ impl Render for Top {
     fn header(&self, _out: &mut Vec<u8>) {}
 
     fn event(&mut self, ev: &TcpEvent, _out: &mut Vec<u8>) {
-        let (_, container) = attribute(&self.attributor, &self.opts.select, ev.owner.as_ref());
+        let (_, container) = attribute(
+            &self.attributor,
+            &self.opts.select,
+            ev.cgroup_id,
+            ev.owner.as_ref(),
+        );
         self.model.event(ev, container.as_deref());
     }
 

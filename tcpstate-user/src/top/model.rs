@@ -91,6 +91,8 @@ pub struct ListenerSample {
     /// The socket's inode: tells two listeners of one key apart
     /// (SO_REUSEPORT), and a listener from the one that replaced it.
     pub inode: u32,
+    /// The listener's cgroup id (`INET_DIAG_CGROUP_ID`), 0 if unknown.
+    pub cgroup_id: u64,
     pub addr: IpAddr,
     pub owner: Option<Task>,
     pub container: Option<String>,

@@ -58,6 +58,7 @@ pub(crate) fn listener(port: u16, queue: u32, limit: u32, drops: u32) -> Listene
             family: tcpstate_common::AF_INET,
         },
         inode: u32::from(port),
+        cgroup_id: 0,
         addr: "127.0.0.1".parse().unwrap(),
         owner: None,
         container: None,

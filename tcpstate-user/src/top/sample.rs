@@ -25,7 +25,9 @@ const REDISCOVER_EVERY: u64 = 10;
 
 /// Whether a listener's owner passes `--container`/`--cgroup`, and the
 /// container it runs in (short ID) for the screen.
-pub type Attribute<'a> = dyn FnMut(Option<&Task>) -> (bool, Option<String>) + 'a;
+/// Arguments: the socket's cgroup id from the kernel (0 if unknown) and its
+/// owner, as [`crate::container::Attributor::of_socket`] takes them.
+pub type Attribute<'a> = dyn FnMut(u64, Option<&Task>) -> (bool, Option<String>) + 'a;
 
 pub struct Sampler {
     diag: Diag,
@@ -174,7 +176,7 @@ impl Sampler {
         let mut out = Vec::new();
         for (netns, d) in listening() {
             let owner = self.owners.get(&d.sock.inode).copied().flatten();
-            let (keep, container) = attribute(owner.as_ref());
+            let (keep, container) = attribute(d.sock.cgroup_id, owner.as_ref());
             if !keep {
                 continue;
             }
@@ -185,6 +187,7 @@ impl Sampler {
                     family: d.sock.family,
                 },
                 inode: d.sock.inode,
+                cgroup_id: d.sock.cgroup_id,
                 addr: d.sock.local.ip(),
                 owner,
                 container,
