@@ -231,6 +231,78 @@ fn update_tracking(r: Runner, ev: &Event, tracked: Option<*mut SockState>) {
     }
 }
 
+/// With `--container` / `--cgroup` the socket's cgroup is read first, so a
+/// change of a cgroup already ruled out costs nothing more: `None` then,
+/// else the id (0 without the filter: read later, or taken from tracking).
+#[inline(always)]
+fn cgroup_first(r: Runner, cfg: &Config, skaddr: u64) -> Option<u64> {
+    if cfg.cgroup_filter == 0 {
+        return Some(0);
+    }
+    let id = cgroup_of(cfg, skaddr);
+    (!cgroup_dropped(r.row, cfg, id)).then_some(id)
+}
+
+/// The event's fields known before the filter's verdict: time, socket,
+/// namespace, cgroup, tuple ports, states, the on-CPU task.
+#[inline(always)]
+fn start_event(
+    ev: &mut Event,
+    skaddr: u64,
+    netns: u32,
+    cgroup_id: u64,
+    (family, sport, dport): (u16, u16, u16),
+    old: u8,
+    new: u8,
+) {
+    ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    ev.skaddr = skaddr;
+    ev.netns = netns;
+    ev.cgroup_id = cgroup_id;
+    ev.sport = sport;
+    ev.dport = dport;
+    ev.family = family;
+    ev.oldstate = old;
+    ev.newstate = new;
+    ev.source = Hook::Tracepoint.raw();
+    ev.retransmits = 0;
+    ev.detail = 0;
+    set_on_cpu(ev);
+}
+
+/// An unmatched first event, held back until a later event of its socket
+/// matches or proves it never will.
+#[inline(always)]
+fn hold_back(r: Runner, ev: &mut Event) {
+    ev.flags |= flag::REPLAYED;
+    if PENDING.insert(ev.skaddr, &*ev, BPF_ANY as u64).is_err()
+        || SOCKS
+            .insert(ev.skaddr, &tracking(ev, false), BPF_ANY as u64)
+            .is_err()
+    {
+        count_in(r.row, stat::SOCK_MAP_FAIL);
+    }
+}
+
+/// A matching change: its socket's held-back first event (if any), then
+/// this one; then the tracking entry.
+#[inline(always)]
+fn emit(r: Runner, cfg: &Config, ev: &Event, tracked: Option<*mut SockState>, birth: bool) {
+    if let Some(t) = tracked
+        && unsafe { (*t).has_pending } != 0
+    {
+        if let Some(p) = PENDING.get_ptr(ev.skaddr) {
+            emit_copy(r.row, cfg, unsafe { &*p });
+        }
+        let _ = PENDING.remove(ev.skaddr);
+    }
+    emit_copy(r.row, cfg, ev);
+    if !birth && tracked.is_none() {
+        count_in(r.row, stat::UNTRACKED);
+    }
+    update_tracking(r, ev, tracked);
+}
+
 /// One state change: filter, track, emit. The event is built in the
 /// runner's per-CPU scratch slot and copied into the ring buffer: values in
 /// map memory are not part of the verifier's state, which keeps the number
@@ -247,25 +319,14 @@ pub fn handle<C: EbpfContext, R: Record>(
 ) -> Option<()> {
     let cfg = config();
     let (family, sport, dport) = admit(rec, &cfg, old, new)?;
-
-    // With --container / --cgroup the socket's cgroup is read first, so a
-    // change of a cgroup already ruled out costs nothing more.
-    let filtered_cgroup = if cfg.cgroup_filter != 0 {
-        let id = cgroup_of(&cfg, skaddr);
-        if cgroup_dropped(runner.row, &cfg, id) {
-            return None;
-        }
-        id
-    } else {
-        0
-    };
+    let filtered_cgroup = cgroup_first(runner, &cfg, skaddr)?;
     let birth = is_birth(old, new);
     let tracked: Option<*mut SockState> = if birth {
         None
     } else {
         SOCKS.get_ptr_mut(skaddr)
     };
-    // A tracked socket's namespace was read at its first event.
+    // A tracked socket's namespace and cgroup were read at its first event.
     let netns = match tracked {
         Some(t) => unsafe { (*t).netns },
         None => netns_of(&cfg, skaddr),
@@ -273,28 +334,23 @@ pub fn handle<C: EbpfContext, R: Record>(
     if cfg.netns != 0 && netns != cfg.netns {
         return None;
     }
-
-    // SAFETY: per-CPU map value, exclusively this program run's.
-    let ev = unsafe { &mut *SCRATCH.get_ptr_mut(runner.slot)? };
-    ev.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
-    ev.skaddr = skaddr;
-    ev.netns = netns;
-    // A tracked socket's cgroup was read at its first event.
-    ev.cgroup_id = match tracked {
+    let cgroup_id = match tracked {
         _ if cfg.cgroup_filter != 0 => filtered_cgroup,
         Some(t) => unsafe { (*t).cgroup_id },
         None => cgroup_of(&cfg, skaddr),
     };
-    ev.sport = sport;
-    ev.dport = dport;
-    ev.family = family;
-    ev.oldstate = old;
-    ev.newstate = new;
-    ev.source = Hook::Tracepoint.raw();
-    ev.retransmits = 0;
-    ev.detail = 0;
-    set_on_cpu(ev);
 
+    // SAFETY: per-CPU map value, exclusively this program run's.
+    let ev = unsafe { &mut *SCRATCH.get_ptr_mut(runner.slot)? };
+    start_event(
+        ev,
+        skaddr,
+        netns,
+        cgroup_id,
+        (family, sport, dport),
+        old,
+        new,
+    );
     let key = ListenKey {
         netns,
         port: sport,
@@ -320,33 +376,10 @@ pub fn handle<C: EbpfContext, R: Record>(
     let (saddr, daddr) = rec.addrs(&cfg, family)?;
     ev.saddr = saddr;
     ev.daddr = daddr;
-
-    if !matched {
-        // Held back until a later event of this socket matches or proves
-        // it never will.
-        ev.flags |= flag::REPLAYED;
-        if PENDING.insert(skaddr, &*ev, BPF_ANY as u64).is_err()
-            || SOCKS
-                .insert(skaddr, &tracking(ev, false), BPF_ANY as u64)
-                .is_err()
-        {
-            count_in(runner.row, stat::SOCK_MAP_FAIL);
-        }
-        return Some(());
+    if matched {
+        emit(runner, &cfg, ev, tracked, birth);
+    } else {
+        hold_back(runner, ev);
     }
-
-    if let Some(t) = tracked
-        && unsafe { (*t).has_pending } != 0
-    {
-        if let Some(p) = PENDING.get_ptr(skaddr) {
-            emit_copy(runner.row, &cfg, unsafe { &*p });
-        }
-        let _ = PENDING.remove(skaddr);
-    }
-    emit_copy(runner.row, &cfg, ev);
-    if !birth && tracked.is_none() {
-        count_in(runner.row, stat::UNTRACKED);
-    }
-    update_tracking(runner, ev, tracked);
     Some(())
 }

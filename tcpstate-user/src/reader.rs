@@ -182,21 +182,60 @@ pub async fn run(
         .map_err(|e| UserError::runtime(format!("polling the ring buffer: {e}")))?;
     // Handlers first, then the ready line: a signal sent as soon as the user
     // (or a script) sees it must stop us cleanly, not kill us.
-    let sig =
-        |k| signal(k).map_err(|e| UserError::runtime(format!("installing signal handler: {e}")));
-    let mut sigint = sig(SignalKind::interrupt())?;
-    let mut sigterm = sig(SignalKind::terminate())?;
-    let mut sighup = sig(SignalKind::hangup())?;
-    // The start-up read is synchronous: it polls this flag instead.
-    crate::interrupt::watch()
-        .map_err(|e| UserError::runtime(format!("installing signal handler: {e}")))?;
+    let mut signals = Signals::install()?;
     let mut out = Output::stdout();
     stages.render.header(out.buf());
-    // Listeners that predate tracing: tell the kernel side their owners so
-    // the connections they accept are credited to them from now on (the few
-    // accepted meanwhile get them in userspace).
+    if let Some(stop) = start_up(probe, stages, &opts.start, &mut out)? {
+        return Ok(stop);
+    }
+    let stop = trace(probe, &mut ring, stages, &opts, &mut out, &mut signals).await?;
+    finish(probe, ring.get_mut(), stages, &mut out, stop)
+}
+
+/// The signals that end a run.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, UserError> {
+        let sig = |k| {
+            signal(k).map_err(|e| UserError::runtime(format!("installing signal handler: {e}")))
+        };
+        let signals = Signals {
+            int: sig(SignalKind::interrupt())?,
+            term: sig(SignalKind::terminate())?,
+            hup: sig(SignalKind::hangup())?,
+        };
+        // The start-up read is synchronous: it polls this flag instead.
+        crate::interrupt::watch()
+            .map_err(|e| UserError::runtime(format!("installing signal handler: {e}")))?;
+        Ok(signals)
+    }
+
+    async fn any(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
+/// The start-up read of existing sockets, its warnings, and the ready line.
+/// Listeners that predate tracing: the kernel side is told their owners so
+/// the connections they accept are credited to them from now on (the few
+/// accepted meanwhile get them in userspace). `Some` when the run ends here.
+fn start_up(
+    probe: &mut Probe,
+    stages: &mut Stages<'_>,
+    start: &Start,
+    out: &mut Output,
+) -> Result<Option<Stop>, UserError> {
     let t0 = std::time::Instant::now();
-    let snap = stages.start(&opts.start, out.buf());
+    let snap = stages.start(start, out.buf());
     if probe.verbose {
         eprintln!(
             "tcpstate: start-up read of existing sockets: {} listener owners, {} rows ({:.1} ms)",
@@ -208,7 +247,7 @@ pub async fn run(
     if snap.interrupted {
         // Stopped before tracing began: nothing to drain, nothing to report
         // but that; dropping the probe releases every kernel object.
-        return Ok(Stop::Interrupted);
+        return Ok(Some(Stop::Interrupted));
     }
     if snap.skipped_namespaces > 0 {
         eprintln!(
@@ -234,60 +273,73 @@ pub async fn run(
     // Ready only once what exists is known: traffic started after this line
     // is never mistaken for (or listed with) the sockets that predate it.
     eprintln!("Tracing TCP state changes. Hit Ctrl-C to end.");
-    if !flushed(&mut out)? {
-        return Ok(Stop::ClosedPipe);
-    }
+    Ok((!flushed(out)?).then_some(Stop::ClosedPipe))
+}
 
+/// The timers of the tracing loop.
+struct Ticks {
+    /// Drain and flush (`--flush-interval`).
+    flush: tokio::time::Interval,
+    /// Loss warnings and metrics samples, every second.
+    stats: tokio::time::Interval,
+    /// Half-open/timewait/stuck follow-ups: their lookups are due-based,
+    /// so a tenth of a second is plenty.
+    enrich: tokio::time::Interval,
+}
+
+impl Ticks {
+    fn new(flush: Duration) -> Ticks {
+        let every = |d| {
+            let mut t = interval(d);
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            t
+        };
+        Ticks {
+            flush: every(flush),
+            stats: every(Duration::from_secs(1)),
+            enrich: every(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Events until a signal, the duration, a closed stdout or the renderer
+/// (`--top`'s q) ends the run.
+async fn trace(
+    probe: &mut Probe,
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+    stages: &mut Stages<'_>,
+    opts: &Options,
+    out: &mut Output,
+    signals: &mut Signals,
+) -> Result<Stop, UserError> {
     let deadline = opts.duration.map(|d| Instant::now() + d);
     let far = Instant::now() + Duration::from_secs(100 * 365 * 86400);
-    let mut tick = interval(opts.flush_interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut stats_tick = interval(Duration::from_secs(1));
-    stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticks = Ticks::new(opts.flush_interval);
     let mut last_stats = Losses {
         kernel: KernelStats::default(),
         gaps: 0,
     };
-    // Half-open/timewait/stuck follow-ups: their lookups are due-based, so a
-    // tenth of a second is plenty.
-    let mut enrich_tick = interval(Duration::from_millis(100));
-    enrich_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-
-    let stop = loop {
+    loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|e| UserError::runtime(format!("polling the ring buffer: {e}")))?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => {}
-            _ = enrich_tick.tick() => {
+            _ = ticks.flush.tick() => {}
+            _ = ticks.enrich.tick() => {
                 if !out.stalled() {
                     stages.drain(ring.get_mut(), out.buf());
                     stages.tick(out.buf());
                 }
             }
-            _ = stats_tick.tick() => {
-                let now = Losses {
-                    kernel: probe.stats(),
-                    gaps: stages.summary.gaps.found,
-                };
-                warn_new_losses(&mut last_stats, now, stages.render.owns_terminal());
-                if let Some(m) = stages.gate.metrics() {
-                    m.losses(
-                        &last_stats.kernel,
-                        stages.summary.decode_errors,
-                        last_stats.gaps,
-                    );
-                }
-                stages.gate.sample_metrics();
+            _ = ticks.stats.tick() => {
+                every_second(probe, stages, &mut last_stats);
                 if out.reader_gone() {
-                    break Stop::ClosedPipe;
+                    return Ok(Stop::ClosedPipe);
                 }
             }
-            _ = sigint.recv() => break Stop::Signal,
-            _ = sigterm.recv() => break Stop::Signal,
-            _ = sighup.recv() => break Stop::Signal,
-            _ = sleep_until(deadline.unwrap_or(far)) => break Stop::Duration,
+            _ = signals.any() => return Ok(Stop::Signal),
+            _ = sleep_until(deadline.unwrap_or(far)) => return Ok(Stop::Duration),
         }
         // While stdout is stalled the ring buffer is left to fill: the
         // kernel then drops and counts new events instead of us buffering
@@ -301,13 +353,37 @@ pub async fn run(
             trackers: &stages.enrich.counters,
         };
         let flow = stages.render.live(&live, out.buf());
-        if !flushed(&mut out)? {
-            break Stop::ClosedPipe;
+        if !flushed(out)? {
+            return Ok(Stop::ClosedPipe);
         }
         if flow == Flow::Quit {
-            break Stop::Signal;
+            return Ok(Stop::Signal);
         }
+    }
+}
+
+/// Once a second: new losses said, the metrics' loss counters and samples.
+fn every_second(probe: &Probe, stages: &mut Stages<'_>, last: &mut Losses) {
+    let now = Losses {
+        kernel: probe.stats(),
+        gaps: stages.summary.gaps.found,
     };
+    warn_new_losses(last, now, stages.render.owns_terminal());
+    if let Some(m) = stages.gate.metrics() {
+        m.losses(&last.kernel, stages.summary.decode_errors, last.gaps);
+    }
+    stages.gate.sample_metrics();
+}
+
+/// The end of a run: detach, then drain, so every event the kernel produced
+/// while attached is delivered; the renderers' last output.
+fn finish(
+    probe: &mut Probe,
+    ring: &mut RingBuf<MapData>,
+    stages: &mut Stages<'_>,
+    out: &mut Output,
+    stop: Stop,
+) -> Result<Stop, UserError> {
     if stop == Stop::ClosedPipe {
         // Nobody reads stdout any more, but renderers may also write files
         // (--diagram): let them finish, and drop what they print.
@@ -315,28 +391,24 @@ pub async fn run(
         stages
             .render
             .finish(&mut discard, &mut stages.summary.notes);
-    } else {
-        // Detach first, then drain: every event the kernel produced while we
-        // were attached is delivered, none is left in the buffer.
-        probe.detach();
-        stages.drain(ring.get_mut(), out.buf());
-        stages.finish(out.buf());
-        stages.render.finish(out.buf(), &mut stages.summary.notes);
-        match out.finish(FINISH_TIMEOUT) {
-            Flush::Done => {}
-            // The last flush can be the first write that fails (an idle run
-            // on a full disk): an error then, not a quiet closed pipe.
-            Flush::Closed => {
-                return match out.error() {
-                    Some(e) => Err(UserError::runtime(format!("writing output: {e}"))),
-                    None => Ok(Stop::ClosedPipe),
-                };
-            }
-            Flush::Busy => {
-                eprintln!(
-                    "tcpstate: warning: stdout stayed blocked; the last events were not written"
-                )
-            }
+        return Ok(stop);
+    }
+    probe.detach();
+    stages.drain(ring, out.buf());
+    stages.finish(out.buf());
+    stages.render.finish(out.buf(), &mut stages.summary.notes);
+    match out.finish(FINISH_TIMEOUT) {
+        Flush::Done => {}
+        // The last flush can be the first write that fails (an idle run on
+        // a full disk): an error then, not a quiet closed pipe.
+        Flush::Closed => {
+            return match out.error() {
+                Some(e) => Err(UserError::runtime(format!("writing output: {e}"))),
+                None => Ok(Stop::ClosedPipe),
+            };
+        }
+        Flush::Busy => {
+            eprintln!("tcpstate: warning: stdout stayed blocked; the last events were not written")
         }
     }
     Ok(stop)

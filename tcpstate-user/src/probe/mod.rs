@@ -2,14 +2,17 @@
 //! attaches them (the BTF state-change hook, or the classic tracepoint on
 //! kernels without the BTF it needs), and reads their counters. Every
 //! failure is turned into a [`UserError`] with a hint. By concern:
-//! [`attach`] (each program), [`counters`] (what the kernel counts),
-//! [`errors`] (refusals as one-line errors).
+//! [`plan`] (what this kernel offers, and the configuration), [`attach`]
+//! (each program), [`counters`] (what the kernel counts), [`errors`]
+//! (refusals as one-line errors). [`Probe::load`] runs the steps: plan,
+//! load the object, attach.
 
 mod attach;
 mod counters;
 mod errors;
+mod plan;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -26,10 +29,9 @@ use self::{
     },
     counters::{StatsView, recursion_misses},
     errors::{check_kernel_version, check_privileges, load_error},
+    plan::Plan,
 };
-use crate::{
-    enrich::ListenerKey, error::UserError, event::Task, kernel_btf, layout, netns, tracefs,
-};
+use crate::{enrich::ListenerKey, error::UserError, event::Task, kernel_btf};
 
 /// `BPF_NOEXIST` (include/uapi/linux/bpf.h): create only.
 const BPF_NOEXIST: u64 = 1;
@@ -61,16 +63,9 @@ pub struct ProbeOptions {
 pub struct Probe {
     ebpf: Ebpf,
     stats: StatsView,
-    prog_fd: std::os::fd::OwnedFd,
+    prog_fd: OwnedFd,
     /// The nested-run program's, when it is attached.
-    nested_fd: Option<std::os::fd::OwnedFd>,
-    pub ring_size: u32,
-    /// Socket-map capacity, for the summary.
-    pub max_sockets: u32,
-    /// Whether half-open connections that linger are seen (the SYN-ACK
-    /// retransmit program is attached).
-    pub half_open: bool,
-    pub hook: StateHook,
+    nested_fd: Option<OwnedFd>,
     /// The `--netns` namespace's inode, 0 = every namespace.
     pub netns: u32,
     pub verbose: bool,
@@ -146,242 +141,30 @@ impl Probe {
         let mut say = say(opts.verbose);
         check_kernel_version()?;
         check_privileges()?;
-
-        let tracing = tracefs::ensure(&mut say)?;
-        let format_path = tracing.join("events/sock/inet_sock_set_state/format");
-        let format = std::fs::read_to_string(&format_path).map_err(|e| {
-            let err = UserError::runtime(format!(
-                "cannot read the layout of tracepoint sock:inet_sock_set_state ({}: {e})",
-                format_path.display()
-            ));
-            match e.kind() {
-                std::io::ErrorKind::NotFound => err.hint(
-                    "the tracepoint exists since Linux 4.16; this kernel may lack CONFIG_NET or tracepoints",
-                ),
-                std::io::ErrorKind::PermissionDenied => err.hint(
-                    "tracefs is readable by root only: run as root, or give this user's group \
-                     read access (mount -o remount,gid=tracing,mode=0750 /sys/kernel/tracing); \
-                     see docs/security.md",
-                ),
-                _ => err.hint("the format file is not valid text; is this tracefs?"),
-            }
-        })?;
-        let layout = layout::parse(&format).map_err(|e| {
-            UserError::runtime(format!(
-                "cannot use the layout in {}: {e}",
-                format_path.display()
-            ))
-        })?;
-        say(&format!(
-            "tracepoint layout from {}: protocol is u{} at offset {}",
-            format_path.display(),
-            layout.protocol_size * 8,
-            layout.protocol
-        ));
-
-        let read_btf = if opts.kernel_btf {
-            kernel_btf::kernel_btf(kernel_btf::VMLINUX_BTF)
-        } else {
-            Err(anyhow::anyhow!("not read (--no-kernel-btf)"))
-        };
-        let kbtf = match read_btf {
-            Ok(k) => {
-                say(&format!(
-                    "kernel BTF: skc_net at {}, ns.inum at {}, srtt_us at {}, snt_synack at {}",
-                    k.offsets.skc_net, k.offsets.ns_inum, k.offsets.srtt_us, k.offsets.snt_synack
-                ));
-                k
-            }
-            Err(e) => {
-                if opts.netns.is_some() {
-                    return Err(UserError::runtime(format!(
-                        "--netns needs kernel BTF to read a socket's namespace: {e:#}"
-                    )));
-                }
-                say(&format!("no netns support (kernel BTF: {e:#})"));
-                Default::default()
-            }
-        };
-        let netns = match &opts.netns {
-            Some(spec) => netns::resolve(spec)?,
-            None => 0,
-        };
-        let synack_path = tracing.join("events/tcp/tcp_retransmit_synack/format");
-        let synack = match std::fs::read_to_string(&synack_path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| layout::parse_synack(&f).map_err(|e| e.to_string()))
-        {
-            Ok(l) => l,
-            Err(e) => {
-                say(&format!(
-                    "no SYN-ACK retransmit events ({}: {e})",
-                    synack_path.display()
-                ));
-                Default::default()
-            }
-        };
-
-        // Kernels >= 5.11 account BPF memory to the cgroup; on older ones the
-        // memlock limit matters. Raising it may be refused (no
-        // CAP_SYS_RESOURCE): not fatal, the map creation error will tell.
-        let rlim = libc::rlimit {
-            rlim_cur: libc::RLIM_INFINITY,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-            say("could not raise RLIMIT_MEMLOCK (fine on kernels >= 5.11)");
-        }
-
-        let config = Config {
-            layout,
-            synack,
-            offsets: kbtf.offsets,
-            netns,
-            // Wake the reader early only when a quarter of the buffer is used;
-            // otherwise it drains on its timer. Per-event wakeups are what
-            // make the peer tools slow the traced workload (`cargo xtask
-            // bench` measures it side by side).
-            wakeup_bytes: opts.ring_size / 4,
-            family: opts.family,
-            port_filter: opts.ports.iter().fold(0, |bits, (_, b)| bits | b),
-            verbose: u8::from(opts.verbose),
-            fast_layout: u8::from(layout == tcpstate_common::TracepointLayout::SINCE_5_6),
-            hold_back: u8::from(needs_hold_back(&opts.ports, &mut say)),
-            rst_reason_arg: u8::from(kbtf.rst_reason_arg),
-            retransmit_err_arg: u8::from(kbtf.retransmit_err_arg),
-            cgroup_filter: u8::from(opts.cgroup_filter && kbtf.offsets.sk_cgroup != 0),
-            _pad: [0; 3],
-        };
-        if opts.cgroup_filter {
-            say(if config.cgroup_filter != 0 {
-                "container filter: in the kernel, by socket cgroup id"
-            } else {
-                "container filter: in userspace only (no sk_cgrp_data.cgroup in kernel BTF)"
-            });
-        }
-        let listeners = (opts.max_sockets / 16).max(256);
+        let plan = Plan::read(opts, &mut say)?;
+        raise_memlock(&mut say);
         // Possible CPUs (not online ones): the kernel program indexes the
         // counters by CPU id, which can be any possible CPU.
         let ncpus = aya::util::nr_cpus()
             .map_err(|(what, e)| UserError::runtime(format!("counting CPUs ({what}): {e}")))?
             as u32;
-        #[allow(deprecated)] // override_global is the newer name; same call.
-        say("loading the eBPF object");
-        let mut ebpf = EbpfLoader::new()
-            // No CO-RE relocations in a Rust program: no kernel BTF needed
-            // (our patched aya no longer parses it in `new()`, see
-            // third_party/aya/PATCHED.md; this keeps it so if unpatched).
-            .btf(None)
-            .override_global(names::CONFIG, &config, true)
-            .map_max_entries(names::EVENTS, opts.ring_size)
-            .map_max_entries(names::SOCKS, opts.max_sockets)
-            // Held-back first events live only until their socket's second
-            // event (microseconds): a quarter of the socket map is plenty.
-            .map_max_entries(names::PENDING, (opts.max_sockets / 4).max(64))
-            .map_max_entries(names::LISTENERS, listeners)
-            .map_max_entries(names::STATS, ncpus * stat::ROWS * stat::COUNT)
-            .load(PROGRAM)
-            .map_err(load_error)?;
-
-        if opts.verbose {
-            // The logger must be installed before EbpfLogger captures it.
-            let _ = env_logger::Builder::new()
-                .filter_level(log::LevelFilter::Debug)
-                .format_timestamp(None)
-                .try_init();
-            match aya_log::EbpfLogger::init(&mut ebpf) {
-                Ok(logger) => spawn_logger(logger),
-                Err(e) => say(&format!("kernel-side log unavailable: {e}")),
-            }
-        }
-
-        if !opts.ports.is_empty() {
-            let mut map: aya::maps::Array<_, u8> =
-                aya::maps::Array::try_from(ebpf.map_mut(names::PORTS).expect("PORTS map"))
-                    .map_err(|e| UserError::runtime(format!("PORTS map: {e}")))?;
-            for &(port, bits) in &opts.ports {
-                map.set(u32::from(port), bits, 0)
-                    .map_err(|e| UserError::runtime(format!("setting port filter: {e}")))?;
-            }
-        }
-
-        let hook = match (kbtf.state_change_btf_id, opts.classic) {
-            (Some(_), false) => StateHook::Btf,
-            (_, true) => {
-                say("--classic-tracepoint: not using the BTF tracepoint");
-                StateHook::Classic
-            }
-            (None, false) => {
-                say(&format!(
-                    "BTF tracepoint unusable ({}): using the classic tracepoint",
-                    kbtf.btf_program_unusable.unwrap_or("no kernel BTF")
-                ));
-                StateHook::Classic
-            }
-        };
+        let mut ebpf = load_object(opts, &plan.config, ncpus, &mut say)?;
         say(&format!(
             "maps created; loading the {} program",
-            hook.name()
+            plan.hook.name()
         ));
-        let (hook, (prog_fd, nested_fd)) = match hook {
-            StateHook::Btf => {
-                let btf_id = kbtf.state_change_btf_id.expect("checked above");
-                match attach_btf_state_change(&mut ebpf, btf_id, &mut say) {
-                    Ok(fds) => (StateHook::Btf, fds),
-                    Err(e) => {
-                        // Said without --verbose: the run goes on, on a hook
-                        // that misses what another tool's program hides.
-                        eprintln!(
-                            "tcpstate: {} refused by this kernel ({}); using {} instead",
-                            StateHook::Btf.name(),
-                            e.message,
-                            StateHook::Classic.name()
-                        );
-                        if let Some(d) = &e.detail {
-                            say(d);
-                        }
-                        unload_btf_state_change(&mut ebpf);
-                        (
-                            StateHook::Classic,
-                            (
-                                attach_classic_state_change(&mut ebpf, &tracing, &mut say)?,
-                                None,
-                            ),
-                        )
-                    }
-                }
-            }
-            StateHook::Classic => (
-                StateHook::Classic,
-                (
-                    attach_classic_state_change(&mut ebpf, &tracing, &mut say)?,
-                    None,
-                ),
-            ),
-        };
+        let (hook, prog_fd, nested_fd) = attach_state_change(&mut ebpf, &plan, &mut say)?;
         say(&format!("attached to {}", hook.name()));
-        let half_open = if !opts.half_open {
-            say("--no-half-open: the SYN-ACK tracepoint is not attached");
-            false
-        } else {
+        if opts.half_open {
             // The BTF program reads the socket the way the BTF state-change
             // program does, so it goes with that hook.
-            let btf_id = kbtf.synack_btf_id.filter(|_| hook == StateHook::Btf);
-            attach_synack(&mut ebpf, btf_id, synack.present != 0, &mut say)
-        };
-
-        attach_causes(&mut ebpf, &kbtf, &mut say);
-        // Reset reason names as this kernel prints them (they change
-        // between versions, so no table here).
-        let rst_reasons = std::fs::read_to_string(tracing.join("events/tcp/tcp_send_reset/format"))
-            .map(|f| crate::why::RstReasons::from_format(&f))
-            .unwrap_or_default();
-        if rst_reasons.is_empty() {
-            say(
-                "resets are shown without the kernel's reason (no sk_rst_reason in tcp_send_reset)",
-            );
+            let btf_id = plan.kbtf.synack_btf_id.filter(|_| hook == StateHook::Btf);
+            attach_synack(&mut ebpf, btf_id, plan.config.synack.present != 0, &mut say);
+        } else {
+            say("--no-half-open: the SYN-ACK tracepoint is not attached");
         }
-
+        attach_causes(&mut ebpf, &plan.kbtf, &mut say);
+        let rst_reasons = reset_reasons(&plan.tracing, &mut say);
         let stats = StatsView::map(&ebpf, ncpus)
             .map_err(|e| UserError::runtime(format!("mapping the STATS counters: {e}")))?;
         Ok(Probe {
@@ -389,14 +172,10 @@ impl Probe {
             stats,
             prog_fd,
             nested_fd,
-            ring_size: opts.ring_size,
-            max_sockets: opts.max_sockets,
-            half_open,
-            hook,
             verbose: opts.verbose,
             rst_reasons,
-            netns,
-            cgroup_filter: config.cgroup_filter,
+            netns: plan.config.netns,
+            cgroup_filter: plan.config.cgroup_filter,
         })
     }
 
@@ -497,6 +276,122 @@ impl Probe {
                 .unwrap_or(0),
         }
     }
+}
+
+/// Kernels >= 5.11 account BPF memory to the cgroup; on older ones the
+/// memlock limit matters. Raising it may be refused (no CAP_SYS_RESOURCE):
+/// not fatal, the map creation error will tell.
+fn raise_memlock(say: &mut dyn FnMut(&str)) {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        say("could not raise RLIMIT_MEMLOCK (fine on kernels >= 5.11)");
+    }
+}
+
+/// Creates the maps sized from the flags and loads the object with its
+/// configuration (no program is attached yet); the kernel-side logger with
+/// `-v`, the port filter's table.
+fn load_object(
+    opts: &ProbeOptions,
+    config: &Config,
+    ncpus: u32,
+    say: &mut dyn FnMut(&str),
+) -> Result<Ebpf, UserError> {
+    let listeners = (opts.max_sockets / 16).max(256);
+    say("loading the eBPF object");
+    #[allow(deprecated)] // override_global is the newer name; same call.
+    let mut ebpf = EbpfLoader::new()
+        // No CO-RE relocations in a Rust program: no kernel BTF needed
+        // (our patched aya no longer parses it in `new()`, see
+        // third_party/aya/PATCHED.md; this keeps it so if unpatched).
+        .btf(None)
+        .override_global(names::CONFIG, config, true)
+        .map_max_entries(names::EVENTS, opts.ring_size)
+        .map_max_entries(names::SOCKS, opts.max_sockets)
+        // Held-back first events live only until their socket's second
+        // event (microseconds): a quarter of the socket map is plenty.
+        .map_max_entries(names::PENDING, (opts.max_sockets / 4).max(64))
+        .map_max_entries(names::LISTENERS, listeners)
+        .map_max_entries(names::STATS, ncpus * stat::ROWS * stat::COUNT)
+        .load(PROGRAM)
+        .map_err(load_error)?;
+
+    if opts.verbose {
+        // The logger must be installed before EbpfLogger captures it.
+        let _ = env_logger::Builder::new()
+            .filter_level(log::LevelFilter::Debug)
+            .format_timestamp(None)
+            .try_init();
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => spawn_logger(logger),
+            Err(e) => say(&format!("kernel-side log unavailable: {e}")),
+        }
+    }
+
+    if !opts.ports.is_empty() {
+        let mut map: aya::maps::Array<_, u8> =
+            aya::maps::Array::try_from(ebpf.map_mut(names::PORTS).expect("PORTS map"))
+                .map_err(|e| UserError::runtime(format!("PORTS map: {e}")))?;
+        for &(port, bits) in &opts.ports {
+            map.set(u32::from(port), bits, 0)
+                .map_err(|e| UserError::runtime(format!("setting port filter: {e}")))?;
+        }
+    }
+
+    Ok(ebpf)
+}
+
+/// The state-change programs on the planned hook; on the BTF hook's
+/// refusal, the classic tracepoint instead (said without `-v`: the run goes
+/// on, on a hook that misses what another tool's program hides).
+fn attach_state_change(
+    ebpf: &mut Ebpf,
+    plan: &Plan,
+    say: &mut dyn FnMut(&str),
+) -> Result<(StateHook, OwnedFd, Option<OwnedFd>), UserError> {
+    let classic = |ebpf: &mut Ebpf, say: &mut dyn FnMut(&str)| {
+        attach_classic_state_change(ebpf, &plan.tracing, say)
+            .map(|fd| (StateHook::Classic, fd, None))
+    };
+    let StateHook::Btf = plan.hook else {
+        return classic(ebpf, say);
+    };
+    let btf_id = plan
+        .kbtf
+        .state_change_btf_id
+        .expect("planned only with an id");
+    match attach_btf_state_change(ebpf, btf_id, say) {
+        Ok((fd, nested)) => Ok((StateHook::Btf, fd, nested)),
+        Err(e) => {
+            eprintln!(
+                "tcpstate: {} refused by this kernel ({}); using {} instead",
+                StateHook::Btf.name(),
+                e.message,
+                StateHook::Classic.name()
+            );
+            if let Some(d) = &e.detail {
+                say(d);
+            }
+            unload_btf_state_change(ebpf);
+            classic(ebpf, say)
+        }
+    }
+}
+
+/// Reset reason names as this kernel prints them (they change between
+/// versions, so no table here).
+fn reset_reasons(tracing: &std::path::Path, say: &mut dyn FnMut(&str)) -> crate::why::RstReasons {
+    let reasons = std::fs::read_to_string(tracing.join("events/tcp/tcp_send_reset/format"))
+        .map(|f| crate::why::RstReasons::from_format(&f))
+        .unwrap_or_default();
+    if reasons.is_empty() {
+        say("resets are shown without the kernel's reason (no sk_rst_reason in tcp_send_reset)");
+    }
+    reasons
 }
 
 /// Forwards aya-log records from the kernel program to stderr (--verbose).
