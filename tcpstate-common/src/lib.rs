@@ -18,12 +18,12 @@ pub mod names {
     pub const NESTED_PROGRAM: &str = "inet_sock_set_state_nested";
     /// The same handler on the classic tracepoint, for kernels whose BTF
     /// does not give the socket layout the BTF program reads.
-    pub const PROGRAM: &str = "inet_sock_set_state";
+    pub const CLASSIC_PROGRAM: &str = "inet_sock_set_state";
     /// SYN-ACK retransmits on the BTF tracepoint: the default.
     pub const SYNACK_BTF_PROGRAM: &str = "tcp_retransmit_synack_btf";
     /// The same on the classic tracepoint, where kernel BTF lacks what the
     /// BTF program reads.
-    pub const SYNACK_PROGRAM: &str = "tcp_retransmit_synack";
+    pub const SYNACK_CLASSIC_PROGRAM: &str = "tcp_retransmit_synack";
     /// Cause hooks (BTF tracepoints): they fire only on resets, socket
     /// errors and retransmits, never on the state-change path.
     pub const RESET_SENT_PROGRAM: &str = "tcp_send_reset";

@@ -222,7 +222,7 @@ pub struct TcpEvent {
     /// Cause events: the kernel's reset reason or errno (`Event::detail`).
     pub detail: u8,
     /// On rows into CLOSE (and expiry rows): how the connection ended.
-    pub reason: Option<crate::why::Reason>,
+    pub reason: Option<crate::reason::Reason>,
     /// On rows into CLOSE: data segments retransmitted over the connection.
     pub data_retransmits: u32,
 }

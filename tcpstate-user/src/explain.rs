@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::{
     comm,
     event::{Note, TcpEvent, TcpState},
-    why::Reason,
+    reason::Reason,
 };
 
 /// Kernel timers the sentences quote, read from `/proc/sys/net/ipv4` of

@@ -3,13 +3,13 @@ use tcpstate::{
     clock::WallClock,
     enrich::Enricher,
     error::UserError,
+    exit_report::ExitReport,
     gate::Gate,
     metrics,
     probe::Probe,
     reader::{self, Stop},
     render,
     settings::Settings,
-    summary::Summary,
 };
 
 fn main() {
@@ -35,7 +35,7 @@ fn main() {
 fn run(settings: Settings) -> Result<i32, UserError> {
     let Settings {
         probe: probe_options,
-        enrich: mut enrich_options,
+        enrich: enrich_options,
         render: render_options,
         containers,
         metrics: metrics_options,
@@ -68,18 +68,13 @@ fn run(settings: Settings) -> Result<i32, UserError> {
         let mut gate = Gate::new(attributor.clone(), containers.select, recorder)
             .with_kernel_verdicts(probe.take_cgroup_verdicts());
         let mut render = render::build(&render_options, WallClock::now(), attributor);
-        let mut summary = Summary::default();
-        enrich_options.rst_reasons = probe.rst_reasons.clone();
-        let start = reader::Start {
-            netns: probe.netns,
-            ..start
-        };
-        let mut enrich = Enricher::new(enrich_options);
+        let mut report = ExitReport::default();
+        let mut enrich = Enricher::new(enrich_options, probe.rst_reasons.clone());
         let mut stages = reader::Stages {
             enrich: &mut enrich,
             gate: &mut gate,
             render: render.as_mut(),
-            summary: &mut summary,
+            report: &mut report,
         };
         let stop = reader::run(
             &mut probe,
@@ -97,11 +92,11 @@ fn run(settings: Settings) -> Result<i32, UserError> {
             return Ok(0);
         }
         if stop == Stop::ClosedPipe {
-            eprint!("{}", summary.notes_text());
+            eprint!("{}", report.notes_text());
         } else {
-            eprint!("{}", summary.report(&probe.stats(), &enrich.counters));
+            eprint!("{}", report.text(&probe.stats(), &enrich.counters));
         }
         // A file the user asked for that could not be written fails the run.
-        Ok(if summary.failed() { 1 } else { 0 })
+        Ok(if report.failed() { 1 } else { 0 })
     })
 }

@@ -19,11 +19,11 @@ use crate::{
     enrich::{Enricher, Filter},
     error::UserError,
     event::{TcpEvent, decode},
+    exit_report::ExitReport,
     gate::Gate,
     output::{Flush, Output},
     probe::{KernelStats, Probe},
     render::{Flow, Live, Render},
-    summary::Summary,
 };
 
 /// Why tracing stopped.
@@ -47,8 +47,6 @@ pub struct Options {
 
 /// The start-up read of existing sockets (see `Enricher::start`).
 pub struct Start {
-    /// Namespace inode to read (`--netns`), 0 = every namespace.
-    pub netns: u32,
     pub filter: Filter,
     /// Print a state row per existing socket the filter matches.
     pub rows: bool,
@@ -75,21 +73,21 @@ pub struct Stages<'a> {
     pub enrich: &'a mut Enricher,
     pub gate: &'a mut Gate,
     pub render: &'a mut dyn Render,
-    pub summary: &'a mut Summary,
+    pub report: &'a mut ExitReport,
 }
 
 impl Stages<'_> {
     fn emitter<'b>(
         gate: &'b mut Gate,
         render: &'b mut dyn Render,
-        summary: &'b mut Summary,
+        report: &'b mut ExitReport,
         out: &'b mut Vec<u8>,
     ) -> impl FnMut(&TcpEvent) + 'b {
         move |e: &TcpEvent| {
             if !gate.pass(e) {
                 return;
             }
-            summary.record(e);
+            report.record(e);
             render.event(e, out);
         }
     }
@@ -103,35 +101,42 @@ impl Stages<'_> {
                 Ok(ev) => {
                     // Seen as it arrived, before enrichment folds any (one
                     // record at a time: nothing is buffered per drain).
-                    self.summary.arrived(&ev);
+                    self.report.arrived(&ev);
                     let mut emit =
-                        Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
+                        Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.report, out);
                     self.enrich.on_event(&ev, &mut emit)
                 }
                 Err(_) => bad += 1,
             }
         }
-        self.summary.decode_errors += bad;
-        self.summary.received += received;
+        self.report.decode_errors += bad;
+        self.report.received += received;
     }
 
     fn tick(&mut self, out: &mut Vec<u8>) {
-        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
+        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.report, out);
         self.enrich.on_tick(boot_ns(), &mut emit);
     }
 
     /// Releases the rows the enricher still holds (CLOSE rows waiting for
     /// their cause), at exit.
     fn finish(&mut self, out: &mut Vec<u8>) {
-        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
+        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.report, out);
         self.enrich.finish(&mut emit);
     }
 
     /// Runs the start-up snapshot through the same stages.
-    pub fn start(&mut self, start: &Start, out: &mut Vec<u8>) -> crate::enrich::snapshot::Snapshot {
-        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.summary, out);
+    /// `netns`: the `--netns` namespace's inode (resolved by the probe),
+    /// 0 = every namespace.
+    pub fn start(
+        &mut self,
+        netns: u32,
+        start: &Start,
+        out: &mut Vec<u8>,
+    ) -> crate::enrich::snapshot::Snapshot {
+        let mut emit = Self::emitter(&mut *self.gate, &mut *self.render, &mut *self.report, out);
         self.enrich.start(
-            start.netns,
+            netns,
             &start.filter,
             start.rows,
             &crate::interrupt::requested,
@@ -150,7 +155,7 @@ struct Losses {
 }
 
 impl Losses {
-    /// As the exit report counts them (see `Summary::lost`).
+    /// As the exit report counts them (see `ExitReport::lost`).
     fn total(&self) -> u64 {
         self.kernel.lost().max(self.gaps)
     }
@@ -235,7 +240,7 @@ fn start_up(
     out: &mut Output,
 ) -> Result<Option<Stop>, UserError> {
     let t0 = std::time::Instant::now();
-    let snap = stages.start(start, out.buf());
+    let snap = stages.start(probe.netns, start, out.buf());
     if probe.verbose {
         eprintln!(
             "tcpstate: start-up read of existing sockets: {} listener owners, {} rows ({:.1} ms)",
@@ -349,7 +354,7 @@ async fn trace(
         }
         let live = Live {
             kernel: &last_stats.kernel,
-            summary: stages.summary,
+            report: stages.report,
             trackers: &stages.enrich.counters,
         };
         let flow = stages.render.live(&live, out.buf());
@@ -366,11 +371,11 @@ async fn trace(
 fn every_second(probe: &Probe, stages: &mut Stages<'_>, last: &mut Losses) {
     let now = Losses {
         kernel: probe.stats(),
-        gaps: stages.summary.gaps.found,
+        gaps: stages.report.gaps.found,
     };
     warn_new_losses(last, now, stages.render.owns_terminal());
     if let Some(m) = stages.gate.metrics() {
-        m.losses(&last.kernel, stages.summary.decode_errors, last.gaps);
+        m.losses(&last.kernel, stages.report.decode_errors, last.gaps);
     }
     stages.gate.sample_metrics();
 }
@@ -388,15 +393,13 @@ fn finish(
         // Nobody reads stdout any more, but renderers may also write files
         // (--diagram): let them finish, and drop what they print.
         let mut discard = Vec::new();
-        stages
-            .render
-            .finish(&mut discard, &mut stages.summary.notes);
+        stages.render.finish(&mut discard, &mut stages.report.notes);
         return Ok(stop);
     }
     probe.detach();
     stages.drain(ring, out.buf());
     stages.finish(out.buf());
-    stages.render.finish(out.buf(), &mut stages.summary.notes);
+    stages.render.finish(out.buf(), &mut stages.report.notes);
     match out.finish(FINISH_TIMEOUT) {
         Flush::Done => {}
         // The last flush can be the first write that fails (an idle run on

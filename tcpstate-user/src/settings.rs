@@ -49,17 +49,14 @@ impl Settings {
             enrich: enrich::Options {
                 stuck: cli.stuck,
                 max_tracked: cli.max_tracked as usize,
-                // Read from the running kernel by the probe; filled in then.
-                rst_reasons: Default::default(),
             },
             render: render::Options {
-                json: cli.json,
-                csv: cli.csv,
-                wide: cli.wide,
-                lifecycle: cli.lifecycle,
-                summary: cli.summary,
-                quiet: cli.quiet,
-                explain: cli.explain,
+                rows: rows(cli, family),
+                summary: cli.summary.then_some(if cli.json {
+                    render::SummaryReport::Json
+                } else {
+                    render::SummaryReport::Text
+                }),
                 color: cli.color,
                 time: if cli.datetime {
                     render::timefmt::TimeFormat::DateTime
@@ -72,19 +69,10 @@ impl Settings {
                 max_tracked: cli.max_tracked as usize,
                 trigger: cli.trigger.clone(),
                 diagram: cli.diagram.clone(),
-                top: cli.top.then(|| crate::top::Options {
-                    interval: cli.interval,
-                    netns: cli.netns.clone(),
-                    filter: start_filter(cli, family),
-                    select: cli.container_options().select,
-                }),
             },
             containers: cli.container_options(),
             metrics: metrics_options(cli, family),
             start: crate::reader::Start {
-                // Resolved by the probe, after the privilege checks: a user
-                // without them hears about that first.
-                netns: 0,
                 filter: start_filter(cli, family),
                 rows: cli.wants_snapshot(),
             },
@@ -92,6 +80,31 @@ impl Settings {
             duration: cli.duration,
             verbose: cli.verbose,
         })
+    }
+}
+
+/// What is printed per event: the flags' precedence, decided here once.
+fn rows(cli: &Cli, family: u16) -> render::Rows {
+    if cli.top {
+        render::Rows::Top(crate::top::Options {
+            interval: cli.interval,
+            netns: cli.netns.clone(),
+            filter: start_filter(cli, family),
+            select: cli.container_options().select,
+        })
+    } else if cli.lifecycle {
+        render::Rows::Lifecycle { json: cli.json }
+    } else if cli.summary || cli.quiet {
+        render::Rows::Nothing
+    } else if cli.json {
+        render::Rows::Json
+    } else if cli.csv {
+        render::Rows::Csv
+    } else {
+        render::Rows::Text {
+            wide: cli.wide,
+            explain: cli.explain,
+        }
     }
 }
 
@@ -174,10 +187,33 @@ mod tests {
             vec![(10050, port_match::LOCAL | port_match::REMOTE)]
         );
         assert_eq!(s.enrich.stuck, Some(Duration::from_secs(5)));
-        assert!(s.render.wide && !s.render.json);
+        assert!(matches!(
+            s.render.rows,
+            render::Rows::Text {
+                wide: true,
+                explain: false
+            }
+        ));
         assert_eq!(s.render.time, render::timefmt::TimeFormat::DateTime);
         assert!(s.start.rows, "a port filter takes the snapshot by default");
         assert_eq!(s.start.filter.local_ports, vec![10050]);
+    }
+
+    #[test]
+    fn one_printer_by_the_flags_precedence() {
+        let rows = |args: &[&str]| settings(args).render.rows;
+        assert!(matches!(rows(&["--top"]), render::Rows::Top(_)));
+        assert!(matches!(
+            rows(&["--lifecycle", "-j"]),
+            render::Rows::Lifecycle { json: true }
+        ));
+        assert!(matches!(rows(&["--summary", "-j"]), render::Rows::Nothing));
+        assert!(matches!(rows(&["--quiet"]), render::Rows::Nothing));
+        assert!(matches!(rows(&["-j"]), render::Rows::Json));
+        assert!(matches!(rows(&["--csv"]), render::Rows::Csv));
+        let s = settings(&["--summary", "-j"]);
+        assert_eq!(s.render.summary, Some(render::SummaryReport::Json));
+        assert_eq!(settings(&[]).render.summary, None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!   takes over when a full socket closes, and its expiry;
 //! - [`stuck`]: sockets sitting too long in CLOSE_WAIT, FIN_WAIT2, LAST_ACK
 //!   or SYN_SENT (`--stuck`);
-//! - [`why`]: how each connection ended (resets, errors, timeouts,
+//! - [`causes`]: how each connection ended (resets, errors, timeouts,
 //!   retransmits), on its row into CLOSE;
 //! - [`tuple`]: a child socket's first row, completed with its own tuple on
 //!   kernels that report it with its listener's;
@@ -18,6 +18,7 @@
 //! Kernel events drive it; the socket tables are read through
 //! [`table::SocketTable`], one dump per namespace per check.
 
+pub mod causes;
 pub mod halfopen;
 pub mod owners;
 pub mod snapshot;
@@ -25,7 +26,6 @@ pub mod stuck;
 pub mod table;
 pub mod timewait;
 pub mod tuple;
-pub mod why;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
@@ -86,8 +86,6 @@ pub struct Options {
     pub stuck: Option<Duration>,
     /// Most half-open and timewait sockets followed at once.
     pub max_tracked: usize,
-    /// The kernel's names of reset reasons.
-    pub rst_reasons: crate::why::RstReasons,
 }
 
 /// What a counted dump found.
@@ -153,7 +151,7 @@ pub struct Enricher {
     halfopen: halfopen::HalfOpen,
     timewait: timewait::TimeWait,
     stuck: Option<stuck::Stuck>,
-    why: why::Why,
+    why: causes::Why,
     tuples: tuple::Tuples,
     opts: Options,
     pub counters: Counters,
@@ -167,7 +165,9 @@ pub type Emit<'a> = dyn FnMut(&TcpEvent) + 'a;
 pub const MAX_NAMESPACES: usize = 4096;
 
 impl Enricher {
-    pub fn new(opts: Options) -> Self {
+    /// `rst_reasons`: the running kernel's names of reset reasons, as the
+    /// probe read them.
+    pub fn new(opts: Options, rst_reasons: crate::reason::RstReasons) -> Self {
         Enricher {
             diag: Diag::default(),
             snapshot_owners: HashMap::new(),
@@ -175,7 +175,7 @@ impl Enricher {
             halfopen: halfopen::HalfOpen::new(opts.max_tracked),
             timewait: timewait::TimeWait::new(opts.max_tracked),
             stuck: opts.stuck.map(|d| stuck::Stuck::new(d, opts.max_tracked)),
-            why: why::Why::new(opts.rst_reasons.clone(), opts.max_tracked),
+            why: causes::Why::new(rst_reasons, opts.max_tracked),
             tuples: tuple::Tuples::new(opts.max_tracked),
             opts,
             counters: Counters::default(),
@@ -186,7 +186,7 @@ impl Enricher {
     pub fn on_event(&mut self, ev: &TcpEvent, emit: &mut Emit<'_>) {
         let mut emit = |e: &TcpEvent| {
             let mut e = *e;
-            why::annotate_expiry(&mut e);
+            causes::annotate_expiry(&mut e);
             emit(&e)
         };
         let emit: &mut Emit<'_> = &mut emit;
@@ -262,8 +262,8 @@ impl Enricher {
         }
         let mut released = Vec::new();
         ev = match self.why.on_transition(&ev, &mut |r| released.push(r)) {
-            why::Next::Emit(e) => e,
-            why::Next::Held => ev,
+            causes::Next::Emit(e) => e,
+            causes::Next::Held => ev,
         };
         for r in released {
             self.emit_closed(&r, emit);
@@ -315,7 +315,7 @@ impl Enricher {
         self.listener_owners.get(&ListenerKey::of(ev)).copied()
     }
 
-    /// A CLOSE row released by [`why::Why`]: a local abort or timeout, so
+    /// A CLOSE row released by [`causes::Why`]: a local abort or timeout, so
     /// none of the FIN_WAIT2/LAST_ACK follow-ups apply.
     fn emit_closed(&mut self, ev: &TcpEvent, emit: &mut Emit<'_>) {
         emit(ev);
@@ -340,7 +340,7 @@ impl Enricher {
     pub fn on_tick(&mut self, now_ns: u64, emit: &mut Emit<'_>) {
         let mut emit = |e: &TcpEvent| {
             let mut e = *e;
-            why::annotate_expiry(&mut e);
+            causes::annotate_expiry(&mut e);
             emit(&e)
         };
         let emit: &mut Emit<'_> = &mut emit;

@@ -74,7 +74,7 @@ pub(super) fn attach_synack(
         return false;
     }
     let r = (|| -> Result<String, ProgramError> {
-        let p: &mut TracePoint = program(ebpf, names::SYNACK_PROGRAM)?;
+        let p: &mut TracePoint = program(ebpf, names::SYNACK_CLASSIC_PROGRAM)?;
         let (loaded, took) = timed(|| p.load());
         loaded?;
         p.attach("tcp", "tcp_retransmit_synack")?;
@@ -207,12 +207,12 @@ pub(super) fn attach_classic_state_change(
     say: &mut dyn FnMut(&str),
 ) -> Result<std::os::fd::OwnedFd, UserError> {
     let program: &mut TracePoint =
-        program(ebpf, names::PROGRAM).map_err(|e| program_error("program type", e))?;
+        program(ebpf, names::CLASSIC_PROGRAM).map_err(|e| program_error("program type", e))?;
     let (loaded, took) = timed(|| program.load());
     loaded.map_err(|e| program_error("loading the program", e))?;
     say(&format!(
         "verified {}: {}",
-        names::PROGRAM,
+        names::CLASSIC_PROGRAM,
         verified(program.info(), took)
     ));
     attach_classic(program, tracing)?;

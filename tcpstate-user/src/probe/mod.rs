@@ -70,7 +70,7 @@ pub struct Probe {
     pub netns: u32,
     pub verbose: bool,
     /// The kernel's names of reset reasons (empty when it gives none).
-    pub rst_reasons: crate::why::RstReasons,
+    pub rst_reasons: crate::reason::RstReasons,
     /// `Config::cgroup_filter` as loaded.
     cgroup_filter: u8,
 }
@@ -184,7 +184,7 @@ impl Probe {
     /// tracing (events made between a last drain and detaching would
     /// otherwise vanish uncounted). Counters stay readable.
     pub fn detach(&mut self) {
-        for name in [names::PROGRAM, names::SYNACK_PROGRAM] {
+        for name in [names::CLASSIC_PROGRAM, names::SYNACK_CLASSIC_PROGRAM] {
             if let Some(p) = self.ebpf.program_mut(name)
                 && let Ok(tp) = <&mut TracePoint>::try_from(p)
             {
@@ -384,9 +384,12 @@ fn attach_state_change(
 
 /// Reset reason names as this kernel prints them (they change between
 /// versions, so no table here).
-fn reset_reasons(tracing: &std::path::Path, say: &mut dyn FnMut(&str)) -> crate::why::RstReasons {
+fn reset_reasons(
+    tracing: &std::path::Path,
+    say: &mut dyn FnMut(&str),
+) -> crate::reason::RstReasons {
     let reasons = std::fs::read_to_string(tracing.join("events/tcp/tcp_send_reset/format"))
-        .map(|f| crate::why::RstReasons::from_format(&f))
+        .map(|f| crate::reason::RstReasons::from_format(&f))
         .unwrap_or_default();
     if reasons.is_empty() {
         say("resets are shown without the kernel's reason (no sk_rst_reason in tcp_send_reset)");

@@ -151,7 +151,7 @@ impl Render for Csv {
                 out.extend_from_slice(n.as_bytes());
             }
             out.push(b',');
-            if let crate::why::Reason::Error(e) = r {
+            if let crate::reason::Reason::Error(e) = r {
                 buf::u64(out, e as u64);
             }
             out.push(b',');

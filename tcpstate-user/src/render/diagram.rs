@@ -291,7 +291,7 @@ impl Render for Diagram {
                     ""
                 }
             ),
-            Err(e) => format!("{}--diagram: {e}", crate::summary::ERROR_NOTE),
+            Err(e) => format!("{}--diagram: {e}", crate::exit_report::ERROR_NOTE),
         });
     }
 }

@@ -202,7 +202,7 @@ pub fn reason_fields(out: &mut Vec<u8>, ev: &TcpEvent) {
         key(out, "reset_reason");
         buf::json_str(out, n);
     }
-    if let crate::why::Reason::Error(e) = r {
+    if let crate::reason::Reason::Error(e) = r {
         key(out, "error");
         buf::u64(out, e as u64);
     }

@@ -13,8 +13,8 @@ pub mod csv;
 pub mod diagram;
 pub mod json;
 pub mod lifecycle;
-pub mod report;
 pub mod stats;
+pub mod summary;
 pub mod text;
 pub mod timefmt;
 pub mod trigger;
@@ -27,7 +27,7 @@ use crate::{clock::WallClock, event::TcpEvent};
 /// report counts them, refreshed by the reader once a second.
 pub struct Live<'a> {
     pub kernel: &'a crate::probe::KernelStats,
-    pub summary: &'a crate::summary::Summary,
+    pub report: &'a crate::exit_report::ExitReport,
     pub trackers: &'a crate::enrich::Counters,
 }
 
@@ -82,17 +82,42 @@ impl Render for Tee {
     }
 }
 
+/// What is printed as events arrive: one choice, made once from the flags
+/// (`--top` over `--lifecycle` over `--summary`/`--quiet` over the formats).
+#[derive(Debug, Clone)]
+pub enum Rows {
+    /// `--top`: the live view instead of rows.
+    Top(crate::top::Options),
+    /// `--lifecycle`: one line (or JSON record) per connection.
+    Lifecycle {
+        json: bool,
+    },
+    /// `--summary` or `--quiet` (e.g. with `--metrics`): no per-event output.
+    Nothing,
+    /// JSON Lines.
+    Json,
+    Csv,
+    /// Aligned text; `wide` adds socket, namespace, family, on-CPU task and
+    /// container; `explain` a sentence per row.
+    Text {
+        wide: bool,
+        explain: bool,
+    },
+}
+
+/// Whether `--summary`'s report is printed, and as what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryReport {
+    Text,
+    Json,
+}
+
 /// What to print, and how.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub json: bool,
-    pub csv: bool,
-    pub wide: bool,
-    pub lifecycle: bool,
-    pub summary: bool,
-    /// No per-event output (`--quiet`, e.g. with `--metrics`).
-    pub quiet: bool,
-    pub explain: bool,
+    pub rows: Rows,
+    /// `--summary`: the report at exit.
+    pub summary: Option<SummaryReport>,
     pub color: color::ColorChoice,
     pub time: timefmt::TimeFormat,
     /// Most connection histories kept (`--lifecycle`, `--trigger`).
@@ -101,8 +126,16 @@ pub struct Options {
     pub max_tracked: usize,
     pub trigger: Vec<trigger::TriggerSpec>,
     pub diagram: Option<std::path::PathBuf>,
-    /// `--top`: the live view instead of rows.
-    pub top: Option<crate::top::Options>,
+}
+
+impl Rows {
+    /// Machine-readable output is never coloured.
+    fn may_colour(&self) -> bool {
+        !matches!(
+            self,
+            Rows::Json | Rows::Csv | Rows::Lifecycle { json: true }
+        )
+    }
 }
 
 /// The renderers asked for:
@@ -120,40 +153,38 @@ pub fn build(
 ) -> Box<dyn Render> {
     let terminal = std::io::stdout().is_terminal();
     let colour =
-        !o.json && !o.csv && color::enabled(o.color, terminal, color::ColorEnv::from_process());
+        o.rows.may_colour() && color::enabled(o.color, terminal, color::ColorEnv::from_process());
     let palette = color::Palette::new(colour);
     let time = timefmt::TimeWriter::new(clock, o.time);
     let max = o.max_histories;
 
-    let per_event: Option<Box<dyn Render>> = if let Some(top) = &o.top {
-        Some(Box::new(crate::top::Top::new(
+    let per_event: Option<Box<dyn Render>> = match &o.rows {
+        Rows::Top(top) => Some(Box::new(crate::top::Top::new(
             top.clone(),
             terminal,
             colour,
             containers,
-        )))
-    } else if o.lifecycle {
-        Some(if o.json {
-            Box::new(lifecycle::Lifecycle::json(clock, max).with_containers(containers))
-        } else {
-            Box::new(lifecycle::Lifecycle::text(time, palette, max))
-        })
-    } else if o.summary || o.quiet {
-        None
-    } else if o.json {
-        Some(Box::new(json::Json::new(clock).with_containers(containers)))
-    } else if o.csv {
-        Some(Box::new(csv::Csv::new(clock).with_containers(containers)))
-    } else {
-        let text = text::Text::new(time, o.wide, palette).with_containers(containers);
-        Some(Box::new(if o.explain {
-            text.with_explain(crate::explain::Explainer::new(
-                crate::explain::Sysctls::read(),
-                o.max_tracked,
-            ))
-        } else {
-            text
-        }))
+        ))),
+        Rows::Lifecycle { json: true } => Some(Box::new(
+            lifecycle::Lifecycle::json(clock, max).with_containers(containers),
+        )),
+        Rows::Lifecycle { json: false } => {
+            Some(Box::new(lifecycle::Lifecycle::text(time, palette, max)))
+        }
+        Rows::Nothing => None,
+        Rows::Json => Some(Box::new(json::Json::new(clock).with_containers(containers))),
+        Rows::Csv => Some(Box::new(csv::Csv::new(clock).with_containers(containers))),
+        Rows::Text { wide, explain } => {
+            let text = text::Text::new(time, *wide, palette).with_containers(containers);
+            Some(Box::new(if *explain {
+                text.with_explain(crate::explain::Explainer::new(
+                    crate::explain::Sysctls::read(),
+                    o.max_tracked,
+                ))
+            } else {
+                text
+            }))
+        }
     };
     let per_event = per_event.map(|r| -> Box<dyn Render> {
         if o.trigger.is_empty() {
@@ -164,8 +195,10 @@ pub fn build(
     });
 
     let mut sinks: Vec<Box<dyn Render>> = per_event.into_iter().collect();
-    if o.summary {
-        sinks.push(Box::new(report::Report::new(o.json)));
+    if let Some(format) = o.summary {
+        sinks.push(Box::new(summary::Summary::new(
+            format == SummaryReport::Json,
+        )));
     }
     if let Some(path) = &o.diagram {
         sinks.push(Box::new(diagram::Diagram::new(path.clone())));

@@ -216,7 +216,7 @@ fn losses(live: &Live<'_>, m: &model::Model, s: &sample::Sampler) -> String {
     let k = live.kernel;
     let mut l = format!(
         "events {}  lost {} (ring buffer full {}, skipped by the kernel {})",
-        live.summary.events,
+        live.report.events,
         k.lost(),
         k.ringbuf_full,
         k.recursion_misses
@@ -229,8 +229,8 @@ fn losses(live: &Live<'_>, m: &model::Model, s: &sample::Sampler) -> String {
     if errors > 0 {
         l.push_str(&format!("  dump errors {errors}"));
     }
-    if live.summary.decode_errors > 0 {
-        l.push_str(&format!("  malformed {}", live.summary.decode_errors));
+    if live.report.decode_errors > 0 {
+        l.push_str(&format!("  malformed {}", live.report.decode_errors));
     }
     l
 }

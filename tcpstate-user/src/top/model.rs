@@ -19,7 +19,7 @@ use crate::{
     diag::DiagDetail,
     enrich::{ListenerKey, TupleKey, stuck},
     event::{Note, Source, Task, TcpEvent, TcpState},
-    why::Reason,
+    reason::Reason,
 };
 
 /// The states the States pane shows, in a connection's order. SYN_RECV is

@@ -245,7 +245,11 @@ fn our_named_progs() -> BTreeSet<u32> {
         .filter(|p| {
             p.get("name")
                 .and_then(|n| n.as_str())
-                .is_some_and(|n| n.len() >= 15 && "inet_sock_set_state".starts_with(n))
+                // The kernel keeps 15 characters of a name: the three
+                // state-change programs all start with the classic one's.
+                .is_some_and(|n| {
+                    n.len() >= 15 && tcpstate_common::names::CLASSIC_PROGRAM.starts_with(n)
+                })
         })
         .filter_map(|p| p.get("id").and_then(|i| i.as_u64()).map(|i| i as u32))
         .collect()

@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
+use tcpstate_common::names;
 use tcpstate_tests::Netns;
 use tcpstate_tests::process::poll;
 use tcpstate_tests::reliability::*;
@@ -58,7 +59,7 @@ fn every_program_loads_with_default_flags() {
     }
     // Far below the kernel's limit of 1,000,000, so a weaker verifier (or a
     // kernel whose code makes more paths) still has room.
-    for program in ["inet_sock_set_state_btf", "inet_sock_set_state_nested"] {
+    for program in [names::BTF_PROGRAM, names::NESTED_PROGRAM] {
         let n = verified(&err, program).unwrap_or_else(|| panic!("no count for {program}:\n{err}"));
         assert!(
             n < 100_000,
@@ -78,7 +79,7 @@ fn without_kernel_btf_the_classic_tracepoint_is_named() {
         err.contains("attached to tcp:tcp_retransmit_synack"),
         "{err}"
     );
-    assert!(verified(&err, "inet_sock_set_state").is_some(), "{err}");
+    assert!(verified(&err, names::CLASSIC_PROGRAM).is_some(), "{err}");
     assert!(!err.contains("attached to tp_btf/"), "{err}");
 }
 

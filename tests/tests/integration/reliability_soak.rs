@@ -21,6 +21,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tcpstate_common::names;
 use tcpstate_tests::reliability::*;
 
 /// The ephemeral ports `tune_for_churn_with_timewait` allows (1024-65535):
@@ -97,7 +98,7 @@ fn soak_keeps_memory_and_maps_flat() {
     let (rss_end, hwm) = rss_kib(pid).unwrap();
     let objs = BpfObjects::of_pid(pid);
     let maps = maps_of(&objs);
-    let socks = occupancy(&maps, "SOCKS").expect("the instance has a SOCKS map");
+    let socks = occupancy(&maps, names::SOCKS).expect("the instance has a SOCKS map");
     let listeners = occupancy(&maps, "LISTENERS");
     let mut table = String::new();
     for m in &maps {
@@ -212,8 +213,8 @@ fn every_map_is_bounded_and_sized_by_the_flags() {
             .find(|m| m.name == name)
             .unwrap_or_else(|| panic!("no map {name}:\n{table}"))
     };
-    assert_eq!(get("EVENTS").max_entries, 64 << 10, "EVENTS\n{table}");
-    assert_eq!(get("SOCKS").max_entries, 1024, "SOCKS\n{table}");
+    assert_eq!(get(names::EVENTS).max_entries, 64 << 10, "EVENTS\n{table}");
+    assert_eq!(get(names::SOCKS).max_entries, 1024, "SOCKS\n{table}");
     // One byte per possible port: the filter is an array indexed by port.
     assert_eq!(get("PORTS").max_entries, 65536, "PORTS\n{table}");
     assert!(get("LISTENERS").max_entries <= 1024, "LISTENERS\n{table}");

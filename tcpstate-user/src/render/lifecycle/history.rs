@@ -80,7 +80,7 @@ pub(super) struct History {
     /// (the timewait socket taking over is in TIME_WAIT) or not (FIN_WAIT2).
     pub(super) peer_fin: Option<bool>,
     /// How it ended (the row into CLOSE), and its data retransmits.
-    pub(super) reason: Option<crate::why::Reason>,
+    pub(super) reason: Option<crate::reason::Reason>,
     pub(super) data_retransmits: u32,
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::{
     event::{Cause, Note, Source, TcpEvent, TcpState},
-    why::{Causes, Reason, RstReasons},
+    reason::{Causes, Reason, RstReasons},
 };
 
 /// Ticks a CLOSE row waits for a cause reported after it.

@@ -17,7 +17,7 @@ use super::{
 use crate::event::{TcpEvent, TcpState};
 
 #[derive(Default)]
-pub struct Report {
+pub struct Summary {
     json: bool,
     events: u64,
     first_ns: Option<u64>,
@@ -37,9 +37,9 @@ fn ms_json(ns: Option<u64>) -> serde_json::Value {
     ns.map_or(serde_json::Value::Null, |ns| json!(ns as f64 / 1e6))
 }
 
-impl Report {
+impl Summary {
     pub fn new(json: bool) -> Self {
-        Report {
+        Summary {
             json,
             ..Default::default()
         }
@@ -133,7 +133,7 @@ impl Report {
     }
 }
 
-impl Render for Report {
+impl Render for Summary {
     fn header(&self, _out: &mut Vec<u8>) {}
 
     fn event(&mut self, ev: &TcpEvent, _out: &mut Vec<u8>) {
@@ -182,8 +182,8 @@ mod tests {
         e
     }
 
-    fn report(json: bool) -> Report {
-        let mut r = Report::new(json);
+    fn report(json: bool) -> Summary {
+        let mut r = Summary::new(json);
         let mut out = Vec::new();
         let evs = [
             ev(1_000_000_000, Close, SynSent, None),

@@ -15,7 +15,7 @@ use crate::{
 pub const ERROR_NOTE: &str = "error: ";
 
 #[derive(Debug, Default, Clone)]
-pub struct Summary {
+pub struct ExitReport {
     /// Kernel transitions (source: tracepoint).
     pub events: u64,
     /// Events tcpstate added (snapshot, half-open, timewait, stuck).
@@ -32,7 +32,7 @@ pub struct Summary {
     pub notes: Vec<String>,
 }
 
-impl Summary {
+impl ExitReport {
     /// Changes lost: a change the kernel counted as skipped or dropped, if its
     /// socket is followed, also shows as missing between the socket's rows,
     /// so the two counts overlap and the larger one is the total (the gaps
@@ -62,7 +62,7 @@ impl Summary {
     /// The whole report: totals and losses (always shown, even when zero),
     /// the kernel's and the trackers' other counts, the printers' notes, and
     /// the count of each transition seen, most frequent first.
-    pub fn report(&self, k: &KernelStats, trackers: &Counters) -> String {
+    pub fn text(&self, k: &KernelStats, trackers: &Counters) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn report_counts_transitions_and_always_shows_losses_then_what_trackers_and_printers_said() {
-        let mut sum = Summary::default();
+        let mut sum = ExitReport::default();
         let ev = TcpEvent::from(&raw_v4());
         sum.record(&ev);
         sum.record(&ev);
@@ -187,7 +187,7 @@ mod tests {
             untracked: 5,
             ..Default::default()
         };
-        let r = sum.report(&k, &trackers);
+        let r = sum.text(&k, &trackers);
         assert_eq!(
             r,
             "tcpstate: 3 events, 4 lost (ring buffer full: 3, skipped by the kernel while another BPF program ran: 1, missing between a socket's rows: 0, some may be outside the filter)\n\
