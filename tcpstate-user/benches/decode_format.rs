@@ -14,7 +14,7 @@ use std::hint::black_box;
 
 use clap::Parser as _;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tcpstate::{cli::Cli, clock::WallClock, event::decode, render, summary::Summary};
+use tcpstate::{cli::Cli, clock::WallClock, event::decode, exit_report::ExitReport, render};
 use tcpstate_common::{AF_INET, Event, TcpState as S};
 
 const BATCH: usize = 4096;
@@ -122,7 +122,7 @@ fn bench(c: &mut Criterion) {
 
     // What the reader adds per event besides rendering: the exit summary's counters.
     let mut r = render::build(&settings(&[]), clock, None);
-    let mut summary = Summary::default();
+    let mut summary = ExitReport::default();
     let mut out = Vec::with_capacity(1 << 20);
     g.bench_function("text_with_summary", |b| {
         b.iter(|| {
