@@ -50,10 +50,25 @@ pub enum Source {
 }
 
 impl Source {
+    /// The source a kernel record names (`Event::source`).
+    pub fn of_hook(hook: Hook) -> Source {
+        match hook {
+            Hook::Tracepoint => Source::Tracepoint,
+            Hook::Synack => Source::SynackTracepoint,
+            Hook::ResetSent => Source::Cause(Cause::ResetSent),
+            Hook::ResetReceived => Source::Cause(Cause::ResetReceived),
+            Hook::SockError => Source::Cause(Cause::SockError),
+            Hook::Retransmit => Source::Cause(Cause::Retransmit),
+            Hook::Unknown(other) => Source::Unknown(other),
+        }
+    }
+
+    /// As JSON and CSV name it; the kernel's sources by their [`Hook`]
+    /// names (defined once, in tcpstate-common).
     pub fn name(self) -> &'static str {
         match self {
-            Source::Tracepoint => "tracepoint",
-            Source::SynackTracepoint => "synack_tracepoint",
+            Source::Tracepoint => Hook::Tracepoint.name(),
+            Source::SynackTracepoint => Hook::Synack.name(),
             Source::SockDiag => "sock_diag",
             Source::Tracker => "tracker",
             Source::Cause(_) => "cause",
@@ -290,15 +305,7 @@ impl From<&common::Event> for TcpEvent {
             rport: e.dport,
             old: TcpState::from_raw(e.oldstate),
             new: TcpState::from_raw(e.newstate),
-            source: match Hook::from_raw(e.source) {
-                Hook::Tracepoint => Source::Tracepoint,
-                Hook::Synack => Source::SynackTracepoint,
-                Hook::ResetSent => Source::Cause(Cause::ResetSent),
-                Hook::ResetReceived => Source::Cause(Cause::ResetReceived),
-                Hook::SockError => Source::Cause(Cause::SockError),
-                Hook::Retransmit => Source::Cause(Cause::Retransmit),
-                Hook::Unknown(other) => Source::Unknown(other),
-            },
+            source: Source::of_hook(Hook::from_raw(e.source)),
             replayed: e.flags & common::flag::REPLAYED != 0,
             note: None,
             peer_fin: (e.flags & common::flag::FIN_KNOWN != 0)

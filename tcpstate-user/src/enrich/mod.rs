@@ -33,7 +33,7 @@ use crate::{
     diag::Diag,
     event::{Source, Task, TcpEvent, TcpState},
 };
-pub use snapshot::ListenerKey;
+pub use snapshot::ListenKey;
 
 /// A socket's identity when it has no address we can use: namespace and
 /// tuple (local, remote).
@@ -147,7 +147,7 @@ pub struct Enricher {
     /// CLOSE->LISTEN rows: an accepted socket whose owner the kernel could
     /// not name (accepted before its listener's owner reached the kernel
     /// side) gets its listener's.
-    listener_owners: HashMap<ListenerKey, Task>,
+    listener_owners: HashMap<ListenKey, Task>,
     halfopen: halfopen::HalfOpen,
     timewait: timewait::TimeWait,
     stuck: Option<stuck::Stuck>,
@@ -252,11 +252,11 @@ impl Enricher {
             }
             (TcpState::Close, TcpState::Listen) => {
                 if let Some(o) = ev.owner {
-                    self.listener_owners.insert(ListenerKey::of(&ev), o);
+                    self.listener_owners.insert(listen_key(&ev), o);
                 }
             }
             (TcpState::Listen, TcpState::Close) => {
-                self.listener_owners.remove(&ListenerKey::of(&ev));
+                self.listener_owners.remove(&listen_key(&ev));
             }
             _ => {}
         }
@@ -312,7 +312,7 @@ impl Enricher {
         if ev.rport == 0 || ev.old == TcpState::Close {
             return None;
         }
-        self.listener_owners.get(&ListenerKey::of(ev)).copied()
+        self.listener_owners.get(&listen_key(ev)).copied()
     }
 
     /// A CLOSE row released by [`causes::Why`]: a local abort or timeout, so
@@ -424,12 +424,11 @@ impl Enricher {
     }
 }
 
-impl ListenerKey {
-    fn of(ev: &TcpEvent) -> Self {
-        ListenerKey {
-            netns: ev.netns,
-            port: ev.lport,
-            family: ev.family,
-        }
+/// The listener key of a row: its namespace, local port and family.
+fn listen_key(ev: &TcpEvent) -> ListenKey {
+    ListenKey {
+        netns: ev.netns,
+        port: ev.lport,
+        family: ev.family,
     }
 }

@@ -18,13 +18,8 @@ use crate::{
     event::{Note, Source, Task, TcpEvent, TcpState},
 };
 
-/// A listening socket's identity as the kernel side keys it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ListenerKey {
-    pub netns: u32,
-    pub port: u16,
-    pub family: u16,
-}
+/// A listening socket's identity, as the kernel side keys its owners.
+pub use tcpstate_common::ListenKey;
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -32,7 +27,7 @@ pub struct Snapshot {
     /// were asked for).
     pub rows: Vec<TcpEvent>,
     /// Every listener found with its owner, whatever the filter.
-    pub listeners: HashMap<ListenerKey, Task>,
+    pub listeners: HashMap<ListenKey, Task>,
     /// Namespaces that could not be read.
     pub failed: Vec<(u32, std::io::Error)>,
     /// Namespaces left out because there were more than the cap.
@@ -78,7 +73,7 @@ pub fn take(
             && let Some(o) = owners.get(&s.inode)
         {
             snap.listeners.insert(
-                ListenerKey {
+                ListenKey {
                     netns: *netns,
                     port: s.local.port(),
                     family: s.family,
@@ -98,7 +93,7 @@ pub fn take(
             let owner = owners.get(&s.inode).copied().or_else(|| {
                 (s.state == TcpState::SynRecv)
                     .then(|| {
-                        snap.listeners.get(&ListenerKey {
+                        snap.listeners.get(&ListenKey {
                             netns: *netns,
                             port: s.local.port(),
                             family: s.family,

@@ -30,7 +30,7 @@ use super::labels::{LabelPolicy, Labels};
 use crate::{
     clock::boot_ns,
     container::Attribution,
-    enrich::{Filter, ListenerKey},
+    enrich::{Filter, ListenKey},
     event::{Task, TcpEvent},
     top::{model::Model, sample::Sampler},
 };
@@ -60,7 +60,7 @@ pub type AttributionOf<'a> = dyn FnMut(u64, Option<&Task>) -> Option<Arc<Attribu
 
 /// A listening socket: its key and inode (two SO_REUSEPORT listeners share
 /// a key; a restarted one gets a new inode).
-type Id = (ListenerKey, u32);
+type Id = (ListenKey, u32);
 
 struct Known {
     labels: Labels,

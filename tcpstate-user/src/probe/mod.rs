@@ -31,7 +31,7 @@ use self::{
     errors::{check_kernel_version, check_privileges, load_error},
     plan::Plan,
 };
-use crate::{enrich::ListenerKey, error::UserError, event::Task, kernel_btf};
+use crate::{error::UserError, event::Task, kernel_btf};
 
 /// `BPF_NOEXIST` (include/uapi/linux/bpf.h): create only.
 const BPF_NOEXIST: u64 = 1;
@@ -211,26 +211,21 @@ impl Probe {
     /// Tells the kernel side who owns listeners it never saw created (they
     /// predate tracing), so their accepted connections name their owner.
     /// Listeners it learned itself (from listen()) are kept.
-    pub fn seed_listeners(&mut self, owners: &std::collections::HashMap<ListenerKey, Task>) {
+    pub fn seed_listeners(&mut self, owners: &std::collections::HashMap<ListenKey, Task>) {
         let Some(map) = self.ebpf.map_mut(names::LISTENERS) else {
             return;
         };
         let Ok(mut map) = HashMap::<_, ListenKey, Owner>::try_from(map) else {
             return;
         };
-        for (k, task) in owners {
-            let key = ListenKey {
-                netns: k.netns,
-                port: k.port,
-                family: k.family,
-            };
+        for (key, task) in owners {
             let owner = Owner {
                 pid: task.pid,
                 _pad: 0,
                 comm: task.comm,
             };
             // BPF_NOEXIST: a listen() seen since attaching is fresher.
-            let _ = map.insert(key, owner, BPF_NOEXIST);
+            let _ = map.insert(*key, owner, BPF_NOEXIST);
         }
     }
 

@@ -17,7 +17,7 @@ use std::{
 use super::rate::Rate;
 use crate::{
     diag::DiagDetail,
-    enrich::{ListenerKey, TupleKey, stuck},
+    enrich::{ListenKey, TupleKey, stuck},
     event::{Note, Source, Task, TcpEvent, TcpState},
     reason::Reason,
 };
@@ -87,7 +87,7 @@ impl PortRange {
 /// One listening socket as the last dump showed it, with its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSample {
-    pub key: ListenerKey,
+    pub key: ListenKey,
     /// The socket's inode: tells two listeners of one key apart
     /// (SO_REUSEPORT), and a listener from the one that replaced it.
     pub inode: u32,
@@ -215,9 +215,9 @@ pub struct Model {
     /// `counts` at each second, the last minute and a bit.
     history: VecDeque<(u64, Counts)>,
     listeners: Vec<ListenerSample>,
-    rates: HashMap<ListenerKey, ListenerRates>,
+    rates: HashMap<ListenKey, ListenerRates>,
     /// Request sockets per listener, from the last dump.
-    half_open: HashMap<ListenerKey, u64>,
+    half_open: HashMap<ListenKey, u64>,
     held: HashMap<HeldKey, Held>,
     timewait: HashMap<Dest, u64>,
     port_ranges: HashMap<u32, PortRange>,
@@ -299,7 +299,7 @@ impl Model {
     }
 
     fn listener_rates(&mut self, ev: &TcpEvent, sec: u64) {
-        let key = ListenerKey {
+        let key = ListenKey {
             netns: ev.netns,
             port: ev.lport,
             family: ev.family,
@@ -333,7 +333,7 @@ impl Model {
                 // Refused at the remote port: against that port's listener
                 // when it is one of ours (a loopback or same-namespace peer).
                 Some(Reason::Refused) => {
-                    let at = ListenerKey {
+                    let at = ListenKey {
                         port: ev.rport,
                         ..key
                     };
@@ -461,7 +461,7 @@ impl Model {
         let failed: HashSet<u32> = s.failed.iter().copied().collect();
         let mut counts: Counts = [0; NSTATES];
         let mut timewait: HashMap<Dest, u64> = HashMap::new();
-        let mut half_open: HashMap<ListenerKey, u64> = HashMap::new();
+        let mut half_open: HashMap<ListenKey, u64> = HashMap::new();
         let mut watched: HashSet<TupleKey> = HashSet::new();
         for (netns, d) in &sockets {
             let s = &d.sock;
@@ -478,7 +478,7 @@ impl Model {
                     }
                 }
                 TcpState::SynRecv => {
-                    let key = ListenerKey {
+                    let key = ListenKey {
                         netns: *netns,
                         port: s.local.port(),
                         family: s.family,

@@ -52,7 +52,7 @@ pub(crate) fn detail(state: TcpState, local: &str, remote: &str) -> (u32, DiagDe
 /// A listener of `NS` on 127.0.0.1 (its inode: the port).
 pub(crate) fn listener(port: u16, queue: u32, limit: u32, drops: u32) -> ListenerSample {
     ListenerSample {
-        key: ListenerKey {
+        key: ListenKey {
             netns: NS,
             port,
             family: tcpstate_common::AF_INET,

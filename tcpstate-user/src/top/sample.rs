@@ -12,7 +12,7 @@ use std::{
 use super::model::{ListenerSample, PortRange, Sample};
 use crate::{
     diag::{Diag, DiagDetail},
-    enrich::{Filter, ListenerKey, owners::owners_of, table::Wanted},
+    enrich::{Filter, ListenKey, owners::owners_of, table::Wanted},
     event::{Task, TcpState},
 };
 
@@ -181,7 +181,7 @@ impl Sampler {
                 continue;
             }
             out.push(ListenerSample {
-                key: ListenerKey {
+                key: ListenKey {
                     netns: *netns,
                     port: d.sock.local.port(),
                     family: d.sock.family,
