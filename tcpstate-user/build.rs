@@ -26,20 +26,6 @@ fn build_ebpf() -> anyhow::Result<()> {
     )
 }
 
-/// A cargo progress line (`   Compiling x v1`, `    Finished ...`): one
-/// capitalised word right-aligned in 12 columns, then a space. Diagnostics
-/// never look like that. (The same test as xtask's `is_cargo_status`.)
-fn is_cargo_status(line: &str) -> bool {
-    let Some((head, rest)) = line.split_at_checked(12) else {
-        return false;
-    };
-    let word = head.trim_start();
-    head.starts_with(' ')
-        && rest.starts_with(' ')
-        && word.starts_with(|c: char| c.is_ascii_uppercase())
-        && word.chars().all(|c| c.is_ascii_alphabetic())
-}
-
 fn main() -> anyhow::Result<()> {
     if std::env::var_os(CHILD).is_some() {
         return build_ebpf();
@@ -58,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     }
     for line in stdout.lines() {
         match line.strip_prefix("cargo:warning=") {
-            Some(message) if is_cargo_status(message) => {}
+            Some(message) if tcpstate_devsupport::cargo::is_status(message) => {}
             _ => println!("{line}"),
         }
     }

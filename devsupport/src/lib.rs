@@ -6,12 +6,15 @@
 //! - [`bpf`]: the BPF programs, maps and links a process holds, read from `/proc/PID/fdinfo`;
 //! - [`mounts`]: what is mounted where, from `/proc/self/mounts`;
 //! - [`paths`]: the workspace root and `which`;
-//! - [`cmd`]: running a command to completion with its output in the error.
+//! - [`cmd`]: running a command to completion with its output in the error;
+//! - [`cargo`]: telling cargo's progress lines from diagnostics (also used by
+//!   tcpstate-user's build script).
 //!
 //! Dependencies stay at std, libc and anyhow: xtask links this crate and is compiled at every
 //! `cargo xtask` call.
 
 pub mod bpf;
+pub mod cargo;
 pub mod cmd;
 pub mod mounts;
 pub mod netns;

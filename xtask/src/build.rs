@@ -86,7 +86,10 @@ pub fn build_ebpf() -> Result<()> {
         eprint!("{stderr}");
         bail!("`{}` failed ({status})", display(&cmd));
     }
-    let diagnostics: Vec<&str> = stderr.lines().filter(|l| !is_cargo_status(l)).collect();
+    let diagnostics: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !tcpstate_devsupport::cargo::is_status(l))
+        .collect();
     if diagnostics.iter().any(|l| !l.trim().is_empty()) {
         eprintln!("{}", diagnostics.join("\n"));
     }
@@ -101,19 +104,6 @@ pub fn build_ebpf() -> Result<()> {
         println!("build-ebpf: {} ({size} bytes)", obj.display());
     }
     Ok(())
-}
-
-/// A cargo progress line (`   Compiling x v1`, `    Finished ...`): one capitalised word
-/// right-aligned in 12 columns, then a space. Diagnostics never look like that.
-pub fn is_cargo_status(line: &str) -> bool {
-    let Some((head, rest)) = line.split_at_checked(12) else {
-        return false;
-    };
-    let word = head.trim_start();
-    head.starts_with(' ')
-        && rest.starts_with(' ')
-        && word.starts_with(|c: char| c.is_ascii_uppercase())
-        && word.chars().all(|c| c.is_ascii_alphabetic())
 }
 
 /// `cargo build --release -p tcpstate-user` (after setup); returns the binary's path.
@@ -141,33 +131,6 @@ pub fn build() -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn cargo_status_lines() {
-        for (line, status) in [
-            ("   Compiling tcpstate-ebpf v0.1.0 (/x/tcpstate-ebpf)", true),
-            (
-                "    Finished `release` profile [optimized] target(s) in 0.1s",
-                true,
-            ),
-            (
-                "    Blocking waiting for file lock on build directory",
-                true,
-            ),
-            (" Downloading crates ...", true),
-            ("warning: unused variable: `x`", false),
-            ("  --> src/main.rs:3:5", false),
-            ("   |", false),
-            (
-                "    = note: `#[warn(unused_variables)]` on by default",
-                false,
-            ),
-            ("12 |     let x = 1;", false),
-            ("error: could not compile `tcpstate-ebpf`", false),
-            ("", false),
-        ] {
-            assert_eq!(super::is_cargo_status(line), status, "{line:?}");
-        }
-    }
 
     #[test]
     fn rustflags_match_aya_build() {
