@@ -53,8 +53,4 @@ impl WallClock {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     }
 
-    /// Seconds since tracing started (negative for events queued before).
-    pub fn since_start(&self, boot_ns: u64) -> f64 {
-        (boot_ns as i128 - self.start_boot_ns as i128) as f64 / 1e9
-    }
 }

@@ -110,10 +110,6 @@ impl Palette {
         }
     }
 
-    pub fn is_on(&self) -> bool {
-        self.on
-    }
-
     /// Appends a state's name in its colour, padded to `width` columns (the
     /// padding is outside the escape sequences).
     #[inline]

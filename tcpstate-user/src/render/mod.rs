@@ -210,11 +210,6 @@ pub fn build(
     }
 }
 
-/// Milliseconds with microsecond precision, or `None` when unknown.
-pub fn dwell_ms(ev: &TcpEvent) -> Option<f64> {
-    ev.dwell_ns.map(|ns| ns as f64 / 1e6)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
