@@ -2,11 +2,7 @@
 //! container (when something needs it), drops the rows `--cgroup` /
 //! `--container` leave out, and counts the rest into the metrics.
 
-use crate::{
-    container::{self, verdicts::Verdicts},
-    event::TcpEvent,
-    metrics::Recorder,
-};
+use crate::{container, event::TcpEvent, metrics::Recorder, verdicts::Verdicts};
 
 #[derive(Default)]
 pub struct Gate {

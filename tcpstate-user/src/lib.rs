@@ -6,30 +6,17 @@
 //! record's offsets) and [`kernel_btf`] (struct offsets for the netns).
 
 pub mod cli;
-pub mod clock;
-pub mod comm;
-pub mod container;
-pub mod diag;
-pub mod enrich;
-pub mod error;
-pub mod event;
-pub mod exit_report;
-pub mod explain;
-pub mod gaps;
 pub mod gate;
-pub mod interrupt;
 pub mod kernel_btf;
 pub mod layout;
-pub mod machine;
-pub mod metrics;
-pub mod netns;
-pub mod outfile;
-pub mod output;
-pub mod privileges;
 pub mod probe;
 pub mod reader;
-pub mod reason;
-pub mod render;
 pub mod settings;
-pub mod top;
 pub mod tracefs;
+pub mod verdicts;
+
+// The logic, under the names the binary's modules use.
+pub use tcpstate_logic::{
+    clock, comm, container, diag, enrich, error, event, exit_report, explain, gaps, interrupt,
+    machine, metrics, netns, outfile, output, privileges, reason, render, top,
+};

@@ -230,14 +230,14 @@ impl Probe {
     }
 
     /// The kernel's container-filter verdicts, when the filter runs there.
-    pub fn take_cgroup_verdicts(&mut self) -> Option<crate::container::verdicts::Verdicts> {
+    pub fn take_cgroup_verdicts(&mut self) -> Option<crate::verdicts::Verdicts> {
         if self.cgroup_filter == 0 {
             return None;
         }
         let map = self.ebpf.take_map(names::CGROUPS)?;
         HashMap::try_from(map)
             .ok()
-            .map(crate::container::verdicts::Verdicts::new)
+            .map(crate::verdicts::Verdicts::new)
     }
 
     /// Takes the ring buffer for the reader.

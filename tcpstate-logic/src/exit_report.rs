@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use crate::{
     enrich::Counters,
     event::{Source, TcpEvent, TcpState},
-    probe::KernelStats,
+    kernel_stats::KernelStats,
 };
 
 /// How a printer's note that reports a failure starts.

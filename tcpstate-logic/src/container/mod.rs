@@ -9,14 +9,12 @@
 //! most transitions run in softirq context or in the peer process). Both
 //! go through a small bounded cache ([`cache`]). [`cgroup`] parses the
 //! paths runtimes write; [`select`] is the `--cgroup` / `--container`
-//! filter, and [`verdicts`] tells the kernel program which cgroups it
-//! rules out.
+//! filter (the loader tells the kernel program which cgroups it rules out).
 
 pub mod cache;
 pub mod cgroup;
 pub mod cgroupfs;
 pub mod select;
-pub mod verdicts;
 
 use std::{cell::RefCell, rc::Rc};
 

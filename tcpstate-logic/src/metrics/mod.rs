@@ -30,7 +30,7 @@ use crate::{
     container::Attribution,
     enrich::TupleKey,
     event::{Note, Source, TcpEvent, TcpState},
-    probe::KernelStats,
+    kernel_stats::KernelStats,
 };
 use labels::{LabelPolicy, Labels};
 use occupancy::Occupancy;

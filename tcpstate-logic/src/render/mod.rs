@@ -26,7 +26,7 @@ use crate::{clock::WallClock, event::TcpEvent};
 /// What a live view (`--top`) shows beside the rows: the losses as the exit
 /// report counts them, refreshed by the reader once a second.
 pub struct Live<'a> {
-    pub kernel: &'a crate::probe::KernelStats,
+    pub kernel: &'a crate::kernel_stats::KernelStats,
     pub report: &'a crate::exit_report::ExitReport,
     pub trackers: &'a crate::enrich::Counters,
 }

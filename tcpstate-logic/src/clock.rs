@@ -52,5 +52,4 @@ impl WallClock {
         let ns = (boot_ns as i128 + self.offset_ns).max(0) as u128;
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     }
-
 }
