@@ -45,6 +45,24 @@ fn kernel_changes(rows: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
+/// `n` containers named `prefix<i>`, each serving `port` on its loopback.
+fn start_containers(image: &Image, prefix: &str, n: usize, port: u16) -> Vec<ServeContainer> {
+    (0..n)
+        .map(|i| ServeContainer::start(image, &format!("{prefix}{i}"), port, None))
+        .collect()
+}
+
+/// A burst of `n` clients in every container at once.
+fn burst_all(containers: &[ServeContainer], n: usize, port: u16) -> Vec<Vec<ShortClient>> {
+    std::thread::scope(|s| {
+        let bursts: Vec<_> = containers
+            .iter()
+            .map(|c| s.spawn(move || c.burst(n, port)))
+            .collect();
+        bursts.into_iter().map(|b| b.join().unwrap()).collect()
+    })
+}
+
 /// Lets the last changes of the connections reach the tracer (the
 /// server's LAST_ACK->CLOSE follows the client's final ACK).
 fn settle() {
@@ -60,9 +78,7 @@ fn settle() {
 fn fifty_short_lived_clients_in_five_containers_each_row_names_its_container() {
     let image = image("burst");
     let port = 10131;
-    let containers: Vec<ServeContainer> = (0..5)
-        .map(|i| ServeContainer::start(&image, &format!("tcpstate-burst{i}"), port, None))
-        .collect();
+    let containers = start_containers(&image, "tcpstate-burst", 5, port);
     let by_netns: HashMap<u64, String> = containers
         .iter()
         .map(|c| (c.container.netns_inode(), c.container.id()))
@@ -71,13 +87,7 @@ fn fifty_short_lived_clients_in_five_containers_each_row_names_its_container() {
     let json = tracer(&["--port", &port_arg, "-j"]);
     let wide = tracer(&["--port", &port_arg, "-w"]);
 
-    let clients: Vec<Vec<ShortClient>> = std::thread::scope(|s| {
-        let bursts: Vec<_> = containers
-            .iter()
-            .map(|c| s.spawn(move || c.burst(10, port)))
-            .collect();
-        bursts.into_iter().map(|b| b.join().unwrap()).collect()
-    });
+    let clients = burst_all(&containers, 10, port);
     // One connection on the host itself, on loopback.
     let host_listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let host_client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -286,27 +296,19 @@ fn a_container_started_after_the_tracer_is_named_on_its_first_row() {
 
 /// Three containers busy on the same port, `tcpstate --port P --container
 /// ID` in plain text as a user types it: exactly that container's rows. The
-/// kernel program drops the other two containers' changes itself: it
-/// writes no more records than the kept container's changes.
+/// kernel program drops the other two containers' changes itself (the exit
+/// report counts them).
 #[test]
 fn container_filter_with_three_busy_containers_keeps_exactly_one() {
     let image = image("filter");
     let port = 10134;
-    let containers: Vec<ServeContainer> = (0..3)
-        .map(|i| ServeContainer::start(&image, &format!("tcpstate-filter{i}"), port, None))
-        .collect();
+    let containers = start_containers(&image, "tcpstate-filter", 3, port);
     let chosen = &containers[1];
     let id = chosen.container.id();
     let port_arg = port.to_string();
     let text = tracer(&["--port", &port_arg, "--container", &id[..12]]);
     let json = tracer(&["--port", &port_arg, "--container", &id[..12], "-j", "-v"]);
-    let clients: Vec<Vec<ShortClient>> = std::thread::scope(|s| {
-        let bursts: Vec<_> = containers
-            .iter()
-            .map(|c| s.spawn(move || c.burst(8, port)))
-            .collect();
-        bursts.into_iter().map(|b| b.join().unwrap()).collect()
-    });
+    let clients = burst_all(&containers, 8, port);
     settle();
     let (text, _) = text.stop();
     let (json, json_err) = json.stop();
