@@ -48,7 +48,7 @@ impl WallClock {
         }
     }
 
-    pub fn to_system_time(&self, boot_ns: u64) -> SystemTime {
+    pub(crate) fn to_system_time(self, boot_ns: u64) -> SystemTime {
         let ns = (boot_ns as i128 + self.offset_ns).max(0) as u128;
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     }

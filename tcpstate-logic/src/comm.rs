@@ -13,7 +13,7 @@ pub fn trim(raw: &[u8]) -> &[u8] {
 /// Printable text for a `comm`: control characters, backslashes and invalid
 /// UTF-8 are written as `\xNN` escapes, so the result is safe for a terminal,
 /// a CSV cell and (after JSON string escaping) a JSON value.
-pub fn sanitize(raw: &[u8]) -> Cow<'_, str> {
+pub(crate) fn sanitize(raw: &[u8]) -> Cow<'_, str> {
     let bytes = trim(raw);
     if let Ok(s) = std::str::from_utf8(bytes)
         && !s.chars().any(needs_escape)

@@ -81,7 +81,7 @@ impl DiagSocket {
 /// backlog); `drops` is its `sk_drops` (accept-queue overflows and other
 /// drops, `ss -tlm`'s `d<N>`), absent on kernels that do not report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiagDetail {
+pub(crate) struct DiagDetail {
     pub sock: DiagSocket,
     pub rqueue: u32,
     pub wqueue: u32,
@@ -104,7 +104,7 @@ impl DiagDetail {
 
 /// Netlink sockets per network namespace (by inode).
 #[derive(Default)]
-pub struct Diag {
+pub(crate) struct Diag {
     sockets: HashMap<u32, Socket>,
     /// How to enter namespaces found by the start-up walk.
     paths: HashMap<u32, std::path::PathBuf>,
@@ -221,7 +221,7 @@ impl Diag {
 
     /// TCP sockets of one family in namespace `netns`, in the states of
     /// `states` (inet_diag bits, `1 << state`; request sockets need bit 12).
-    pub fn dump_states(
+    pub(crate) fn dump_states(
         &mut self,
         netns: u32,
         ipv6: bool,
@@ -238,7 +238,7 @@ impl Diag {
 
     /// Like [`Diag::dump_states`], with each socket's queues and drops
     /// (`INET_DIAG_SKMEMINFO`): what `--top` shows per listener.
-    pub fn dump_detailed(
+    pub(crate) fn dump_detailed(
         &mut self,
         netns: u32,
         ipv6: bool,
@@ -255,7 +255,7 @@ impl Diag {
 
     /// Remembers how to enter namespace `inode` (found by a /proc walk that
     /// already happened), so opening its netlink socket needs no new walk.
-    pub fn know_path(&mut self, inode: u32, path: std::path::PathBuf) {
+    pub(crate) fn know_path(&mut self, inode: u32, path: std::path::PathBuf) {
         self.paths.insert(inode, path);
     }
 }

@@ -12,7 +12,7 @@ pub use common::{Hook, TcpState};
 
 /// Parses a state name as the CLI accepts it: case-insensitive, with `-`
 /// or `_`, and the netstat/ss spellings (`FIN_WAIT_1`, `SYN-RECV`, `CLOSED`).
-pub fn parse_state(s: &str) -> Option<TcpState> {
+pub(crate) fn parse_state(s: &str) -> Option<TcpState> {
     let norm: String = s
         .trim()
         .chars()
@@ -51,7 +51,7 @@ pub enum Source {
 
 impl Source {
     /// The source a kernel record names (`Event::source`).
-    pub fn of_hook(hook: Hook) -> Source {
+    pub(crate) fn of_hook(hook: Hook) -> Source {
         match hook {
             Hook::Tracepoint => Source::Tracepoint,
             Hook::Synack => Source::SynackTracepoint,
@@ -132,13 +132,13 @@ impl Note {
 
     /// Rows that report a state a socket is in, not a change of state: shown
     /// as `is STATE`, never as `OLD -> NEW`.
-    pub fn is_state_row(self) -> bool {
+    pub(crate) fn is_state_row(self) -> bool {
         matches!(self, Note::Snapshot | Note::TimeWaitSocket | Note::Stuck(_))
     }
 }
 
 /// The note as a person reads it; `new` is the row's new state.
-pub struct NoteText<'a>(pub &'a TcpEvent);
+pub(crate) struct NoteText<'a>(pub &'a TcpEvent);
 
 impl fmt::Display for NoteText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -189,7 +189,7 @@ pub struct Task {
 
 impl Task {
     /// tcpstate's own process.
-    pub fn current() -> Task {
+    pub(crate) fn current() -> Task {
         let mut comm = [0u8; common::COMM_LEN];
         comm[..8].copy_from_slice(b"tcpstate");
         Task {
@@ -269,7 +269,7 @@ fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
 
 /// Reads the raw record. Bytes beyond the struct are ignored (a future
 /// producer may append fields); fewer is an error.
-pub fn decode_raw(bytes: &[u8]) -> Result<common::Event, DecodeError> {
+pub(crate) fn decode_raw(bytes: &[u8]) -> Result<common::Event, DecodeError> {
     let expected = std::mem::size_of::<common::Event>();
     if bytes.len() < expected {
         return Err(DecodeError::Short {
@@ -367,11 +367,11 @@ impl TcpEvent {
     }
 
     /// A state row (`is STATE`), not a transition.
-    pub fn is_state_row(&self) -> bool {
+    pub(crate) fn is_state_row(&self) -> bool {
         self.note.is_some_and(Note::is_state_row)
     }
 
-    pub fn family_name(&self) -> &'static str {
+    pub(crate) fn family_name(&self) -> &'static str {
         match self.family {
             common::AF_INET => "ipv4",
             common::AF_INET6 => "ipv6",
@@ -385,7 +385,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A raw event as the kernel would send it, for decoder and renderer tests.
-    pub fn raw_v4() -> common::Event {
+    pub(crate) fn raw_v4() -> common::Event {
         let mut e = common::Event::ZERO;
         e.ts_ns = 5_000_000_000;
         e.skaddr = 0xffff_8880_1234_5678;
@@ -406,7 +406,7 @@ pub(crate) mod tests {
     }
 
     /// [`raw_v4`] as an IPv6 connection between `local` and `remote`.
-    pub fn raw_v6(local: &str, remote: &str) -> common::Event {
+    pub(crate) fn raw_v6(local: &str, remote: &str) -> common::Event {
         let mut e = raw_v4();
         e.family = common::AF_INET6;
         e.saddr = local.parse::<Ipv6Addr>().unwrap().octets();
@@ -415,14 +415,14 @@ pub(crate) mod tests {
     }
 
     /// [`raw_v4`] with neither its owner nor its time in the old state known.
-    pub fn raw_unknowns() -> common::Event {
+    pub(crate) fn raw_unknowns() -> common::Event {
         let mut e = raw_v4();
         e.owner_pid = common::OWNER_UNKNOWN;
         e.dwell_ns = common::DWELL_UNKNOWN;
         e
     }
 
-    pub fn bytes_of(e: &common::Event) -> Vec<u8> {
+    pub(crate) fn bytes_of(e: &common::Event) -> Vec<u8> {
         // SAFETY: Event is repr(C) plain data.
         unsafe {
             std::slice::from_raw_parts(

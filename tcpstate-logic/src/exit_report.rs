@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// How a printer's note that reports a failure starts.
-pub const ERROR_NOTE: &str = "error: ";
+pub(crate) const ERROR_NOTE: &str = "error: ";
 
 #[derive(Debug, Default, Clone)]
 pub struct ExitReport {

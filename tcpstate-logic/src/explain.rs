@@ -69,7 +69,7 @@ pub enum Closer {
 }
 
 /// Keeps [`Facts`] per socket and writes the sentence after each row.
-pub struct Explainer {
+pub(crate) struct Explainer {
     sysctls: Sysctls,
     facts: HashMap<u64, Facts>,
     max: usize,
@@ -107,7 +107,7 @@ impl Explainer {
 }
 
 /// What this row adds to the socket's facts.
-pub fn learn(f: &mut Facts, ev: &TcpEvent) {
+pub(crate) fn learn(f: &mut Facts, ev: &TcpEvent) {
     use TcpState::*;
     match (ev.old, ev.new) {
         (Close, SynSent) | (SynSent, _) => f.role = Role::Client,

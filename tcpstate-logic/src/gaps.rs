@@ -44,7 +44,7 @@ impl Gaps {
 
     /// Looks at one decoded kernel row, in ring-buffer order (one socket's
     /// rows arrive in the order the kernel made them).
-    pub fn observe(&mut self, ev: &TcpEvent) {
+    pub(crate) fn observe(&mut self, ev: &TcpEvent) {
         if ev.source != Source::Tracepoint {
             return;
         }

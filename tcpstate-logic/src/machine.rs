@@ -10,7 +10,7 @@ use crate::event::TcpState::{self, *};
 /// The states the kernel can move a full socket in `from` to. Every state a
 /// full socket holds can go to CLOSE: an abort, a reset, a timeout,
 /// `tcp_disconnect()`, or the hand-over to a timewait socket.
-pub fn next_states(from: TcpState) -> &'static [TcpState] {
+pub(crate) fn next_states(from: TcpState) -> &'static [TcpState] {
     match from {
         // connect(), listen().
         Close => &[SynSent, Listen],

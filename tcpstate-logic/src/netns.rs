@@ -43,7 +43,7 @@ pub fn resolve(spec: &str) -> Result<u32, UserError> {
 
 /// A path through which namespace `inode` can be entered: the --netns path
 /// given, a name under /run/netns, or some process's /proc/PID/ns/net.
-pub fn find_path(inode: u32) -> Option<std::path::PathBuf> {
+pub(crate) fn find_path(inode: u32) -> Option<std::path::PathBuf> {
     let matches = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| m.ino() == inode as u64)
@@ -77,7 +77,7 @@ pub fn find_path(inode: u32) -> Option<std::path::PathBuf> {
 
 /// The network namespaces found by [`discover_all`].
 #[derive(Debug, Default)]
-pub struct Discovered {
+pub(crate) struct Discovered {
     /// (inode, a path to enter it): ours first, then those holding a
     /// process, then those only named under /run/netns.
     pub found: Vec<(u32, std::path::PathBuf)>,
@@ -87,14 +87,14 @@ pub struct Discovered {
 
 /// Every network namespace some process is in, or that has a name under
 /// /run/netns: (inode, a path to enter it). At most `limit` namespaces.
-pub fn discover(limit: usize) -> Vec<(u32, std::path::PathBuf)> {
+pub(crate) fn discover(limit: usize) -> Vec<(u32, std::path::PathBuf)> {
     discover_all(limit).found
 }
 
 /// Like [`discover`], and counts what the limit left out. Namespaces that
 /// hold a process come first: that is where servers (and containers) run,
 /// while thousands of named, empty namespaces must not crowd them out.
-pub fn discover_all(limit: usize) -> Discovered {
+pub(crate) fn discover_all(limit: usize) -> Discovered {
     let mut seen = std::collections::HashSet::new();
     let mut out = Discovered::default();
     let mut add = |p: std::path::PathBuf| {
@@ -133,7 +133,7 @@ pub fn discover_all(limit: usize) -> Discovered {
 /// namespaces; the rest of the process is untouched (setns only affects the
 /// calling thread). Our own namespace needs no setns (nor CAP_SYS_ADMIN):
 /// `f` then runs right here.
-pub fn run_in<T: Send + 'static>(
+pub(crate) fn run_in<T: Send + 'static>(
     path: &Path,
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {

@@ -12,7 +12,7 @@ pub fn effective() -> Option<u64> {
     parse_cap_eff(&status)
 }
 
-pub fn parse_cap_eff(status: &str) -> Option<u64> {
+pub(crate) fn parse_cap_eff(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
     u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
 }
@@ -36,8 +36,6 @@ pub fn missing_for_tracing(caps: u64) -> Vec<&'static str> {
     }
     missing
 }
-
-pub const CAP_SYS_PTRACE: u32 = 19;
 
 /// The one line said (without --verbose) when the start-up read lacked a
 /// privilege: what is missing, and the capability that restores it. None

@@ -76,14 +76,14 @@ pub struct Causes {
     pub data_retransmits: u32,
 }
 
-pub const ECONNREFUSED: u8 = 111;
-pub const ETIMEDOUT: u8 = 110;
+pub(crate) const ECONNREFUSED: u8 = 111;
+pub(crate) const ETIMEDOUT: u8 = 110;
 
 impl Causes {
     /// Whether a CLOSE from `old` can be explained now, or a cause that the
     /// kernel reports right after the state change (the reset of a local
     /// abort, the error of a timeout) must be awaited.
-    pub fn settled(&self, old: TcpState) -> bool {
+    pub(crate) fn settled(&self, old: TcpState) -> bool {
         use TcpState::*;
         matches!(old, FinWait2 | Closing | LastAck | Listen | TimeWait)
             || self.reset_received
@@ -188,7 +188,7 @@ impl Reason {
 
     /// The kernel's reset reason, when this end sent one and the kernel
     /// named it.
-    pub fn reset_reason(self) -> Option<&'static str> {
+    pub(crate) fn reset_reason(self) -> Option<&'static str> {
         match self {
             Reason::ResetSent(n) => n,
             Reason::KeepaliveTimeout => None,
@@ -198,7 +198,7 @@ impl Reason {
 }
 
 /// An errno's symbolic name, for the few a TCP socket reports.
-pub fn errno_name(e: u8) -> Option<&'static str> {
+pub(crate) fn errno_name(e: u8) -> Option<&'static str> {
     Some(match e {
         104 => "ECONNRESET",
         110 => "ETIMEDOUT",

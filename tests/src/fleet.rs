@@ -441,8 +441,7 @@ impl ServeContainer {
     /// `name-<test pid>`, in `pod` if given.
     pub fn start(image: &Image, name: &str, port: u16, pod: Option<&Pod>) -> ServeContainer {
         let c = ServeContainer::create(image, name, port, pod);
-        output(podman().args(["start", &c.container.0]));
-        c.container.wait_running();
+        c.start_created();
         c
     }
 
@@ -461,8 +460,23 @@ impl ServeContainer {
         ServeContainer { container, port }
     }
 
+    /// `podman start`, once more if it fails (said on stderr): under a full
+    /// parallel suite a start has been seen to fail once and pass at once
+    /// when repeated.
     pub fn start_created(&self) {
-        output(podman().args(["start", &self.container.0]));
+        let first = podman()
+            .args(["start", &self.container.0])
+            .output()
+            .unwrap();
+        if !first.status.success() {
+            eprintln!(
+                "podman start {} failed ({}), once more:\n{}",
+                self.container.0,
+                first.status,
+                String::from_utf8_lossy(&first.stderr)
+            );
+            output(podman().args(["start", &self.container.0]));
+        }
         self.container.wait_running();
     }
 

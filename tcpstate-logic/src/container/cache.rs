@@ -29,8 +29,8 @@ use super::{
 };
 use crate::event::{Task, TcpEvent};
 
-pub const CAPACITY: usize = 4096;
-pub const TTL: Duration = Duration::from_secs(10);
+pub(crate) const CAPACITY: usize = 4096;
+pub(crate) const TTL: Duration = Duration::from_secs(10);
 
 struct Entry {
     at: Instant,
@@ -88,14 +88,9 @@ impl Attributor {
     }
 
     /// Resolve the kernel's cgroup ids on this mount (none: owners only).
-    pub fn with_cgroupfs(mut self, cgroupfs: Option<Cgroupfs>) -> Self {
+    pub(crate) fn with_cgroupfs(mut self, cgroupfs: Option<Cgroupfs>) -> Self {
         self.cgroupfs = cgroupfs;
         self
-    }
-
-    /// Whether cgroup ids can be resolved here.
-    pub fn resolves_ids(&self) -> bool {
-        self.cgroupfs.is_some()
     }
 
     /// Where a row's socket belongs: its cgroup id's cgroup, else its
@@ -112,7 +107,7 @@ impl Attributor {
 
     /// The cgroup with kernel id `id`, when it exists (or existed when it
     /// was first asked for).
-    pub fn of_cgroup(&mut self, id: u64) -> Option<Arc<Attribution>> {
+    pub(crate) fn of_cgroup(&mut self, id: u64) -> Option<Arc<Attribution>> {
         if id == 0 {
             return None;
         }
@@ -144,7 +139,7 @@ impl Attributor {
 
     /// Where `owner` runs, or `None` when unknown (no owner, or its process
     /// is gone).
-    pub fn of_owner(&mut self, owner: Option<&Task>) -> Option<Arc<Attribution>> {
+    pub(crate) fn of_owner(&mut self, owner: Option<&Task>) -> Option<Arc<Attribution>> {
         let owner = owner?;
         let key = (owner.pid, owner.comm);
         let now = Instant::now();

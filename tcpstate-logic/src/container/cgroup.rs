@@ -49,7 +49,7 @@ pub struct Parsed {
 
 /// The cgroup-v2 path (`0::PATH`) of a `/proc/<pid>/cgroup` file; on a
 /// v1-only host, the `name=systemd` hierarchy's, else the first line's.
-pub fn proc_cgroup_path(contents: &str) -> Option<&str> {
+pub(crate) fn proc_cgroup_path(contents: &str) -> Option<&str> {
     fn path_of(line: &str) -> Option<&str> {
         line.splitn(3, ':').nth(2)
     }

@@ -29,11 +29,11 @@ const MAX_DEPTH: usize = 12;
 /// Nor past this many cgroups (a busy node has a few thousand).
 const MAX_CGROUPS: usize = 65_536;
 /// The fallback walk runs again on a miss no sooner than this.
-pub const REWALK: Duration = Duration::from_millis(500);
+pub(crate) const REWALK: Duration = Duration::from_millis(500);
 
 /// Where the cgroup2 hierarchy is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
+pub(crate) struct Mount {
     /// `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` in a hybrid layout.
     pub point: PathBuf,
     /// The cgroup the mount shows as its root (`/` unless it is a bind
@@ -45,7 +45,7 @@ pub struct Mount {
 /// of the hierarchy (the shortest root; the first of those). In a container
 /// the runtime's own mount shows only the container's cgroup, while a
 /// mount of the host's (a DaemonSet's hostPath volume) shows all.
-pub fn find_mount(mountinfo: &str) -> Option<Mount> {
+pub(crate) fn find_mount(mountinfo: &str) -> Option<Mount> {
     mountinfo
         .lines()
         .filter_map(cgroup2_mount)
@@ -103,7 +103,7 @@ fn cgroup_path(mount: &Mount, dir: &Path) -> Option<String> {
 }
 
 /// Resolves cgroup ids on one cgroup2 mount.
-pub struct Cgroupfs {
+pub(crate) struct Cgroupfs {
     mount: Mount,
     /// The mount point, opened: `open_by_handle_at`'s mount descriptor.
     mount_fd: Option<OwnedFd>,
@@ -143,13 +143,9 @@ impl Cgroupfs {
         }
     }
 
-    pub fn mount(&self) -> &Mount {
-        &self.mount
-    }
-
     /// The path of cgroup `id`, or `None` when no cgroup has it now (it was
     /// removed, or is not on this mount).
-    pub fn path_of(&mut self, id: u64) -> Option<String> {
+    pub(crate) fn path_of(&mut self, id: u64) -> Option<String> {
         if !self.handles_refused {
             match self.by_handle(id) {
                 Ok(path) => return path,
@@ -206,7 +202,7 @@ impl Cgroupfs {
     }
 
     /// Every cgroup on the mount: (id, path), bounded in depth and count.
-    pub fn walk(&self) -> Vec<(u64, String)> {
+    pub(crate) fn walk(&self) -> Vec<(u64, String)> {
         let mut found = Vec::new();
         let mut stack = vec![(self.mount.point.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {

@@ -18,7 +18,7 @@ pub mod select;
 
 use std::{cell::RefCell, rc::Rc};
 
-pub use cache::Attributor;
+pub(crate) use cache::Attributor;
 
 /// Where one process runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct Attribution {
 }
 
 impl Attribution {
-    pub fn from_path(path: &str) -> Self {
+    pub(crate) fn from_path(path: &str) -> Self {
         let parsed = cgroup::parse(path);
         Attribution {
             cgroup_id: None,
@@ -46,7 +46,7 @@ impl Attribution {
     }
 
     /// The 12-digit short ID `podman ps` and `docker ps` show.
-    pub fn short_id(&self) -> Option<&str> {
+    pub(crate) fn short_id(&self) -> Option<&str> {
         self.container_id
             .as_deref()
             .map(|id| &id[..12.min(id.len())])

@@ -26,7 +26,7 @@ pub struct Why {
 }
 
 /// What to do with a kernel transition after [`Why::on_transition`].
-pub enum Next {
+pub(crate) enum Next {
     Emit(TcpEvent),
     Held,
 }
@@ -64,7 +64,7 @@ impl Why {
     }
 
     /// A cause event. Returns a held CLOSE row it completes, to emit.
-    pub fn on_cause(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
+    pub(crate) fn on_cause(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
         if let Some((row, mut c, since)) = self.held.remove(&ev.skaddr) {
             self.add(&mut c, ev);
             if c.settled(row.old) {
@@ -90,7 +90,11 @@ impl Why {
     /// A kernel transition: annotated, or held (see the module comment).
     /// `release` gets a held row of the same address first (a reused
     /// address: the old socket is long gone).
-    pub fn on_transition(&mut self, ev: &TcpEvent, release: &mut dyn FnMut(TcpEvent)) -> Next {
+    pub(crate) fn on_transition(
+        &mut self,
+        ev: &TcpEvent,
+        release: &mut dyn FnMut(TcpEvent),
+    ) -> Next {
         let mut ev = *ev;
         if let Some((row, c, _)) = self.held.remove(&ev.skaddr) {
             release(finish(row, &c));
@@ -154,7 +158,7 @@ fn finish(mut row: TcpEvent, c: &Causes) -> TcpEvent {
 
 /// The reason on rows tcpstate derives for sockets the state tracepoint
 /// does not show (timewait and request sockets) when they end.
-pub fn annotate_expiry(ev: &mut TcpEvent) {
+pub(crate) fn annotate_expiry(ev: &mut TcpEvent) {
     ev.reason = match ev.note {
         Some(Note::TimeWaitExpired) if ev.old == TcpState::FinWait2 => Some(Reason::OrphanTimeout),
         Some(Note::TimeWaitExpired) => Some(Reason::TimeWaitExpired),

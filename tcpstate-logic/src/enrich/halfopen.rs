@@ -40,7 +40,7 @@ struct Pending {
 
 /// What to do with a kernel `LISTEN -> SYN_RECV` of a child socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildRow {
+pub(crate) enum ChildRow {
     Show,
     /// Already shown as the half-open row.
     Folded,
@@ -86,7 +86,7 @@ impl HalfOpen {
     /// A SYN-ACK was retransmitted (`ev.dwell_ns`: time since the first
     /// one). The first retransmit of a connection not seen before gives its
     /// `LISTEN -> SYN_RECV` row; later ones only count.
-    pub fn synack_retransmit(
+    pub(crate) fn synack_retransmit(
         &mut self,
         ev: &TcpEvent,
         counters: &mut Counters,
@@ -114,12 +114,12 @@ impl HalfOpen {
 
     /// Follows a request socket the start-up snapshot found (its row is the
     /// snapshot's).
-    pub fn adopt(&mut self, ev: &TcpEvent, counters: &mut Counters) {
+    pub(crate) fn adopt(&mut self, ev: &TcpEvent, counters: &mut Counters) {
         self.track(*ev, 0, counters);
     }
 
     /// A child socket's kernel `LISTEN -> SYN_RECV`.
-    pub fn child_created(&mut self, ev: &TcpEvent) -> ChildRow {
+    pub(crate) fn child_created(&mut self, ev: &TcpEvent) -> ChildRow {
         let key = TupleKey::of(ev);
         match self.pending.get_mut(&key) {
             Some(p) if p.row.note != Some(Note::Snapshot) => {
@@ -144,7 +144,7 @@ impl HalfOpen {
     /// A child socket left SYN_RECV. For a connection followed as half-open,
     /// returns the row with its wait counted from the first SYN-ACK and its
     /// retransmit count.
-    pub fn child_left_syn_recv(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
+    pub(crate) fn child_left_syn_recv(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
         let key = TupleKey::of(ev);
         self.children.remove(&key);
         let p = self.pending.remove(&key)?;
@@ -161,7 +161,7 @@ impl HalfOpen {
 
     /// Looks for the followed request sockets (one dump per namespace): one
     /// missing from consecutive checks, with no child, was dropped.
-    pub fn tick(&mut self, now_ns: u64, dumps: &mut Dumps<'_>, emit: &mut Emit<'_>) {
+    pub(crate) fn tick(&mut self, now_ns: u64, dumps: &mut Dumps<'_>, emit: &mut Emit<'_>) {
         if now_ns < self.next_check_ns || self.pending.is_empty() {
             return;
         }

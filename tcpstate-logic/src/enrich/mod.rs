@@ -38,7 +38,7 @@ pub use snapshot::ListenKey;
 /// A socket's identity when it has no address we can use: namespace and
 /// tuple (local, remote).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TupleKey {
+pub(crate) struct TupleKey {
     pub netns: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -53,7 +53,7 @@ impl TupleKey {
         }
     }
 
-    pub fn reversed(&self) -> Self {
+    pub(crate) fn reversed(&self) -> Self {
         TupleKey {
             netns: self.netns,
             local: self.remote,
@@ -100,7 +100,7 @@ pub(crate) enum Dumped {
 
 /// The socket table as the trackers use it: every dump is counted, and a
 /// failed one is kept for the exit report.
-pub struct Dumps<'a> {
+pub(crate) struct Dumps<'a> {
     pub table: &'a mut dyn table::SocketTable,
     pub counters: &'a mut Counters,
 }
@@ -158,7 +158,7 @@ pub struct Enricher {
 }
 
 /// Where enriched events go (the renderers and summary).
-pub type Emit<'a> = dyn FnMut(&TcpEvent) + 'a;
+pub(crate) type Emit<'a> = dyn FnMut(&TcpEvent) + 'a;
 
 /// Most network namespaces the start-up snapshot reads (those holding a
 /// process first); beyond it they are counted and said once.

@@ -7,13 +7,13 @@ use crate::event::Task;
 
 /// Finds the processes holding the given socket inodes. One pass over /proc;
 /// a process that exits meanwhile is skipped.
-pub fn owners_of(inodes: &HashSet<u32>) -> HashMap<u32, Task> {
+pub(crate) fn owners_of(inodes: &HashSet<u32>) -> HashMap<u32, Task> {
     owners_counted(inodes).0
 }
 
 /// Like [`owners_of`], and how many processes' fd tables we may not read
 /// (another user's, or one with more capabilities: CAP_SYS_PTRACE reads them).
-pub fn owners_counted(inodes: &HashSet<u32>) -> (HashMap<u32, Task>, usize) {
+pub(crate) fn owners_counted(inodes: &HashSet<u32>) -> (HashMap<u32, Task>, usize) {
     let mut found = HashMap::new();
     let mut denied = 0;
     if inodes.is_empty() {

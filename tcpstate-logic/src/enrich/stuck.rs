@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 use super::{Emit, TupleKey};
 use crate::event::{Note, Source, TcpEvent, TcpState};
 
-pub fn watched(state: TcpState) -> bool {
+pub(crate) fn watched(state: TcpState) -> bool {
     matches!(
         state,
         TcpState::CloseWait | TcpState::FinWait2 | TcpState::LastAck | TcpState::SynSent
@@ -44,7 +44,7 @@ impl Stuck {
         }
     }
 
-    pub fn threshold_ns(&self) -> u64 {
+    pub(crate) fn threshold_ns(&self) -> u64 {
         self.threshold_ns
     }
 
@@ -73,7 +73,7 @@ impl Stuck {
 
     /// A socket listed by the snapshot: its age counts from now (a lower
     /// bound; the snapshot cannot say when it entered the state).
-    pub fn adopt(&mut self, ev: &TcpEvent) {
+    pub(crate) fn adopt(&mut self, ev: &TcpEvent) {
         // Timewait sockets are the timewait tracker's.
         if watched(ev.new) && ev.owner.is_some() {
             self.watch(Key::Tuple(TupleKey::of(ev)), ev, ev.ts_ns);

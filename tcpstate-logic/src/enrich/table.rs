@@ -22,7 +22,7 @@ pub enum Wanted {
 
 impl Wanted {
     /// inet_diag's state bit mask (`1 << state`; TCP_NEW_SYN_RECV is 12).
-    pub fn state_bits(self) -> u32 {
+    pub(crate) fn state_bits(self) -> u32 {
         let bit = |s: TcpState| 1u32 << s.raw();
         match self {
             Wanted::All => TcpState::ALL.iter().fold(0, |bits, &s| bits | bit(s)),
@@ -32,7 +32,7 @@ impl Wanted {
         }
     }
 
-    pub fn includes(self, state: TcpState) -> bool {
+    pub(crate) fn includes(self, state: TcpState) -> bool {
         match self {
             Wanted::All => true,
             Wanted::Listeners => state == TcpState::Listen,
@@ -55,7 +55,7 @@ pub mod fake {
     use std::collections::HashMap;
 
     #[derive(Default)]
-    pub struct FakeTable {
+    pub(crate) struct FakeTable {
         /// Sockets per namespace.
         pub socks: HashMap<u32, Vec<DiagSocket>>,
         /// Dumps asked for, in order.

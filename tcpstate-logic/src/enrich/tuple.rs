@@ -20,7 +20,7 @@ const RELEASE_AFTER_NS: u64 = 500_000_000;
 
 /// What [`Tuples::hold`] did.
 #[derive(Debug)]
-pub enum Hold {
+pub(crate) enum Hold {
     Held,
     /// Held; the row it replaced (same socket address) is shown as it is.
     Replaced(TcpEvent),
@@ -28,14 +28,14 @@ pub enum Hold {
     Full,
 }
 
-pub struct Tuples {
+pub(crate) struct Tuples {
     /// By socket address: the held row and when it was held (boot ns).
     held: HashMap<u64, (TcpEvent, u64)>,
     max: usize,
 }
 
 /// A child's first row that still has its listener's tuple.
-pub fn incomplete(ev: &TcpEvent) -> bool {
+pub(crate) fn incomplete(ev: &TcpEvent) -> bool {
     ev.source == Source::Tracepoint
         && ev.old == TcpState::Listen
         && ev.new == TcpState::SynRecv
@@ -64,7 +64,7 @@ impl Tuples {
     }
 
     /// The held row of `next`'s socket, completed with `next`'s tuple.
-    pub fn complete(&mut self, next: &TcpEvent) -> Option<TcpEvent> {
+    pub(crate) fn complete(&mut self, next: &TcpEvent) -> Option<TcpEvent> {
         if self.held.is_empty() || next.source != Source::Tracepoint {
             return None;
         }
@@ -78,7 +78,7 @@ impl Tuples {
     }
 
     /// Rows held longer than their next change can take, oldest first.
-    pub fn expired(&mut self, now_ns: u64) -> Vec<TcpEvent> {
+    pub(crate) fn expired(&mut self, now_ns: u64) -> Vec<TcpEvent> {
         if self.held.is_empty() {
             return Vec::new();
         }

@@ -4,11 +4,11 @@
 //! client serves it: a counter's family is named with its `_total`, and
 //! `# UNIT` and `# EOF` (unknown there) are left out.
 
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Whether the request's `Accept` header asks for OpenMetrics.
-pub fn wants_openmetrics(head: &[u8]) -> bool {
+pub(crate) fn wants_openmetrics(head: &[u8]) -> bool {
     String::from_utf8_lossy(head).lines().any(|l| {
         l.split_once(':').is_some_and(|(k, v)| {
             k.trim().eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
@@ -17,7 +17,7 @@ pub fn wants_openmetrics(head: &[u8]) -> bool {
 }
 
 /// OpenMetrics text (as `prometheus-client` writes it) to text format 0.0.4.
-pub fn to_text_format(openmetrics: &str) -> String {
+pub(crate) fn to_text_format(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     let mut help: Option<&str> = None;
     for line in openmetrics.lines() {

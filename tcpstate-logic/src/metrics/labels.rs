@@ -11,15 +11,15 @@ use std::collections::HashSet;
 use crate::{container::Attribution, event::TcpEvent};
 
 /// The value of every label beyond a cap, and of a port outside the filter.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 /// The container label of a process that runs in no container.
-pub const HOST: &str = "host";
+pub(crate) const HOST: &str = "host";
 /// The container label of a row whose owner is unknown.
-pub const UNKNOWN: &str = "unknown";
+pub(crate) const UNKNOWN: &str = "unknown";
 
 /// Passes the first `cap` distinct values through, maps the rest to `other`.
 #[derive(Debug)]
-pub struct Capped {
+pub(crate) struct Capped {
     cap: usize,
     seen: HashSet<String>,
     /// Values mapped to `other`, for the curious.
@@ -50,7 +50,7 @@ impl Capped {
 
 /// Which labels the metrics carry beyond the states, and their bounds.
 #[derive(Debug)]
-pub struct LabelPolicy {
+pub(crate) struct LabelPolicy {
     /// Ports named in a filter (`--port`, `--lport`, `--rport`); empty: no
     /// `port` label at all.
     ports: std::collections::HashSet<u16>,
@@ -61,13 +61,13 @@ pub struct LabelPolicy {
 
 /// Values mapped to `other` so far, per label (cumulative).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Overflow {
+pub(crate) struct Overflow {
     pub port: u64,
     pub container_id: u64,
     pub pod_uid: u64,
 }
 
-pub type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 impl LabelPolicy {
     pub fn new(ports: Vec<u16>, port_cap: usize, container_cap: Option<usize>) -> Self {
@@ -78,11 +78,7 @@ impl LabelPolicy {
         }
     }
 
-    pub fn wants_containers(&self) -> bool {
-        self.containers.is_some()
-    }
-
-    pub fn overflow(&self) -> Overflow {
+    pub(crate) fn overflow(&self) -> Overflow {
         let (container_id, pod_uid) = self
             .containers
             .as_ref()
@@ -96,7 +92,7 @@ impl LabelPolicy {
 
     /// A listening port as a `port` value: under the same cap as the
     /// filtered ports (one set of values for the label).
-    pub fn port_label(&mut self, port: u16) -> String {
+    pub(crate) fn port_label(&mut self, port: u16) -> String {
         self.port_values.get(&port.to_string())
     }
 
@@ -119,7 +115,7 @@ impl LabelPolicy {
 
     /// `container_id` and `pod_uid` of an owner's attribution, when the
     /// metrics label by container (capped); else none.
-    pub fn container_labels(&mut self, container: Option<&Attribution>) -> Labels {
+    pub(crate) fn container_labels(&mut self, container: Option<&Attribution>) -> Labels {
         let mut labels = Labels::new();
         if let Some((ids, pods)) = &mut self.containers {
             let (id, pod) = match container {

@@ -163,10 +163,6 @@ impl Recorder {
         (r, registry)
     }
 
-    pub fn wants_containers(&self) -> bool {
-        self.policy.wants_containers()
-    }
-
     /// Counts one row (after enrich, after the container filter).
     pub fn record(&mut self, ev: &TcpEvent, container: Option<&Attribution>) {
         self.sampled.event(ev);
@@ -278,7 +274,7 @@ impl Recorder {
 
 /// `cause` label values of `tcpstate_events_lost_total`, in the order of
 /// [`Recorder::losses`]' counters.
-pub const LOSS_CAUSES: [&str; 4] = [
+pub(crate) const LOSS_CAUSES: [&str; 4] = [
     "ring_buffer_full",
     "kernel_skipped",
     "malformed",

@@ -10,7 +10,7 @@ use std::{collections::HashMap, hash::Hash};
 use crate::event::TcpState;
 
 #[derive(Debug)]
-pub struct Occupancy<L> {
+pub(crate) struct Occupancy<L> {
     counts: HashMap<(L, TcpState), i64>,
 }
 
@@ -29,7 +29,7 @@ impl<L: Clone + Eq + Hash> Occupancy<L> {
     }
 
     /// A socket entered `state`; returns the new count to publish.
-    pub fn enter(&mut self, labels: &L, state: TcpState) -> Option<i64> {
+    pub(crate) fn enter(&mut self, labels: &L, state: TcpState) -> Option<i64> {
         if !Self::counted(state) {
             return None;
         }
@@ -64,6 +64,7 @@ impl<L: Clone + Eq + Hash> Occupancy<L> {
         [left, self.enter(labels, new).map(|c| (new, c))]
     }
 
+    #[cfg(test)]
     pub fn get(&self, labels: &L, state: TcpState) -> i64 {
         self.counts
             .get(&(labels.clone(), state))

@@ -44,14 +44,14 @@ pub fn spawn(listener: TcpListener, registry: Arc<Registry>) {
 
 /// What to answer to a request head.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     Metrics { head: bool },
     NotFound,
     MethodNotAllowed,
     BadRequest,
 }
 
-pub fn route(head: &[u8]) -> Route {
+pub(crate) fn route(head: &[u8]) -> Route {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();

@@ -24,7 +24,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-pub use crate::top::sample::Attribute;
+pub(crate) use crate::top::sample::Attribute;
 
 use super::labels::{LabelPolicy, Labels};
 use crate::{
@@ -56,7 +56,7 @@ pub struct Options {
 
 /// The container a listener's owner runs in, for its labels.
 /// Arguments as [`crate::top::sample::Attribute`]'s.
-pub type AttributionOf<'a> = dyn FnMut(u64, Option<&Task>) -> Option<Arc<Attribution>> + 'a;
+pub(crate) type AttributionOf<'a> = dyn FnMut(u64, Option<&Task>) -> Option<Arc<Attribution>> + 'a;
 
 /// A listening socket: its key and inode (two SO_REUSEPORT listeners share
 /// a key; a restarted one gets a new inode).
@@ -67,7 +67,7 @@ struct Known {
     drops: u32,
 }
 
-pub struct Sampled {
+pub(crate) struct Sampled {
     opts: Options,
     model: Model,
     sampler: Option<Sampler>,

@@ -66,7 +66,7 @@ pub fn comm(raw: &[u8]) -> std::borrow::Cow<'_, str> {
 
 /// Appends spaces until what was written since `start` is `width` bytes wide.
 #[inline]
-pub fn pad_from(out: &mut Vec<u8>, start: usize, width: usize) {
+pub(crate) fn pad_from(out: &mut Vec<u8>, start: usize, width: usize) {
     let n = out.len() - start;
     if n < width {
         out.resize(out.len() + (width - n), b' ');
@@ -75,7 +75,7 @@ pub fn pad_from(out: &mut Vec<u8>, start: usize, width: usize) {
 
 /// Appends what `write` writes, padded with spaces to `width` bytes.
 #[inline]
-pub fn padded(out: &mut Vec<u8>, width: usize, write: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn padded(out: &mut Vec<u8>, width: usize, write: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     write(out);
     pad_from(out, start, width);
@@ -96,12 +96,12 @@ pub fn task(out: &mut Vec<u8>, task: Option<&crate::event::Task>) {
 
 /// The COMM column: a name is at most 16 bytes, but escaped (`\xNN` per
 /// control byte) it can be four times as long.
-pub const COMM_WIDTH: usize = 16;
+pub(crate) const COMM_WIDTH: usize = 16;
 
 /// Appends `s` in exactly `width` characters: padded, or cut to `width - 1`
 /// and marked with `+` (as top does), so a long value never shifts the
 /// columns after it. Machine-readable outputs keep the whole value.
-pub fn str_fitted(out: &mut Vec<u8>, s: &str, width: usize) {
+pub(crate) fn str_fitted(out: &mut Vec<u8>, s: &str, width: usize) {
     match s.char_indices().nth(width) {
         None => str_padded(out, s, width),
         Some(_) => {
@@ -114,7 +114,7 @@ pub fn str_fitted(out: &mut Vec<u8>, s: &str, width: usize) {
 
 /// Appends `s` left-aligned in `width` characters (like `{:<width}`).
 #[inline]
-pub fn str_padded(out: &mut Vec<u8>, s: &str, width: usize) {
+pub(crate) fn str_padded(out: &mut Vec<u8>, s: &str, width: usize) {
     out.extend_from_slice(s.as_bytes());
     let chars = if s.is_ascii() {
         s.len()
@@ -144,7 +144,7 @@ pub fn hex(out: &mut Vec<u8>, v: u64) {
 
 /// Appends an address as `Display` would (IPv4 dotted quad without `fmt`).
 #[inline]
-pub fn ip(out: &mut Vec<u8>, addr: &IpAddr) {
+pub(crate) fn ip(out: &mut Vec<u8>, addr: &IpAddr) {
     match addr {
         IpAddr::V4(a) => {
             let o = a.octets();
@@ -167,7 +167,7 @@ pub fn ip(out: &mut Vec<u8>, addr: &IpAddr) {
 /// Appends nanoseconds as milliseconds rounded to 3 decimals (`812.345`),
 /// the text column's precision (microseconds).
 #[inline]
-pub fn ms3(out: &mut Vec<u8>, ns: u64) {
+pub(crate) fn ms3(out: &mut Vec<u8>, ns: u64) {
     let us = ns / 1000 + u64::from(ns % 1000 >= 500);
     u64(out, us / 1000);
     out.push(b'.');
@@ -178,7 +178,7 @@ pub fn ms3(out: &mut Vec<u8>, ns: u64) {
 /// least one decimal: `1.234567`, `0.04`, `812.0`. Parsing it gives the same
 /// double as `ns as f64 / 1e6`.
 #[inline]
-pub fn ms_exact(out: &mut Vec<u8>, ns: u64) {
+pub(crate) fn ms_exact(out: &mut Vec<u8>, ns: u64) {
     u64(out, ns / 1_000_000);
     out.push(b'.');
     let mut frac = ns % 1_000_000;
@@ -196,7 +196,7 @@ pub fn ms_exact(out: &mut Vec<u8>, ns: u64) {
 
 /// Appends a duration for people: `0.041ms`, `812.345ms`, `12.345s`,
 /// `1h02m`: microsecond precision below 10 s, shorter beyond.
-pub fn human_ns(out: &mut Vec<u8>, ns: u64) {
+pub(crate) fn human_ns(out: &mut Vec<u8>, ns: u64) {
     if ns < 10_000_000_000 {
         ms3(out, ns);
         out.extend_from_slice(b"ms");
@@ -230,7 +230,7 @@ pub fn state(out: &mut Vec<u8>, st: TcpState) {
 
 /// Appends `s` as a JSON string, quotes included.
 #[inline]
-pub fn json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let b = s.as_bytes();
     if b.iter()
@@ -269,7 +269,7 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
 /// Appends `s` as one CSV field (RFC 4180): quoted when it holds a comma, a
 /// quote, a line break or leading/trailing spaces; quotes doubled.
 #[inline]
-pub fn csv_field(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn csv_field(out: &mut Vec<u8>, s: &str) {
     let needs_quotes = s.bytes().any(|c| matches!(c, b',' | b'"' | b'\n' | b'\r'))
         || s.starts_with(' ')
         || s.ends_with(' ');

@@ -28,7 +28,7 @@ pub struct ColorEnv {
 }
 
 impl ColorEnv {
-    pub fn from_process() -> Self {
+    pub(crate) fn from_process() -> Self {
         ColorEnv {
             no_color: anstyle_query::no_color(),
             clicolor_force: anstyle_query::clicolor_force(),
@@ -61,7 +61,7 @@ pub fn enabled(choice: ColorChoice, stdout_is_terminal: bool, env: ColorEnv) -> 
 
 /// The style of a state: opening states cyan, ESTABLISHED green, LISTEN blue,
 /// the active close yellow, CLOSE_WAIT (where leaks sit) magenta, CLOSE red.
-pub fn style_of(st: TcpState) -> Style {
+pub(crate) fn style_of(st: TcpState) -> Style {
     let c = |c: AnsiColor| Style::new().fg_color(Some(c.into()));
     match st {
         TcpState::SynSent | TcpState::SynRecv | TcpState::NewSynRecv => c(AnsiColor::Cyan),
@@ -132,7 +132,7 @@ impl Palette {
     }
 
     /// Starts and ends dimmed text (notes, markers).
-    pub fn dim(&self) -> (&str, &str) {
+    pub(crate) fn dim(&self) -> (&str, &str) {
         (&self.dim.0, &self.dim.1)
     }
 }

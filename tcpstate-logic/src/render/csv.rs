@@ -12,7 +12,7 @@ use crate::{
     event::{Note, TcpEvent},
 };
 
-pub const COLUMNS: [&str; 29] = [
+pub(crate) const COLUMNS: [&str; 29] = [
     "time",
     "time_ns",
     "source",
@@ -58,7 +58,7 @@ impl Csv {
     }
 
     /// Fills the `cgroup`, `container_id` and `pod_uid` cells.
-    pub fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
+    pub(crate) fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
         self.containers = containers;
         self
     }

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::event::{TcpEvent, TcpState};
 
-pub struct Diagram {
+pub(crate) struct Diagram {
     path: PathBuf,
     edges: Edges,
     /// Whether to run `dot` for an SVG (off in tests).
@@ -118,14 +118,15 @@ impl Diagram {
         }
     }
 
+    #[cfg(test)]
     /// Without running `dot` (for tests).
-    pub fn without_svg(mut self) -> Self {
+    pub(crate) fn without_svg(mut self) -> Self {
         self.svg = false;
         self
     }
 
     /// The SVG's path: FILE.dot -> FILE.svg, anything else -> anything.svg.
-    pub fn svg_path(dot: &Path) -> PathBuf {
+    pub(crate) fn svg_path(dot: &Path) -> PathBuf {
         match dot.extension().and_then(|e| e.to_str()) {
             Some("dot" | "gv") => dot.with_extension("svg"),
             _ => {

@@ -15,7 +15,7 @@ use crate::{
     event::{Note, TcpEvent},
 };
 
-pub const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 1;
 
 pub struct Json {
     time: TimeWriter,
@@ -31,7 +31,7 @@ impl Json {
     }
 
     /// Fills `cgroup`, `container_id` and `pod_uid` (else always `null`).
-    pub fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
+    pub(crate) fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
         self.containers = containers;
         self
     }
@@ -192,7 +192,7 @@ impl Json {
 /// `reason` (how the connection ended), `reset_reason` (the kernel's, when
 /// this end sent a reset and the kernel named it) and `data_retransmits`,
 /// on rows into CLOSE only.
-pub fn reason_fields(out: &mut Vec<u8>, ev: &TcpEvent) {
+pub(crate) fn reason_fields(out: &mut Vec<u8>, ev: &TcpEvent) {
     let Some(r) = ev.reason else {
         return;
     };
@@ -212,7 +212,7 @@ pub fn reason_fields(out: &mut Vec<u8>, ev: &TcpEvent) {
 
 /// SYN-ACK retransmits a row reports: the half-open rows carry them in
 /// their note, a completed connection's SYN_RECV->ESTABLISHED in the event.
-pub fn synack_retransmits(ev: &TcpEvent) -> u32 {
+pub(crate) fn synack_retransmits(ev: &TcpEvent) -> u32 {
     match ev.note {
         Some(Note::HalfOpen(n) | Note::HalfOpenExpired(n)) => n,
         _ => ev.retransmits,

@@ -60,7 +60,7 @@ pub trait Render {
 }
 
 /// Several renderers fed the same events, in order.
-pub struct Tee(pub Vec<Box<dyn Render>>);
+pub(crate) struct Tee(pub Vec<Box<dyn Render>>);
 
 impl Render for Tee {
     fn header(&self, out: &mut Vec<u8>) {

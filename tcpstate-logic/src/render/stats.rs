@@ -8,18 +8,18 @@ use crate::event::{Source, TcpEvent, TcpState};
 /// How often one kernel transition happened, and how long sockets had
 /// spent in its old state.
 #[derive(Debug, Default)]
-pub struct Edge {
+pub(crate) struct Edge {
     pub count: u64,
     pub dwell: Sample,
 }
 
 /// The kernel's transitions counted per (old, new) state: what the summary
 /// and the diagram are drawn from.
-pub type Edges = BTreeMap<(TcpState, TcpState), Edge>;
+pub(crate) type Edges = BTreeMap<(TcpState, TcpState), Edge>;
 
 /// Counts `ev` in `edges` if it is a transition the kernel made; returns
 /// its time in the old state when it counted and that time is known.
-pub fn count_edge(edges: &mut Edges, ev: &TcpEvent) -> Option<u64> {
+pub(crate) fn count_edge(edges: &mut Edges, ev: &TcpEvent) -> Option<u64> {
     if ev.source != Source::Tracepoint {
         return None;
     }
@@ -33,7 +33,7 @@ pub fn count_edge(edges: &mut Edges, ev: &TcpEvent) -> Option<u64> {
 /// Counts of values by power of two, like bcc's `print_log2_hist`: bucket 0
 /// holds 0 and 1, bucket `i >= 1` holds `2^i ..= 2^(i+1)-1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Log2Hist {
+pub(crate) struct Log2Hist {
     pub buckets: [u64; 64],
 }
 
@@ -44,7 +44,7 @@ impl Default for Log2Hist {
 }
 
 impl Log2Hist {
-    pub fn bucket(v: u64) -> usize {
+    pub(crate) fn bucket(v: u64) -> usize {
         if v < 2 {
             0
         } else {
@@ -108,7 +108,7 @@ impl Log2Hist {
 /// exact count, max and sum: exact medians for up to `CAP` values, estimates
 /// beyond, in bounded memory.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub count: u64,
     pub max: u64,
     pub sum: u128,
@@ -117,7 +117,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub const CAP: usize = 1024;
+    pub(crate) const CAP: usize = 1024;
 
     pub fn new() -> Self {
         Sample {
@@ -148,6 +148,7 @@ impl Sample {
         }
     }
 
+    #[cfg(test)]
     /// Whether the sample holds every value (the median is exact).
     pub fn exact(&self) -> bool {
         self.count as usize == self.values.len()
@@ -159,7 +160,7 @@ impl Sample {
     }
 
     /// The `q` quantile (nearest rank) of the sample.
-    pub fn quantile(&self, q: f64) -> Option<u64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<u64> {
         if self.values.is_empty() {
             return None;
         }

@@ -17,7 +17,7 @@ use super::{
 use crate::event::{TcpEvent, TcpState};
 
 #[derive(Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     json: bool,
     events: u64,
     first_ns: Option<u64>,

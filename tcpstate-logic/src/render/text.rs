@@ -28,13 +28,13 @@ impl Text {
     }
 
     /// Adds the owner's container (short ID, `-` for none) to wide output.
-    pub fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
+    pub(crate) fn with_containers(mut self, containers: Option<container::Shared>) -> Self {
         self.containers = containers;
         self
     }
 
     /// `--explain`: a sentence after each row.
-    pub fn with_explain(mut self, explain: crate::explain::Explainer) -> Self {
+    pub(crate) fn with_explain(mut self, explain: crate::explain::Explainer) -> Self {
         self.explain = Some(explain);
         self
     }

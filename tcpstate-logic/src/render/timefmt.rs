@@ -26,7 +26,7 @@ pub enum TimeFormat {
 
 impl TimeFormat {
     /// The text column's width and heading.
-    pub fn column(self) -> (usize, &'static str) {
+    pub(crate) fn column(self) -> (usize, &'static str) {
         match self {
             TimeFormat::Clock => (15, "TIME"),
             TimeFormat::DateTime => (26, "TIME"),
@@ -69,7 +69,7 @@ impl TimeWriter {
 
     /// Appends the time of an event at `boot_ns` (CLOCK_BOOTTIME).
     /// Writes the time padded to its text column, and the space after it.
-    pub fn write_column(&mut self, out: &mut Vec<u8>, boot_ns: u64) {
+    pub(crate) fn write_column(&mut self, out: &mut Vec<u8>, boot_ns: u64) {
         let width = self.format.column().0;
         crate::render::buf::padded(out, width, |out| self.write(out, boot_ns));
         out.push(b' ');

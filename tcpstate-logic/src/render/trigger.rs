@@ -12,7 +12,7 @@ use super::Render;
 use crate::event::{Source, TcpEvent, TcpState};
 
 /// Most events held per socket until it triggers (the oldest are dropped).
-pub const MAX_EVENTS: usize = 64;
+pub(crate) const MAX_EVENTS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerSpec {
@@ -94,7 +94,7 @@ impl Entry {
     }
 }
 
-pub struct Trigger {
+pub(crate) struct Trigger {
     inner: Box<dyn Render>,
     specs: Vec<TriggerSpec>,
     sockets: HashMap<u64, Entry>,
@@ -128,6 +128,7 @@ impl Trigger {
         }
     }
 
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.sockets.len()
     }

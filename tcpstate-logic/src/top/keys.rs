@@ -14,7 +14,7 @@ pub enum PaneId {
 }
 
 /// The panes in screen order (the order Tab follows).
-pub const PANES: [PaneId; 5] = [
+pub(crate) const PANES: [PaneId; 5] = [
     PaneId::States,
     PaneId::Listeners,
     PaneId::Holders,
@@ -24,7 +24,7 @@ pub const PANES: [PaneId; 5] = [
 
 /// A key as `--top` tells keys apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Key {
+pub(crate) enum Key {
     Char(char),
     Tab,
     BackTab,
@@ -37,7 +37,7 @@ pub enum Key {
 impl Key {
     /// A terminal key press, or `None` for what `--top` ignores (releases,
     /// other keys).
-    pub fn from_crossterm(e: &crossterm::event::KeyEvent) -> Option<Key> {
+    pub(crate) fn from_crossterm(e: &crossterm::event::KeyEvent) -> Option<Key> {
         use crossterm::event::{KeyCode, KeyEventKind, KeyModifiers};
         if e.kind == KeyEventKind::Release {
             return None;
@@ -56,7 +56,7 @@ impl Key {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Quit,
     /// Something the screen shows changed.
     Redraw,
@@ -67,7 +67,7 @@ pub enum Action {
 const MAX_FILTER: usize = 64;
 
 #[derive(Debug, Clone, Default)]
-pub struct Ui {
+pub(crate) struct Ui {
     focus: usize,
     /// Per pane: how many times `s` was pressed (0: the pane's own order).
     sort: [usize; PANES.len()],
@@ -79,7 +79,7 @@ pub struct Ui {
 }
 
 impl Ui {
-    pub fn focus(&self) -> PaneId {
+    pub(crate) fn focus(&self) -> PaneId {
         PANES[self.focus]
     }
 
@@ -88,13 +88,13 @@ impl Ui {
     }
 
     /// The filter being typed, if `/` was pressed.
-    pub fn editing(&self) -> Option<&str> {
+    pub(crate) fn editing(&self) -> Option<&str> {
         self.editing.as_deref()
     }
 
     /// The column pane `id` (of `columns` columns) is sorted by, or `None`
     /// for its own order.
-    pub fn sort_column(&self, id: PaneId, columns: usize) -> Option<usize> {
+    pub(crate) fn sort_column(&self, id: PaneId, columns: usize) -> Option<usize> {
         let i = PANES.iter().position(|p| *p == id)?;
         match self.sort[i] % (columns + 1) {
             0 => None,
@@ -102,7 +102,7 @@ impl Ui {
         }
     }
 
-    pub fn on_key(&mut self, key: Key) -> Action {
+    pub(crate) fn on_key(&mut self, key: Key) -> Action {
         if key == Key::CtrlC {
             return Action::Quit;
         }
@@ -143,7 +143,7 @@ impl Ui {
 }
 
 /// The help the `?` key shows.
-pub const HELP: &[(&str, &str)] = &[
+pub(crate) const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit (the exit report follows on stderr)"),
     ("p", "pause the screen; counting goes on"),
     ("s", "sort the pane in focus by its next column"),

@@ -25,7 +25,7 @@ use crate::{
 /// The states the States pane shows, in a connection's order. SYN_RECV is
 /// the half-open connections (request sockets): a full socket is in it for
 /// microseconds only.
-pub const STATES: [TcpState; 10] = [
+pub(crate) const STATES: [TcpState; 10] = [
     TcpState::Listen,
     TcpState::Established,
     TcpState::SynSent,
@@ -44,7 +44,7 @@ const NSTATES: usize = 16;
 /// Most keys each table holds (destinations, reset reasons, held sockets,
 /// listeners' rates): beyond it new ones are counted in
 /// [`Model::untracked`], so a flood of distinct peers costs bounded memory.
-pub const MAX_KEYS: usize = 65_536;
+pub(crate) const MAX_KEYS: usize = 65_536;
 
 /// Most TIME_WAIT destinations ranked (the pane shows the top ones).
 pub const TOP_DESTINATIONS: usize = 64;
@@ -52,7 +52,7 @@ pub const TOP_DESTINATIONS: usize = 64;
 /// A destination as the ephemeral port range sees it: a local address
 /// connecting to one remote address and port, in one namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Dest {
+pub(crate) struct Dest {
     pub netns: u32,
     pub local: IpAddr,
     pub remote: SocketAddr,
@@ -60,7 +60,7 @@ pub struct Dest {
 
 /// `net.ipv4.ip_local_port_range` of one namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
+pub(crate) struct PortRange {
     pub low: u16,
     pub high: u16,
 }
@@ -86,7 +86,7 @@ impl PortRange {
 
 /// One listening socket as the last dump showed it, with its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerSample {
+pub(crate) struct ListenerSample {
     pub key: ListenKey,
     /// The socket's inode: tells two listeners of one key apart
     /// (SO_REUSEPORT), and a listener from the one that replaced it.
@@ -106,7 +106,7 @@ pub struct ListenerSample {
 
 /// What one round of dumps found, for [`Model::sampled`].
 #[derive(Debug, Default)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Listeners in scope (filters applied).
     pub listeners: Vec<ListenerSample>,
     /// Every socket of each namespace read, filters applied; `None` when
@@ -121,7 +121,7 @@ pub struct Sample {
 
 /// Events per second into one listener.
 #[derive(Debug, Clone, Default)]
-pub struct ListenerRates {
+pub(crate) struct ListenerRates {
     /// Handshakes completed (`SYN_RECV -> ESTABLISHED`): connections that
     /// joined the accept queue.
     pub accepts: Rate,
@@ -149,7 +149,7 @@ enum HeldKey {
 
 /// Owners holding sockets in one state: a Holders row.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HolderRow {
+pub(crate) struct HolderRow {
     pub owner: Option<Task>,
     pub container: Option<String>,
     pub state: TcpState,
@@ -160,7 +160,7 @@ pub struct HolderRow {
 /// A Pressure row: TIME_WAIT sockets of one destination against the
 /// namespace's ephemeral ports.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PressureRow {
+pub(crate) struct PressureRow {
     pub dest: Dest,
     pub timewait: u64,
     pub range: Option<PortRange>,
@@ -168,21 +168,21 @@ pub struct PressureRow {
 
 impl PressureRow {
     /// The share of the port range in use, when the range is known.
-    pub fn share(&self) -> Option<f64> {
+    pub(crate) fn share(&self) -> Option<f64> {
         self.range
             .map(|r| self.timewait as f64 / f64::from(r.size()))
     }
 
     /// More than half of the range held by one destination: new connects to
     /// it are close to failing with EADDRNOTAVAIL.
-    pub fn warn(&self) -> bool {
+    pub(crate) fn warn(&self) -> bool {
         self.share().is_some_and(|s| s > 0.5)
     }
 }
 
 /// How a connect failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConnectFailure {
+pub(crate) enum ConnectFailure {
     Refused,
     TimedOut,
 }
@@ -198,7 +198,7 @@ impl ConnectFailure {
 
 /// What the Listeners pane shows per listener.
 #[derive(Debug, Clone)]
-pub struct ListenerRow<'a> {
+pub(crate) struct ListenerRow<'a> {
     pub sample: &'a ListenerSample,
     pub half_open: u64,
     pub rates: Option<&'a ListenerRates>,
@@ -207,7 +207,7 @@ pub struct ListenerRow<'a> {
 /// Counts per state, indexed by state number.
 type Counts = [u64; NSTATES];
 
-pub struct Model {
+pub(crate) struct Model {
     start_sec: u64,
     now_ns: u64,
     counts: Counts,
@@ -452,7 +452,7 @@ impl Model {
     /// What the dumps found: listeners replace the last ones; when the
     /// dumps stand for the filters, the per-state counts, TIME_WAIT per
     /// destination and the held sockets are corrected to them.
-    pub fn sampled(&mut self, s: Sample) {
+    pub(crate) fn sampled(&mut self, s: Sample) {
         self.port_ranges.extend(s.port_ranges);
         self.listeners = s.listeners;
         let Some(sockets) = s.sockets else {
@@ -518,10 +518,6 @@ impl Model {
         }
     }
 
-    pub fn now_ns(&self) -> u64 {
-        self.now_ns
-    }
-
     fn now_sec(&self) -> u64 {
         sec_of(self.now_ns)
     }
@@ -532,7 +528,7 @@ impl Model {
     }
 
     /// Entries into `state` per second.
-    pub fn entries_per_sec(&self, state: TcpState) -> f64 {
+    pub(crate) fn entries_per_sec(&self, state: TcpState) -> f64 {
         self.entries[idx(state)].per_sec(self.now_sec(), self.start_sec)
     }
 
@@ -555,12 +551,12 @@ impl Model {
     }
 
     /// `/s` of a listener's rate.
-    pub fn per_sec(&self, r: &Rate) -> f64 {
+    pub(crate) fn per_sec(&self, r: &Rate) -> f64 {
         r.per_sec(self.now_sec(), self.start_sec)
     }
 
     /// Held sockets grouped by owner, container and state; oldest first.
-    pub fn holders(&self) -> Vec<HolderRow> {
+    pub(crate) fn holders(&self) -> Vec<HolderRow> {
         let mut groups: HashMap<(Option<u32>, Option<&str>, TcpState), HolderRow> = HashMap::new();
         for h in self.held.values() {
             let key = (h.owner.map(|t| t.pid), h.container.as_deref(), h.state);
@@ -605,7 +601,7 @@ impl Model {
 
     /// Failed connects per destination: (how, netns, destination, count,
     /// per second), most first.
-    pub fn connect_failures(&self) -> Vec<(ConnectFailure, u32, SocketAddr, u64, f64)> {
+    pub(crate) fn connect_failures(&self) -> Vec<(ConnectFailure, u32, SocketAddr, u64, f64)> {
         let mut rows: Vec<_> = self
             .connects
             .iter()

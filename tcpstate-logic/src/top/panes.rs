@@ -83,7 +83,7 @@ impl Table {
 }
 
 /// A rate as the panes print it: no decimals once it is large.
-pub fn rate(v: f64) -> String {
+pub(crate) fn rate(v: f64) -> String {
     if v == 0.0 {
         "0".into()
     } else if v < 10.0 {
@@ -94,7 +94,7 @@ pub fn rate(v: f64) -> String {
 }
 
 /// An age: `42s`, `3m05s`, `2h07m`.
-pub fn age(ns: u64) -> String {
+pub(crate) fn age(ns: u64) -> String {
     let s = ns / 1_000_000_000;
     match s {
         0..60 => format!("{s}s"),
@@ -116,24 +116,6 @@ fn text(s: &str) -> SortKey {
 
 fn n(v: impl Into<f64>) -> SortKey {
     SortKey::Num(v.into())
-}
-
-/// Short state names, so ten fit in 80 columns.
-pub fn short_state(s: crate::event::TcpState) -> &'static str {
-    use crate::event::TcpState::*;
-    match s {
-        Listen => "LISTEN",
-        Established => "ESTAB",
-        SynSent => "SYN_S",
-        SynRecv => "SYN_R",
-        FinWait1 => "FIN_W1",
-        FinWait2 => "FIN_W2",
-        TimeWait => "TIME_W",
-        CloseWait => "CLOS_W",
-        LastAck => "LAST_A",
-        Closing => "CLOSNG",
-        other => other.name(),
-    }
 }
 
 const STATE_COLUMNS: [Column; 11] = [
@@ -304,7 +286,7 @@ fn holders(m: &Model) -> Table {
 }
 
 /// The Pressure pane's width at 80 columns (Failures gets the rest).
-pub const PRESSURE_WIDTH: u16 = 42;
+pub(crate) const PRESSURE_WIDTH: u16 = 42;
 
 const PRESSURE_COLUMNS: [Column; 4] = [
     col("LOCAL>REMOTE", 25),
@@ -384,7 +366,7 @@ fn failures(m: &Model) -> Table {
 }
 
 /// Every pane, in screen order, with the filter and sort applied.
-pub fn tables(m: &Model, ui: &Ui) -> Vec<Table> {
+pub(crate) fn tables(m: &Model, ui: &Ui) -> Vec<Table> {
     let mut all = vec![
         states(m),
         listeners(m),

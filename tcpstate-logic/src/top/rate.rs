@@ -7,11 +7,11 @@ const KEPT: u64 = 64;
 
 /// Seconds a `/s` figure is averaged over: steady enough to read while it
 /// redraws every second, recent enough to follow a burst.
-pub const WINDOW: u64 = 5;
+pub(crate) const WINDOW: u64 = 5;
 
 /// Events counted per second (of CLOCK_BOOTTIME), the last [`KEPT`] seconds.
 #[derive(Debug, Clone)]
-pub struct Rate {
+pub(crate) struct Rate {
     buckets: [u32; KEPT as usize],
     /// The latest second counted into `buckets`.
     sec: u64,
@@ -66,7 +66,7 @@ impl Rate {
 
     /// Events per second over the last [`WINDOW`] complete seconds, or fewer
     /// when tracing started less long ago (`since_sec`: its first second).
-    pub fn per_sec(&self, now_sec: u64, since_sec: u64) -> f64 {
+    pub(crate) fn per_sec(&self, now_sec: u64, since_sec: u64) -> f64 {
         let n = now_sec.saturating_sub(since_sec).clamp(1, WINDOW);
         self.last(now_sec, n) as f64 / n as f64
     }

@@ -27,9 +27,9 @@ const REDISCOVER_EVERY: u64 = 10;
 /// container it runs in (short ID) for the screen.
 /// Arguments: the socket's cgroup id from the kernel (0 if unknown) and its
 /// owner, as [`crate::container::Attributor::of_socket`] takes them.
-pub type Attribute<'a> = dyn FnMut(u64, Option<&Task>) -> (bool, Option<String>) + 'a;
+pub(crate) type Attribute<'a> = dyn FnMut(u64, Option<&Task>) -> (bool, Option<String>) + 'a;
 
-pub struct Sampler {
+pub(crate) struct Sampler {
     diag: Diag,
     /// `--netns`'s namespace, or 0 for every one.
     scope: u32,
@@ -67,7 +67,7 @@ impl Sampler {
     /// an error here leaves every namespace in scope, which the dump errors
     /// would show). `correct`: the dumps stand for the filters (no
     /// container filter).
-    pub fn for_netns(netns: Option<&str>, filter: Filter, correct: bool) -> Self {
+    pub(crate) fn for_netns(netns: Option<&str>, filter: Filter, correct: bool) -> Self {
         let scope = netns
             .and_then(|s| crate::netns::resolve(s).ok())
             .unwrap_or(0);

@@ -18,7 +18,7 @@ use super::{
 };
 
 /// What one frame shows.
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     pub head: &'a str,
     pub tables: &'a [panes::Table],
     pub losses: &'a str,
@@ -96,7 +96,7 @@ impl View<'_> {
         }
     }
 
-    pub fn draw(&self, f: &mut Frame) {
+    pub(crate) fn draw(&self, f: &mut Frame) {
         let [head, states, lists, foot] = Layout::vertical([
             Constraint::Length(1),
             Constraint::Length(5),

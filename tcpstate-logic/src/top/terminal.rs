@@ -69,7 +69,7 @@ impl Write for Pipe {
     }
 }
 
-pub struct Screen {
+pub(crate) struct Screen {
     terminal: Terminal<CrosstermBackend<Pipe>>,
     pipe: Pipe,
     keys: mpsc::Receiver<event::Event>,
@@ -126,7 +126,7 @@ impl Screen {
         self.keys.try_iter().collect()
     }
 
-    pub fn draw(&mut self, out: &mut Vec<u8>, draw: impl FnOnce(&mut ratatui::Frame)) {
+    pub(crate) fn draw(&mut self, out: &mut Vec<u8>, draw: impl FnOnce(&mut ratatui::Frame)) {
         // A failed draw (the size could not be read) skips this frame only.
         let _ = self.terminal.draw(draw);
         self.take(out);

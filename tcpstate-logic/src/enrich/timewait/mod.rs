@@ -176,7 +176,7 @@ impl TimeWait {
 
     /// The full socket closed from FIN_WAIT2 or CLOSING: report the timewait
     /// socket that takes over (a state row), as netstat would list it.
-    pub fn handover(&mut self, ev: &TcpEvent, counters: &mut Counters) -> Option<TcpEvent> {
+    pub(crate) fn handover(&mut self, ev: &TcpEvent, counters: &mut Counters) -> Option<TcpEvent> {
         let substate = match (ev.old, ev.peer_fin) {
             (TcpState::Closing, _) | (_, Some(true)) => TcpState::TimeWait,
             (_, Some(false)) => TcpState::FinWait2,
@@ -196,7 +196,7 @@ impl TimeWait {
     }
 
     /// Follows a timewait socket found by the start-up snapshot.
-    pub fn adopt(&mut self, ev: &TcpEvent, counters: &mut Counters) {
+    pub(crate) fn adopt(&mut self, ev: &TcpEvent, counters: &mut Counters) {
         self.follow(ev, counters);
     }
 
@@ -205,7 +205,7 @@ impl TimeWait {
     /// (`tcp_tw_reuse`, on by default for loopback, or a SYN the timewait
     /// socket accepted). Without this, a storm that reuses ports would leave
     /// the old timewait socket's end unreported.
-    pub fn reused(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
+    pub(crate) fn reused(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
         let key = TwKey::of(&TupleKey::of(ev));
         let tw = self.socks.remove(&key)?;
         Some(Self::row(
@@ -223,7 +223,7 @@ impl TimeWait {
     /// came from our orphaned FIN_WAIT2, which sends it as it moves to
     /// TIME_WAIT. That is the transition, at the peer's event time: no dump
     /// needed (a dump a second later may already find the tuple reused).
-    pub fn peer_closed(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
+    pub(crate) fn peer_closed(&mut self, ev: &TcpEvent) -> Option<TcpEvent> {
         let key = TwKey::of(&TupleKey::of(ev).reversed());
         let tw = self.socks.get_mut(&key)?;
         if tw.substate != TcpState::FinWait2 {
@@ -283,7 +283,7 @@ impl TimeWait {
     /// Dumps the timewait sockets of every namespace where a followed one
     /// is due, and settles all followed sockets of those namespaces: a new
     /// substate is a transition, a missing socket has expired.
-    pub fn tick(&mut self, now_ns: u64, dumps: &mut Dumps<'_>, emit: &mut Emit<'_>) {
+    pub(crate) fn tick(&mut self, now_ns: u64, dumps: &mut Dumps<'_>, emit: &mut Emit<'_>) {
         let namespaces: HashSet<u32> = self
             .socks
             .iter()
@@ -362,7 +362,7 @@ impl TimeWait {
 
     /// Orphaned FIN_WAIT2 sockets waiting longer than the threshold: the peer
     /// never sent its FIN.
-    pub fn flag_stuck(&mut self, now_ns: u64, threshold_ns: u64, emit: &mut Emit<'_>) {
+    pub(crate) fn flag_stuck(&mut self, now_ns: u64, threshold_ns: u64, emit: &mut Emit<'_>) {
         for (k, tw) in self.socks.iter_mut() {
             let age = now_ns.saturating_sub(tw.since_ns);
             if tw.substate == TcpState::FinWait2 && !tw.flagged_stuck && age >= threshold_ns {

@@ -6,7 +6,7 @@ use crate::event::{Note, Task, TcpEvent, TcpState};
 
 /// Most states kept per history (a TCP socket normally goes through at most
 /// 6); beyond, the oldest are dropped and the history marked incomplete.
-pub const MAX_STEPS: usize = 32;
+pub(crate) const MAX_STEPS: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -31,7 +31,7 @@ impl Role {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseKind {
+pub(crate) enum CloseKind {
     /// Sent the first FIN (ESTABLISHED -> FIN_WAIT1).
     Active,
     /// Received the first FIN (ESTABLISHED -> CLOSE_WAIT).

@@ -29,7 +29,6 @@ use crate::{
 };
 
 use history::History;
-pub use history::{CloseKind, MAX_STEPS, Role};
 use write::{COLS, write_json, write_text};
 
 /// How a history ended when it was printed.
@@ -115,13 +114,14 @@ impl Lifecycle {
 
     /// Names each history's container (JSON: `cgroup`, `container_id`,
     /// `pod_uid`, as event records have them) through the shared attributor.
-    pub fn with_containers(mut self, containers: Option<crate::container::Shared>) -> Self {
+    pub(crate) fn with_containers(mut self, containers: Option<crate::container::Shared>) -> Self {
         self.containers = containers;
         self
     }
 
+    #[cfg(test)]
     /// Replaces the clock used for "time so far" of unfinished histories.
-    pub fn with_now(mut self, now: fn() -> u64) -> Self {
+    pub(crate) fn with_now(mut self, now: fn() -> u64) -> Self {
         self.now = now;
         self
     }
