@@ -460,9 +460,10 @@ impl ServeContainer {
         ServeContainer { container, port }
     }
 
-    /// `podman start`, once more if it fails (said on stderr): under a full
-    /// parallel suite a start has been seen to fail once and pass at once
-    /// when repeated.
+    /// `podman start`, once more if it fails, saying why on stderr: under a
+    /// busy parallel suite one podman call of the pod test failed once and
+    /// passed when repeated, and a start (which also starts the pod's
+    /// infra container) is the call with the most moving parts.
     pub fn start_created(&self) {
         let first = podman()
             .args(["start", &self.container.0])
