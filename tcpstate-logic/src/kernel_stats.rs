@@ -14,7 +14,9 @@ pub struct KernelStats {
     /// from the full socket map (then --max-sockets is too small).
     pub untracked: u64,
     /// Runs of our program the kernel skipped because another BPF program was
-    /// already running on that CPU (`recursion_misses` in the program info).
+    /// already running on that CPU (`recursion_misses` in the program info),
+    /// of the state-change program (less those the nested-run program
+    /// handled) and of the SYN-ACK program.
     pub recursion_misses: u64,
     /// Runs the kernel skipped for the main program that the nested-run
     /// program handled (not lost).

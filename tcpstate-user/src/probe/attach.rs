@@ -41,27 +41,28 @@ where
 /// linger show: the BTF tracepoint when kernel BTF allows it (the kernel
 /// never skips it for another tool's program running on the CPU), else the
 /// classic one. Optional: without it tcpstate still traces every state
-/// change, and says what it cannot see.
+/// change, and says what it cannot see. Returns the attached program's
+/// descriptor, for its own count of runs the kernel skipped.
 pub(super) fn attach_synack(
     ebpf: &mut Ebpf,
     btf_id: Option<u32>,
     classic_present: bool,
     say: &mut dyn FnMut(&str),
-) -> bool {
+) -> Option<std::os::fd::OwnedFd> {
     if let Some(id) = btf_id {
-        let r = (|| -> Result<String, ProgramError> {
+        let r = (|| -> Result<(String, Option<std::os::fd::OwnedFd>), ProgramError> {
             let p: &mut BtfTracePoint = program(ebpf, names::SYNACK_BTF_PROGRAM)?;
             let (loaded, took) = timed(|| p.load_with_btf_id(id));
             loaded?;
             p.attach()?;
-            Ok(verified(p.info(), took))
+            Ok((verified(p.info(), took), own_fd(p.fd()).ok()))
         })();
         match r {
-            Ok(stats) => {
+            Ok((stats, fd)) => {
                 say(&format!(
                     "attached to tp_btf/tcp_retransmit_synack ({stats})"
                 ));
-                return true;
+                return fd;
             }
             Err(e) => say(&format!(
                 "tp_btf/tcp_retransmit_synack: {e}: {}; trying the classic tracepoint",
@@ -71,26 +72,26 @@ pub(super) fn attach_synack(
     }
     if !classic_present {
         say("half-open connections are not seen: no tcp:tcp_retransmit_synack");
-        return false;
+        return None;
     }
-    let r = (|| -> Result<String, ProgramError> {
+    let r = (|| -> Result<(String, Option<std::os::fd::OwnedFd>), ProgramError> {
         let p: &mut TracePoint = program(ebpf, names::SYNACK_CLASSIC_PROGRAM)?;
         let (loaded, took) = timed(|| p.load());
         loaded?;
         p.attach("tcp", "tcp_retransmit_synack")?;
-        Ok(verified(p.info(), took))
+        Ok((verified(p.info(), took), own_fd(p.fd()).ok()))
     })();
     match r {
-        Ok(stats) => {
+        Ok((stats, fd)) => {
             say(&format!("attached to tcp:tcp_retransmit_synack ({stats})"));
-            true
+            fd
         }
         Err(e) => {
             say(&format!(
                 "half-open connections are not seen (tcp:tcp_retransmit_synack: {e}: {})",
                 source_chain(&e)
             ));
-            false
+            None
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Probe {
     prog_fd: OwnedFd,
     /// The nested-run program's, when it is attached.
     nested_fd: Option<OwnedFd>,
+    /// The SYN-ACK program's, when it is attached.
+    synack_fd: Option<OwnedFd>,
     /// The `--netns` namespace's inode, 0 = every namespace.
     pub netns: u32,
     pub verbose: bool,
@@ -155,14 +157,15 @@ impl Probe {
         ));
         let (hook, prog_fd, nested_fd) = attach_state_change(&mut ebpf, &plan, &mut say)?;
         say(&format!("attached to {}", hook.name()));
-        if opts.half_open {
+        let synack_fd = if opts.half_open {
             // The BTF program reads the socket the way the BTF state-change
             // program does, so it goes with that hook.
             let btf_id = plan.kbtf.synack_btf_id.filter(|_| hook == StateHook::Btf);
-            attach_synack(&mut ebpf, btf_id, plan.config.synack.present != 0, &mut say);
+            attach_synack(&mut ebpf, btf_id, plan.config.synack.present != 0, &mut say)
         } else {
             say("--no-half-open: the SYN-ACK tracepoint is not attached");
-        }
+            None
+        };
         attach_causes(&mut ebpf, &plan.kbtf, &mut say);
         let rst_reasons = reset_reasons(&plan.tracing, &mut say);
         let stats = StatsView::map(&ebpf, ncpus)
@@ -172,6 +175,7 @@ impl Probe {
             stats,
             prog_fd,
             nested_fd,
+            synack_fd,
             verbose: opts.verbose,
             rst_reasons,
             netns: plan.config.netns,
@@ -257,11 +261,17 @@ impl Probe {
             listen_map_fail: sum(stat::LISTEN_MAP_FAIL),
             submitted: sum(stat::SUBMITTED),
             untracked: sum(stat::UNTRACKED),
-            // Through our own descriptor: still readable once detached. The
-            // runs the nested-run program handled instead are not lost.
+            // Through our own descriptors: still readable once detached.
+            // The runs the nested-run program handled instead are not lost;
+            // a skipped SYN-ACK program run is a half-open event lost.
             recursion_misses: recursion_misses(self.prog_fd.as_raw_fd())
                 .unwrap_or(0)
-                .saturating_sub(sum(stat::RESCUED)),
+                .saturating_sub(sum(stat::RESCUED))
+                + self
+                    .synack_fd
+                    .as_ref()
+                    .and_then(|fd| recursion_misses(fd.as_raw_fd()))
+                    .unwrap_or(0),
             rescued: sum(stat::RESCUED),
             cgroup_dropped: sum(stat::CGROUP_DROPPED),
             nested_misses: self
