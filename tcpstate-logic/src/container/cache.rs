@@ -46,8 +46,6 @@ pub struct Attributor {
     capacity: usize,
     /// /proc reads, for tests and the curious.
     pub reads: u64,
-    /// Cgroup ids looked up on the cgroup2 mount.
-    pub id_lookups: u64,
 }
 
 impl Default for Attributor {
@@ -83,7 +81,6 @@ impl Attributor {
             by_id: HashMap::new(),
             capacity: capacity.max(1),
             reads: 0,
-            id_lookups: 0,
         }
     }
 
@@ -120,20 +117,10 @@ impl Attributor {
         {
             return e.attribution.clone();
         }
-        self.id_lookups += 1;
-        let attribution = fs.path_of(id).map(|p| {
-            Arc::new(Attribution {
-                cgroup_id: Some(id),
-                ..Attribution::from_path(&p)
-            })
-        });
-        let entry = Entry {
-            at: now,
-            attribution: attribution.clone(),
-        };
-        insert_bounded(&mut self.by_id, self.capacity, id, entry, |e| {
-            e.attribution.is_none() && now.duration_since(e.at) >= cgroupfs::REWALK
-        });
+        let attribution = fs
+            .path_of(id)
+            .map(|p| Arc::new(Attribution::of_cgroup(id, &p)));
+        self.remember_id(id, attribution.clone(), now);
         attribution
     }
 
@@ -165,23 +152,27 @@ impl Attributor {
         let Some(fs) = &self.cgroupfs else {
             return Vec::new();
         };
+        let now = Instant::now();
         fs.walk()
             .into_iter()
             .map(|(id, path)| {
-                let a = Arc::new(Attribution {
-                    cgroup_id: Some(id),
-                    ..Attribution::from_path(&path)
-                });
-                let entry = Entry {
-                    at: Instant::now(),
-                    attribution: Some(a.clone()),
-                };
-                insert_bounded(&mut self.by_id, self.capacity, id, entry, |e| {
-                    e.attribution.is_none()
-                });
+                let a = Arc::new(Attribution::of_cgroup(id, &path));
+                self.remember_id(id, Some(a.clone()), now);
                 a
             })
             .collect()
+    }
+
+    /// Caches what cgroup id `id` resolved to; at capacity, ids not found
+    /// that are due to be asked again go first.
+    fn remember_id(&mut self, id: u64, attribution: Option<Arc<Attribution>>, now: Instant) {
+        let entry = Entry {
+            at: now,
+            attribution,
+        };
+        insert_bounded(&mut self.by_id, self.capacity, id, entry, |e| {
+            e.attribution.is_none() && now.duration_since(e.at) >= cgroupfs::REWALK
+        });
     }
 
     fn read(&mut self, pid: u32) -> Option<Attribution> {

@@ -45,6 +45,14 @@ impl Attribution {
         }
     }
 
+    /// The cgroup with kernel id `id` at `path`.
+    pub(crate) fn of_cgroup(id: u64, path: &str) -> Self {
+        Attribution {
+            cgroup_id: Some(id),
+            ..Attribution::from_path(path)
+        }
+    }
+
     /// The 12-digit short ID `podman ps` and `docker ps` show.
     pub(crate) fn short_id(&self) -> Option<&str> {
         self.container_id

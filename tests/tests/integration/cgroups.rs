@@ -21,15 +21,12 @@ struct TestCgroup {
 
 impl TestCgroup {
     fn new(name: &str) -> TestCgroup {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (fields, rest) = l.split_once(" - ")?;
-                (rest.starts_with("cgroup2 "))
-                    .then(|| fields.split(' ').nth(4).unwrap().to_string())
-            })
-            .expect("a cgroup2 mount");
+        let mount = tcpstate_devsupport::mounts::read()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.fstype == "cgroup2")
+            .expect("a cgroup2 mount")
+            .point;
         let path = format!("/tcpstate-test-{}-{name}", std::process::id());
         let dir = PathBuf::from(mount).join(path.trim_start_matches('/'));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
